@@ -1,0 +1,64 @@
+# One Makefile for the whole project. `make test` and `make run` install what they need themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+
+# Lambda runs python3.13, so the venv and `sam build` must too. pyenv's 3.13 is found without activation.
+PY313 ?= $(shell PYENV_VERSION=3.13.0 python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3.13)
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: help python-check venv lint unit integration test validate build run send-sqs bench clean
+
+help:
+	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
+	@echo "make test   lint, unit + integration tests, sam validate (+ --lint), sam build"
+	@echo "make bench  benchmark table (throughput, requests per event, cold start, package size)"
+
+python-check:
+	@test -n "$(PY313)" || { echo "error: python3.13 not found. Install it (pyenv install 3.13.0) or set PY313=/path/to/python3.13" >&2; exit 1; }
+
+$(VENV)/.installed: requirements-dev.txt layers/forwarder/requirements.txt | python-check
+	@test -x $(PY) || $(PY313) -m venv $(VENV)
+	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -r requirements-dev.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+$(SAM_VENV)/.installed: | python-check
+	@test -x $(SAM_VENV)/bin/python || $(PY313) -m venv $(SAM_VENV)
+	set -o pipefail; $(SAM_VENV)/bin/python -m pip install $(PIP_QUIET) aws-sam-cli==1.170.0 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+integration: venv
+	$(PY) -m pytest tests/integration -q
+
+validate: $(SAM_VENV)/.installed
+	$(SAM) validate --region $(AWS_DEFAULT_REGION)
+	$(SAM) validate --lint --region $(AWS_DEFAULT_REGION)
+
+build: $(SAM_VENV)/.installed venv
+	$(SAM) build
+
+test: lint validate build
+	$(PY) -m pytest -q
+
+run: venv
+	$(PY) -m local_stack
+
+bench: venv build
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,16 @@
+"""Server-side Segment forwarder of an A/B-testing platform.
+
+The package is shipped as a Lambda layer and holds the whole domain; the functions in
+``functions/<name>/app.py`` only bind a handler::
+
+    from segment_forwarder.handler import make_handler
+
+    handler = make_handler("assignment")
+
+Modules: ``validation`` (requests against the OpenAPI document), ``events`` (requests → Segment messages and
+dedup keys), ``dedup`` (DynamoDB claims), ``segment`` (the ``/v1/batch`` client), ``connections`` (workspace
+secrets), ``forwarding`` (claim → send → mark sent), ``handler`` (Lambda entry points for HTTP and SQS).
+"""
+
+__version__ = "1.0.0"
+LIBRARY = {"name": "segment-forwarder", "version": __version__}

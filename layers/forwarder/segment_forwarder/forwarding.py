@@ -1,0 +1,225 @@
+"""Claim → send → mark sent, for one event (HTTP path) or a whole SQS batch (§2, §6).
+
+::
+
+    forwarder = Forwarder(store, connections, segment, settings)
+    outcomes = forwarder.forward(events, deadline=time.monotonic() + 3)   # one Outcome per event, in order
+
+Per event: resolve the workspace's connection; claim the event's own fact (a duplicate or an attempt in
+flight elsewhere stops here), then the visitor's identity facts (the link to a user id first, then the
+first-seen Identify); build the messages (Identify before Track). Events are grouped per workspace and sent
+with as few ``/v1/batch`` requests as the limits allow; delivered facts are marked SENT in one batch write,
+failed ones are released at once so the retry can claim them again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from aws_lambda_powertools import Logger
+
+from .config import Settings
+from .connections import Connection, ConnectionConfigError, Connections, ConnectionUnavailableError
+from .dedup import Claim, ClaimState, DedupStore, DedupUnavailableError, Fact
+from .events import IDENTIFY, Event, identify_message, link_key, track_message
+from .segment import MAX_MESSAGE_BYTES, SegmentClient, message_size, split_batches
+
+logger = Logger(child=True)
+
+Status = Literal["delivered", "duplicate", "skipped", "retry", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one event.
+
+    ``retry``: not delivered now, a later attempt may succeed (HTTP: queue it; SQS: report it failed).
+    ``rejected``: can never succeed (HTTP: ``http_status``; SQS: dead-letter queue with ``reason``).
+    """
+
+    status: Status
+    message_ids: tuple[str, ...] = ()
+    reason: str = ""
+    http_status: int | None = None
+
+
+@dataclass(slots=True)
+class _Work:
+    event: Event
+    connection: Connection | None = None
+    claims: list[Claim] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    outcome: Outcome | None = None
+    leader: _Work | None = None  # an earlier event of this call that holds this event's own fact
+
+
+class Forwarder:
+    """Forwards events to their workspaces' Segment sources, exactly once per dedup fact."""
+
+    def __init__(self, store: DedupStore, connections: Connections, segment: SegmentClient, settings: Settings) -> None:
+        self._store = store
+        self._connections = connections
+        self._segment = segment
+        self._settings = settings
+        self.segment_requests = 0
+
+    def forward(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
+        """Forward ``events`` with delivery attempts bounded by ``deadline`` (``time.monotonic()`` based)."""
+        works = [_Work(event) for event in events]
+        owners: dict[tuple[str, str], _Work] = {}
+        for work in works:
+            self._connect(work)
+            if work.outcome is None:
+                self._claim(work, owners)
+            if work.outcome is None and work.leader is None:
+                self._build_messages(work)
+        delivered = self._send(works, deadline)
+        self._mark_sent(delivered)
+        for work in works:
+            if work.leader is not None:
+                leader_done = work.leader.outcome and work.leader.outcome.status == "delivered"
+                work.outcome = Outcome("duplicate") if leader_done else Outcome("retry", reason="in_flight")
+        return [work.outcome or Outcome("retry", reason="internal") for work in works]
+
+    # -- steps -----------------------------------------------------------------------------------------
+
+    def _connect(self, work: _Work) -> None:
+        try:
+            work.connection = self._connections.get(work.event.workspace_id)
+        except ConnectionConfigError as exc:
+            work.outcome = Outcome("retry", reason=f"connection_invalid: {exc}")
+            return
+        except ConnectionUnavailableError:
+            work.outcome = Outcome("retry", reason="connection_unavailable")
+            return
+        if work.connection is None:
+            work.outcome = Outcome("skipped", reason="not_connected")
+
+    def _fact(self, event: Event, key: str, *, user_id: str | None = None) -> Fact:
+        ttl = self._settings.event_id_ttl_seconds if key.startswith("EVENT#") else self._settings.dedup_ttl_seconds
+        variant = event.body.get("variant_id") if key.startswith("ASSIGN#") else None
+        return Fact(event.partition_key, key, event.message_id(key), ttl, variant_id=variant, user_id=user_id)
+
+    def _claim(self, work: _Work, owners: dict[tuple[str, str], _Work]) -> None:
+        event = work.event
+        own_key = event.fact_key
+        duplicate = False
+        try:
+            if own_key is not None and own_key != IDENTIFY:
+                claim = self._store.claim(self._fact(event, own_key))
+                if claim.state is ClaimState.IN_FLIGHT:
+                    leader = owners.get((event.partition_key, own_key))
+                    if leader is not None:
+                        work.leader = leader
+                    else:
+                        work.outcome = Outcome("retry", reason="in_flight")
+                    return
+                if claim.state is ClaimState.SENT:
+                    duplicate = True
+                else:
+                    work.claims.append(claim)
+                    owners[(event.partition_key, own_key)] = work
+            if not (duplicate and event.user_id is None):
+                in_flight = self._claim_identity(work)
+                if event.kind == "identify" and in_flight and not work.claims:
+                    work.outcome = Outcome("retry", reason="in_flight")
+        except DedupUnavailableError as exc:
+            self._store.release(work.claims)
+            work.claims.clear()
+            work.outcome = Outcome("retry", reason=f"dedup_unavailable: {exc}")
+
+    def _claim_identity(self, work: _Work) -> bool:
+        """Claim the visitor's link to the user id (if any), then its first-seen Identify.
+
+        A link already claimed or sent means the visitor is identified too. Returns True when the identity
+        fact is in flight elsewhere (left to the attempt that claimed it).
+        """
+        event = work.event
+        if event.user_id is not None:
+            link = self._store.claim(self._fact(event, link_key(event.user_id), user_id=event.user_id))
+            if link.state is not ClaimState.CLAIMED:
+                return link.state is ClaimState.IN_FLIGHT
+            work.claims.append(link)
+        first = self._store.claim(self._fact(event, IDENTIFY, user_id=event.user_id))
+        if first.state is ClaimState.CLAIMED:
+            work.claims.append(first)
+        return first.state is ClaimState.IN_FLIGHT and event.user_id is None
+
+    def _build_messages(self, work: _Work) -> None:
+        event = work.event
+        by_key = {claim.fact.sk: claim for claim in work.claims}
+        identity = by_key.get(IDENTIFY) or (by_key.get(link_key(event.user_id)) if event.user_id else None)
+        if identity is not None:
+            identify_id = identity.fact.message_id
+            work.messages.append(identify_message(event, identify_id, event.user_id))
+            # One Identify that carries the user id is also the link: both facts record its message id.
+            work.claims = [
+                replace(c, fact=replace(c.fact, message_id=identify_id)) if c.fact.sk.startswith(IDENTIFY) else c
+                for c in work.claims
+            ]
+        own_key = event.fact_key
+        if event.kind != "identify" and (own_key is None or own_key in by_key):
+            variant = by_key[own_key].fact.variant_id if own_key in by_key else None
+            work.messages.append(track_message(event, event.track_message_id(), variant))
+        if not work.messages:
+            work.outcome = Outcome("duplicate")
+            return
+        if any(message_size(m) > MAX_MESSAGE_BYTES for m in work.messages):
+            self._store.release(work.claims)
+            work.messages.clear()
+            work.outcome = Outcome(
+                "rejected",
+                reason=f"message_too_large: a Segment message is over {MAX_MESSAGE_BYTES} bytes",
+                http_status=413,
+            )
+
+    def _send(self, works: list[_Work], deadline: float) -> list[_Work]:
+        """Send every event that has messages, one batch per workspace (split by limits); return the delivered."""
+        groups: dict[str, list[_Work]] = {}
+        for work in works:
+            if work.outcome is None and work.messages:
+                groups.setdefault(work.event.workspace_id, []).append(work)
+        delivered: list[_Work] = []
+        for group in groups.values():
+            connection = group[0].connection
+            assert connection is not None
+            for indexes in split_batches([w.messages for w in group]):
+                batch = [group[i] for i in indexes]
+                messages = [m for w in batch for m in w.messages]
+                started = time.monotonic()
+                result = self._segment.send(connection.write_key, connection.region, messages, deadline)
+                self.segment_requests += result.requests
+                logger.debug(
+                    "segment batch",
+                    extra={
+                        "region": connection.region,
+                        "messages": len(messages),
+                        "status": result.status,
+                        "requests": result.requests,
+                        "ms": round((time.monotonic() - started) * 1000),
+                    },
+                )
+                if result.ok:
+                    for work in batch:
+                        ids = tuple(m["messageId"] for m in work.messages)
+                        work.outcome = Outcome("delivered", message_ids=ids)
+                    delivered.extend(batch)
+                    continue
+                for work in batch:
+                    self._store.release(work.claims)
+                    status: Status = "retry" if result.retryable else "rejected"
+                    work.outcome = Outcome(status, reason=result.reason)
+        return delivered
+
+    def _mark_sent(self, delivered: list[_Work]) -> None:
+        claims = [claim for work in delivered for claim in work.claims]
+        if not claims:
+            return
+        try:
+            self._store.mark_sent(claims)
+        except DedupUnavailableError as exc:
+            # Delivered all the same. The leases expire; a resend would carry the same message ids.
+            logger.warning("could not mark facts sent", extra={"facts": len(claims), "error": str(exc)})

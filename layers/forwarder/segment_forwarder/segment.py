@@ -1,0 +1,152 @@
+"""Segment's HTTP tracking API, ``/v1/batch`` only, over one pooled urllib3 connection set (§5).
+
+::
+
+    client = SegmentClient({"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"})
+    result = client.send(write_key, "eu", messages, deadline=time.monotonic() + 3)
+    result.ok, result.retryable, result.status, result.requests
+
+Messages are split into as few requests as Segment's limits allow (500 KB with a margin, 2,500 messages).
+Retries follow the official clients' rules, bounded by ``deadline`` (a monotonic time) instead of hours.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+
+from . import __version__
+from .events import iso_ms
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_REQUEST_BYTES = 475 * 1024  # Segment's limit is 500 KB; keep room for the envelope
+MAX_BATCH_MESSAGES = 2_500
+RETRYABLE = frozenset({408, 410, 429, 460})
+NOT_RETRYABLE_5XX = frozenset({501, 505})
+BACKOFF_BASE_S, BACKOFF_CAP_S, RETRY_AFTER_CAP_S = 0.5, 60.0, 300.0
+MIN_ATTEMPT_S = 0.25  # do not start an attempt with less time than this left
+USER_AGENT = f"segment-forwarder/{__version__}"
+
+
+def message_size(message: dict[str, Any]) -> int:
+    """Bytes of a message as it is sent (compact JSON)."""
+    return len(json.dumps(message, separators=(",", ":")).encode())
+
+
+def is_retryable(status: int) -> bool:
+    """Segment's retry rule: 408, 410, 429, 460 and 5xx except 501/505."""
+    return status in RETRYABLE or (500 <= status < 600 and status not in NOT_RETRYABLE_5XX)
+
+
+def split_batches(
+    units: Sequence[Sequence[dict[str, Any]]],
+    max_bytes: int = MAX_REQUEST_BYTES,
+    max_messages: int = MAX_BATCH_MESSAGES,
+) -> Iterator[list[int]]:
+    """Group units (the messages of one event, kept together and in order) into request-sized batches.
+
+    Yields lists of unit indexes. Every single message must already be at most MAX_MESSAGE_BYTES.
+    """
+    batch: list[int] = []
+    size = count = 0
+    for index, unit in enumerate(units):
+        unit_size = sum(message_size(m) + 1 for m in unit)
+        if batch and (size + unit_size > max_bytes or count + len(unit) > max_messages):
+            yield batch
+            batch, size, count = [], 0, 0
+        batch.append(index)
+        size += unit_size
+        count += len(unit)
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What became of one batch: ``ok``; else ``retryable`` tells a later attempt may succeed."""
+
+    ok: bool
+    retryable: bool
+    status: int | None
+    reason: str
+    requests: int
+
+
+class SegmentClient:
+    """Posts batches to a region's ``/v1/batch``; one instance (and connection pool) per execution environment."""
+
+    def __init__(self, endpoints: dict[str, str], pool: urllib3.PoolManager | None = None) -> None:
+        self._endpoints = {region: url.rstrip("/") for region, url in endpoints.items()}
+        self._pool = pool or urllib3.PoolManager(
+            num_pools=4, maxsize=4, retries=False, cert_reqs="CERT_REQUIRED", block=False
+        )
+
+    def endpoint(self, region: str) -> str:
+        """The batch URL of a region; a region without an endpoint is a KeyError (never another region)."""
+        return f"{self._endpoints[region]}/v1/batch"
+
+    def send(self, write_key: str, region: str, messages: list[dict[str, Any]], deadline: float) -> SendResult:
+        """Send one batch (already within the limits) with retries until success, a final answer or ``deadline``."""
+        url = self.endpoint(region)
+        token = base64.b64encode(f"{write_key}:".encode()).decode()
+        headers = {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        attempt = requests = 0
+        while True:
+            remaining = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
+            body = json.dumps(
+                {"batch": messages, "sentAt": iso_ms(datetime.now(UTC)), "writeKey": write_key},
+                separators=(",", ":"),
+            ).encode()
+            requests += 1
+            try:
+                response = self._pool.request(
+                    "POST",
+                    url,
+                    body=body,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=min(2.0, remaining), read=remaining),
+                    redirect=False,
+                    preload_content=True,
+                )
+                status: int | None = response.status
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                reason = f"segment answered {status}"
+            except urllib3.exceptions.HTTPError as exc:
+                status, retry_after = None, None
+                reason = f"segment unreachable: {type(exc).__name__}"
+            if status is not None and 200 <= status < 300:
+                return SendResult(True, False, status, "delivered", requests)
+            if status is not None and not is_retryable(status):
+                return SendResult(False, False, status, reason, requests)
+            wait = retry_after if retry_after is not None else _backoff(attempt)
+            attempt += 1
+            if time.monotonic() + wait + MIN_ATTEMPT_S > deadline:
+                return SendResult(False, True, status, reason, requests)
+            time.sleep(wait)
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: 0.5 s base, 60 s cap."""
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311 - jitter, not crypto
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds of a Retry-After header (delta-seconds form), capped; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), RETRY_AFTER_CAP_S)
+    except ValueError:
+        return None

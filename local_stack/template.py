@@ -1,0 +1,248 @@
+"""template.yaml as the local stack's single source: resources, routes and function environments.
+
+::
+
+    stack = Template.load()                                   # parses template.yaml (CloudFormation tags too)
+    resources = stack.create_resources(session)               # table, queues and DLQs on the AWS endpoint
+    stack.function_environment("AssignmentFunction", resources)   # {"DEDUP_TABLE": ..., "QUEUE_URL": ...}
+    stack.http_routes()                                       # [("POST", "/v1/assignments", "AssignmentFunction"), ...]
+    stack.sqs_sources()                                       # [SqsSource(function, queue, batch_size, window)]
+
+Parameters take their defaults unless overridden. Intrinsic functions used by the template (Ref, GetAtt, Sub)
+are resolved against the created resources.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = ROOT / "template.yaml"
+ACCOUNT_ID = "123456789012"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that turns short-form tags (``!Ref X``) into their long form (``{"Ref": "X"}``)."""
+
+
+def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A created resource: what Ref and GetAtt answer."""
+
+    logical_id: str
+    type: str
+    ref: str
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SqsSource:
+    """An SQS event source mapping of a function."""
+
+    function: str
+    queue: str
+    batch_size: int
+    batching_window_s: float
+    report_batch_item_failures: bool
+
+
+class Template:
+    """A parsed SAM template with parameter values."""
+
+    def __init__(
+        self,
+        document: dict[str, Any],
+        parameters: dict[str, str] | None = None,
+        stack_name: str = "segment-forwarder-local",
+        region: str = "us-east-1",
+    ) -> None:
+        self.document = document
+        self.stack_name = stack_name
+        self.region = region
+        defaults = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
+        self.parameters = {**defaults, **(parameters or {})}
+
+    @classmethod
+    def load(cls, path: Path = TEMPLATE_PATH, **kwargs: Any) -> Template:
+        """Parse ``template.yaml`` (or another SAM template)."""
+        with path.open(encoding="utf-8") as handle:
+            return cls(yaml.load(handle, Loader=_CfnLoader), **kwargs)  # noqa: S506 - SafeLoader subclass
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """The template's Resources section."""
+        return self.document["Resources"]
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        """Resources of one CloudFormation/SAM type, by logical id."""
+        return {name: spec for name, spec in self.resources.items() if spec["Type"] == resource_type}
+
+    # -- intrinsic functions ---------------------------------------------------------------------------------
+
+    def resolve(self, value: Any, created: dict[str, Resource]) -> Any:
+        """Resolve Ref / Fn::GetAtt / Fn::Sub against parameters, pseudo parameters and created resources."""
+        if isinstance(value, list):
+            return [self.resolve(v, created) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if "Ref" in value:
+            return self._ref(value["Ref"], created)
+        if "Fn::GetAtt" in value:
+            logical_id, attribute = value["Fn::GetAtt"]
+            return created[logical_id].attributes[attribute]
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"]
+            return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1), created), text)
+        return {k: self.resolve(v, created) for k, v in value.items()}
+
+    def _pseudo(self) -> dict[str, str]:
+        return {
+            "AWS::Region": self.region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::StackName": self.stack_name,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+
+    def _ref(self, name: str, created: dict[str, Resource]) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self._pseudo():
+            return self._pseudo()[name]
+        return created[name].ref
+
+    def _sub(self, expression: str, created: dict[str, Resource]) -> str:
+        if "." in expression and expression.split(".", 1)[0] in created:
+            logical_id, attribute = expression.split(".", 1)
+            return created[logical_id].attributes[attribute]
+        try:
+            return self._ref(expression, created)
+        except KeyError:
+            return f"{expression}"
+
+    # -- resources --------------------------------------------------------------------------------------------
+
+    def create_resources(self, session: Any) -> dict[str, Resource]:
+        """Create the template's DynamoDB tables and SQS queues (DLQs first) on the session's endpoint."""
+        created: dict[str, Resource] = {}
+        for logical_id, spec in self.of_type("AWS::DynamoDB::Table").items():
+            created[logical_id] = self._create_table(session.client("dynamodb"), logical_id, spec, created)
+        queues = self.of_type("AWS::SQS::Queue")
+        # Dead-letter queues first: a redrive policy needs its target's ARN.
+        order = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
+        sqs = session.client("sqs")
+        for logical_id in order:
+            created[logical_id] = self._create_queue(sqs, logical_id, queues[logical_id], created)
+        return created
+
+    def _physical_name(self, logical_id: str) -> str:
+        return f"{self.stack_name}-{logical_id}"
+
+    def _create_table(self, client: Any, logical_id: str, spec: dict, created: dict[str, Resource]) -> Resource:
+        props = self.resolve(spec["Properties"], created)
+        name = props.get("TableName") or self._physical_name(logical_id)
+        client.create_table(
+            TableName=name,
+            AttributeDefinitions=props["AttributeDefinitions"],
+            KeySchema=props["KeySchema"],
+            BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+        )
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            client.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": bool(ttl["Enabled"])},
+            )
+        arn = f"arn:aws:dynamodb:{self.region}:{ACCOUNT_ID}:table/{name}"
+        return Resource(logical_id, spec["Type"], name, {"Arn": arn})
+
+    def _create_queue(self, client: Any, logical_id: str, spec: dict, created: dict[str, Resource]) -> Resource:
+        props = self.resolve(spec.get("Properties", {}), created)
+        name = props.get("QueueName") or self._physical_name(logical_id)
+        attributes: dict[str, str] = {}
+        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds"):
+            if key in props:
+                attributes[key] = str(props[key])
+        if "RedrivePolicy" in props:
+            policy = props["RedrivePolicy"]
+            attributes["RedrivePolicy"] = json.dumps(
+                {
+                    "deadLetterTargetArn": policy["deadLetterTargetArn"],
+                    "maxReceiveCount": int(policy["maxReceiveCount"]),
+                }
+            )
+        url = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return Resource(logical_id, spec["Type"], url, {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
+    # -- functions --------------------------------------------------------------------------------------------
+
+    def functions(self) -> dict[str, dict[str, Any]]:
+        """Serverless functions by logical id."""
+        return self.of_type("AWS::Serverless::Function")
+
+    def function_environment(self, function: str, created: dict[str, Resource]) -> dict[str, str]:
+        """The function's environment: Globals merged with its own variables, resolved."""
+        global_vars = self.document.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        own = self.functions()[function]["Properties"].get("Environment", {}).get("Variables", {})
+        merged = {**global_vars, **own}
+        return {name: str(self.resolve(value, created)) for name, value in merged.items()}
+
+    def function_property(self, function: str, name: str) -> Any:
+        """A function property, falling back to Globals (Timeout, Handler, CodeUri, ...)."""
+        own = self.functions()[function]["Properties"]
+        if name in own:
+            return own[name]
+        return self.document.get("Globals", {}).get("Function", {}).get(name)
+
+    def http_routes(self) -> list[tuple[str, str, str]]:
+        """(method, path, function logical id) of every HttpApi event."""
+        routes = []
+        for function, spec in self.functions().items():
+            for event in spec["Properties"].get("Events", {}).values():
+                if event["Type"] == "HttpApi":
+                    props = event["Properties"]
+                    routes.append((props["Method"].upper(), props["Path"], function))
+        return routes
+
+    def sqs_sources(self) -> list[SqsSource]:
+        """SQS event source mappings (queue logical id, batch size, window, partial batch failures)."""
+        sources = []
+        for function, spec in self.functions().items():
+            for event in spec["Properties"].get("Events", {}).values():
+                if event["Type"] != "SQS":
+                    continue
+                props = event["Properties"]
+                queue = props["Queue"]["Fn::GetAtt"][0]
+                sources.append(
+                    SqsSource(
+                        function=function,
+                        queue=queue,
+                        batch_size=int(self.resolve(props.get("BatchSize", 10), {})),
+                        batching_window_s=float(self.resolve(props.get("MaximumBatchingWindowInSeconds", 0), {})),
+                        report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                    )
+                )
+        return sources
