@@ -1,0 +1,435 @@
+"""The local Segment sink, exercised over real HTTP on loopback (no mocks)."""
+
+import base64
+import gzip
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from local_stack.segment_sink import SegmentSink
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KEY = "wk_test_secret_9f3a"
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture
+def sink():
+    with SegmentSink() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def http():
+    pool = urllib3.PoolManager(retries=False, timeout=5.0)
+    yield pool
+    pool.clear()
+
+
+def basic(key):
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
+def post(http, url, payload=None, *, key=KEY, body=None, headers=None):
+    all_headers = {"Content-Type": "application/json"}
+    if key is not None:
+        all_headers["Authorization"] = basic(key)
+    all_headers.update(headers or {})
+    data = body if body is not None else json.dumps(payload).encode()
+    return http.request("POST", url, body=data, headers=all_headers)
+
+
+def track(i=0, **extra):
+    return {"type": "track", "event": "Experiment Viewed", "anonymousId": f"v{i}", "messageId": f"m{i}", **extra}
+
+
+def batch_url(sink, region="us"):
+    return f"{sink.region_url(region)}/v1/batch"
+
+
+def test_batch_is_accepted_and_expanded_with_the_envelope_merged(sink, http):
+    payload = {
+        "batch": [
+            track(1, properties={"experiment_id": "e1"}),
+            {
+                "type": "identify",
+                "userId": "u1",
+                "anonymousId": "v1",
+                "traits": {"plan": "pro"},
+                "context": {"ip": "9.9.9.9"},
+            },
+        ],
+        "context": {"ip": "1.2.3.4", "library": {"name": "segment-forwarder", "version": "1.0.0"}},
+        "integrations": {"All": True},
+        "sentAt": "2026-01-01T00:00:00.000Z",
+        "writeKey": KEY,
+    }
+    response = post(http, batch_url(sink), payload)
+
+    assert response.status == 200
+    assert response.json() == {"success": True}
+    events = sink.events()
+    assert [e["message"]["type"] for e in events] == ["track", "identify"]
+    assert {(e["region"], e["write_key"]) for e in events} == {("us", KEY)}
+    assert all(ISO_MS_Z.match(e["received_at"]) for e in events)
+    first, second = (e["message"] for e in events)
+    assert first["context"] == payload["context"]
+    assert first["integrations"] == {"All": True}
+    assert first["sentAt"] == "2026-01-01T00:00:00.000Z"
+    assert first["properties"] == {"experiment_id": "e1"}
+    # the item's own context wins key by key, the rest of the envelope is merged in
+    assert second["context"] == {"ip": "9.9.9.9", "library": {"name": "segment-forwarder", "version": "1.0.0"}}
+    assert "writeKey" not in first and "writeKey" not in second
+    assert sink.requests() == [
+        {
+            "region": "us",
+            "path": "/us/v1/batch",
+            "status": 200,
+            "write_key": KEY,
+            "message_count": 2,
+            "received_at": events[0]["received_at"],
+            "error": None,
+        }
+    ]
+
+
+def test_single_track_call_and_import_alias(sink, http):
+    single = {"event": "Conversion Triggered", "userId": "u9", "messageId": "c1", "writeKey": KEY}
+    assert post(http, f"{sink.region_url('eu')}/v1/track", single).status == 200
+    imported = post(http, f"{sink.region_url('us')}/v1/import", {"batch": [track(2)]})
+    assert imported.status == 200
+
+    events = sink.events()
+    assert events[0]["region"] == "eu"
+    assert events[0]["message"] == {"event": "Conversion Triggered", "userId": "u9", "messageId": "c1", "type": "track"}
+    assert events[1]["region"] == "us" and events[1]["message"]["messageId"] == "m2"
+
+
+@pytest.mark.parametrize(
+    ("header_key", "body_key", "status", "answer"),
+    [
+        (KEY, None, 200, {"success": True}),
+        (None, KEY, 200, {"success": True}),
+        ("unknown-but-nonempty-key", None, 200, {"success": True}),  # Segment does not validate keys
+        (None, None, 401, {"success": False, "message": "missing write key"}),
+        (KEY, "another_key", 400, None),
+    ],
+)
+def test_write_key_from_basic_auth_or_body(sink, http, header_key, body_key, status, answer):
+    payload = {"batch": [track()]}
+    if body_key is not None:
+        payload["writeKey"] = body_key
+    response = post(http, batch_url(sink), payload, key=header_key)
+
+    assert response.status == status
+    if answer is not None:
+        assert response.json() == answer
+    assert len(sink.events()) == (1 if status == 200 else 0)
+    assert [r["status"] for r in sink.requests()] == [status]
+
+
+def test_gzip_body_is_decompressed(sink, http):
+    body = gzip.compress(json.dumps({"batch": [track(1), track(2)]}).encode())
+    response = post(http, batch_url(sink), body=body, headers={"Content-Encoding": "gzip"})
+    assert response.status == 200
+    assert [e["message"]["messageId"] for e in sink.events()] == ["m1", "m2"]
+
+
+def test_chunked_body_is_accepted(sink, http):
+    data = json.dumps({"batch": [track(3)]}).encode()
+    response = http.request(
+        "POST",
+        batch_url(sink),
+        body=iter([data[:10], data[10:]]),
+        headers={"Content-Type": "application/json", "Authorization": basic(KEY)},
+        chunked=True,
+    )
+    assert response.status == 200
+    assert len(sink.events()) == 1
+
+
+def test_message_over_32_kb_is_rejected(sink, http):
+    ok = post(http, batch_url(sink), {"batch": [track(1, properties={"blob": "x" * 31_000})]})
+    too_big = post(http, batch_url(sink), {"batch": [track(2), track(3, properties={"blob": "x" * 33_000})]})
+
+    assert ok.status == 200
+    assert too_big.status == 400
+    assert "32 KB" in too_big.json()["message"]
+    assert [e["message"]["messageId"] for e in sink.events()] == ["m1"]
+
+
+def test_request_over_500_kb_is_rejected(sink, http):
+    blob = "y" * 30_000
+    under = post(http, batch_url(sink), {"batch": [track(i, properties={"b": blob}) for i in range(15)]})
+    over = post(http, batch_url(sink), {"batch": [track(i, properties={"b": blob}) for i in range(20)]})
+
+    assert under.status == 200
+    assert over.status == 400
+    assert "500 KB" in over.json()["message"]
+    assert len(sink.events()) == 15
+    assert [r["status"] for r in sink.requests()] == [200, 400]
+
+
+def test_batch_over_2500_messages_answers_200_but_is_dropped(sink, http):
+    small = [{"type": "track", "event": "e", "anonymousId": "a"}]
+    exactly = post(http, batch_url(sink), {"batch": small * 2500})
+    assert exactly.status == 200 and len(sink.events()) == 2500
+    sink.clear()
+
+    response = post(http, batch_url(sink), {"batch": small * 2501})
+
+    assert response.status == 200
+    assert response.json() == {"success": True}
+    assert sink.events() == []
+    [request] = sink.requests()
+    assert request["status"] == 200 and request["message_count"] == 2501
+
+
+@pytest.mark.parametrize(
+    ("payload", "body", "headers", "fragment"),
+    [
+        ({"batch": [track(1), {"type": "track", "anonymousId": "v2"}]}, None, {}, 'track needs "event"'),
+        ({"batch": [{"type": "track", "event": "e"}]}, None, {}, '"userId" or "anonymousId"'),
+        ({"batch": [{"event": "e", "anonymousId": "a"}]}, None, {}, 'needs "type"'),
+        ({"batch": [track(1, messageId="m" * 101)]}, None, {}, "messageId"),
+        ({"batch": {"not": "a list"}}, None, {}, '"batch" must be a list'),
+        (None, b"{not json", {}, "invalid JSON"),
+        ({"batch": [track()]}, None, {"Content-Type": "text/plain"}, "application/json"),
+    ],
+    ids=["track-without-event", "no-id", "no-type", "long-message-id", "batch-not-list", "bad-json", "text-plain"],
+)
+def test_invalid_requests_are_400_and_record_nothing(sink, http, payload, body, headers, fragment):
+    response = post(http, batch_url(sink), payload, body=body, headers=headers)
+
+    assert response.status == 400
+    answer = response.json()
+    assert answer["success"] is False and fragment in answer["message"]
+    assert sink.events() == []
+    assert [r["status"] for r in sink.requests()] == [400]
+
+
+def test_fault_with_count_2_fails_two_requests_then_recovers(sink, http):
+    armed = http.request("POST", f"{sink.url}/faults", body=json.dumps({"status": 503, "count": 2}))
+    assert armed.status == 200
+    assert armed.json() == {"status": 503, "count": 2, "delay_s": 0.0, "retry_after": None}
+    assert http.request("GET", f"{sink.url}/faults").json()["count"] == 2
+
+    statuses = [post(http, batch_url(sink), {"batch": [track(i)]}).status for i in range(3)]
+
+    assert statuses == [503, 503, 200]
+    assert [e["message"]["messageId"] for e in sink.events()] == ["m2"]
+    assert [(r["status"], r["write_key"], r["message_count"]) for r in sink.requests()] == [
+        (503, KEY, 1),
+        (503, KEY, 1),
+        (200, KEY, 1),
+    ]
+    assert http.request("GET", f"{sink.url}/faults").json() is None
+
+
+def test_fault_can_be_cleared_and_is_validated(sink, http):
+    sink.set_fault(status=500, count=5)
+    assert http.request("DELETE", f"{sink.url}/faults").status == 204
+    assert sink.fault() is None
+    assert post(http, batch_url(sink), {"batch": [track()]}).status == 200
+    bad = http.request("POST", f"{sink.url}/faults", body=json.dumps({"status": 302}))
+    assert bad.status == 400
+    with pytest.raises(ValueError, match="count"):
+        sink.set_fault(count=-1)
+
+
+def test_fault_sends_retry_after(sink, http):
+    sink.set_fault(status=429, count=1, retry_after=7)
+    limited = post(http, batch_url(sink), {"batch": [track()]})
+
+    assert limited.status == 429
+    assert limited.headers["Retry-After"] == "7"
+    assert limited.json()["success"] is False
+    assert sink.events() == []
+    assert post(http, batch_url(sink), {"batch": [track()]}).headers.get("Retry-After") is None
+
+
+def test_delay_fault_stalls_then_proceeds(sink, http):
+    sink.set_fault(status=None, count=1, delay_s=0.3)
+
+    started = time.monotonic()
+    stalled = post(http, batch_url(sink), {"batch": [track(1)]})
+    stalled_for = time.monotonic() - started
+    started = time.monotonic()
+    normal = post(http, batch_url(sink), {"batch": [track(2)]})
+    normal_took = time.monotonic() - started
+
+    assert stalled.status == 200 and normal.status == 200
+    assert stalled_for >= 0.3
+    assert normal_took < 0.25
+    assert [e["message"]["messageId"] for e in sink.events()] == ["m1", "m2"]
+
+
+def test_events_filter_by_region_and_write_key(sink, http):
+    post(http, batch_url(sink, "us"), {"batch": [track(1)]}, key="key_us_1111")
+    post(http, batch_url(sink, "eu"), {"batch": [track(2)]}, key="key_eu_2222")
+    post(http, batch_url(sink, "eu"), {"batch": [track(3)]}, key="key_eu_3333")
+
+    eu = http.request("GET", f"{sink.url}/events?region=eu").json()
+    by_key = http.request("GET", f"{sink.url}/events?write_key=key_eu_3333").json()
+
+    assert [e["message"]["messageId"] for e in eu] == ["m2", "m3"]
+    assert [e["message"]["messageId"] for e in by_key] == ["m3"]
+    assert [e["write_key"] for e in sink.events(region="us")] == ["key_us_1111"]
+    assert len(http.request("GET", f"{sink.url}/requests").json()) == 3
+
+
+def test_delete_events_clears_events_and_requests(sink, http):
+    post(http, batch_url(sink), {"batch": [track()]})
+    post(http, batch_url(sink), {"batch": []}, key=None)  # a 401, recorded as a request
+
+    response = http.request("DELETE", f"{sink.url}/events")
+
+    assert response.status == 204
+    assert http.request("GET", f"{sink.url}/events").json() == []
+    assert sink.events() == [] and sink.requests() == []
+
+
+def test_html_page_escapes_and_masks_the_write_key(sink, http):
+    post(http, batch_url(sink), {"batch": [track(1, event="First")]})
+    hostile = track(2, event="<script>alert(1)</script>", properties={"note": "</td><img src=x>"})
+    post(http, batch_url(sink), {"batch": [hostile]})
+
+    page = http.request("GET", f"{sink.url}/")
+    text = page.data.decode()
+
+    assert page.status == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "<title>Segment sink</title>" in text
+    assert '<meta http-equiv="refresh" content="2">' in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<script" not in text and "<img" not in text
+    assert KEY not in text
+    assert "…" + KEY[-4:] in text
+    assert text.index("&lt;script&gt;") < text.index("First")  # newest first
+
+
+@pytest.mark.parametrize(
+    ("verb", "path", "status"),
+    [
+        ("POST", "/us/v1/nope", 404),
+        ("POST", "/eu/batch", 404),
+        ("POST", "/xx/v1/batch", 404),
+        ("GET", "/nothing", 404),
+        ("GET", "/us/v1/batch", 405),
+    ],
+)
+def test_unknown_paths_are_json_errors(sink, http, verb, path, status):
+    response = http.request(verb, f"{sink.url}{path}", body=b"{}", headers={"Content-Type": "application/json"})
+    assert response.status == status
+    assert response.json()["success"] is False
+    assert sink.events() == []
+
+
+def test_log_callback_gets_one_line_per_accepted_message(http):
+    lines = []
+    with SegmentSink(log=lines.append) as sink:
+        post(http, batch_url(sink), {"batch": [track(1), {"type": "identify", "userId": "u1", "messageId": "i1"}]})
+    assert lines == ['us track "Experiment Viewed" anon=v1 msg=m1', "us identify user=u1 msg=i1"]
+
+
+def test_wait_for_events_returns_once_they_arrive(sink, http):
+    sender = threading.Timer(0.1, lambda: post(http, batch_url(sink), {"batch": [track(1), track(2)]}))
+    sender.start()
+    try:
+        events = sink.wait_for_events(2, timeout_s=3.0)
+    finally:
+        sender.join()
+    assert [e["message"]["messageId"] for e in events] == ["m1", "m2"]
+
+
+def test_stop_frees_the_port():
+    first = SegmentSink().start()
+    port = first.port
+    assert first.url == f"http://127.0.0.1:{port}"
+    assert first.region_url("eu") == f"http://127.0.0.1:{port}/eu"
+    first.stop()
+    with SegmentSink(port=port) as second:
+        assert second.port == port
+
+
+@pytest.fixture
+def busy_port():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    yield holder.getsockname()[1]
+    holder.close()
+
+
+def test_busy_port_raises_a_clear_oserror(busy_port):
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{busy_port}"):
+        SegmentSink(port=busy_port).start()
+
+
+def test_cli_on_a_busy_port_exits_2_with_one_line(busy_port):
+    result = subprocess.run(
+        [sys.executable, "-m", "local_stack.segment_sink", "--port", str(busy_port)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in result.stderr
+
+
+def test_cli_serves_prints_its_url_and_stops_cleanly_on_ctrl_c(http):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local_stack.segment_sink", "--port", "0"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first_line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", first_line).group(0)
+        assert post(http, f"{url}/us/v1/batch", {"batch": [track(5)]}).status == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert 'us track "Experiment Viewed" anon=v5 msg=m5' in out
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI to make a certificate")
+def test_tls_serves_https(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )  # fmt: skip
+    with SegmentSink(tls_cert=(str(cert), str(key))) as sink:
+        assert sink.url.startswith("https://127.0.0.1:")
+        pool = urllib3.PoolManager(ca_certs=str(cert), retries=False, timeout=5.0)
+        response = post(pool, batch_url(sink), {"batch": [track(7)]})
+        assert response.status == 200
+        assert [e["message"]["messageId"] for e in sink.events()] == ["m7"]
