@@ -72,6 +72,7 @@ def make_handler(kind: Kind) -> Callable[[dict, Any], dict]:
     """The Lambda handler of an ingest function (HTTP API v2 events and SQS batches)."""
     schema = SCHEMAS[kind]
     runtime: Runtime | None = None
+    metrics.set_default_dimensions(kind=kind)
 
     @metrics.log_metrics
     @logger.inject_lambda_context(clear_state=True)
@@ -80,7 +81,6 @@ def make_handler(kind: Kind) -> Callable[[dict, Any], dict]:
         if runtime is None:
             runtime = Runtime.from_env()
         logger.append_keys(kind=kind)
-        metrics.add_dimension("kind", kind)
         remaining_s = context.get_remaining_time_in_millis() / 1000
         if "Records" in event:
             return _handle_sqs(runtime, kind, schema, event["Records"], remaining_s)

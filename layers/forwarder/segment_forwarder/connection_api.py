@@ -1,0 +1,362 @@
+"""Lambda entry point of the connection function: connect, show, disconnect and test a workspace's Segment source.
+
+HTTP API (payload format 2.0) routes, bound in ``functions/connection/app.py``::
+
+    PUT    /v1/workspaces/{workspace_id}/segment        {"write_key": "...", "region": "us"|"eu"} -> 200
+    GET    /v1/workspaces/{workspace_id}/segment        -> 200 {"connected": true|false, ...}
+    DELETE /v1/workspaces/{workspace_id}/segment        -> 204
+    POST   /v1/workspaces/{workspace_id}/segment/test   -> 200 {"message_id", "endpoint", "region"}
+
+    from segment_forwarder.connection_api import handler
+    answer = handler(api_gateway_v2_event, lambda_context)   # {"statusCode", "headers", "body"}
+
+The connection is the secret ``<SECRET_PREFIX>/<workspace_id>`` with SecretString ``{"write_key", "region"}``
+(§7); this function is its only writer. A disconnect schedules the secret for deletion with a recovery window,
+so reconnecting soon after restores it and stores the new key. The ingest functions cache connections for
+``CONNECTION_CACHE_SECONDS``, so a change reaches them within that time.
+
+The write key is never answered (only ``write_key_hint``, an ellipsis and its last 4 characters), never
+logged, never put in a metric or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import fastjsonschema
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import LIBRARY
+from .config import Settings
+from .connections import Connection, parse_secret, secret_name
+from .errors import ConnectionConfigError, RequestError
+from .events import iso_ms
+from .segment import SegmentClient
+from .validation import openapi_document, parse_body
+
+logger = Logger()
+metrics = Metrics()
+
+CONNECTION_ROUTE = "/v1/workspaces/{workspace_id}/segment"
+TEST_ROUTE = "/v1/workspaces/{workspace_id}/segment/test"
+RECOVERY_WINDOW_DAYS = 7  # a disconnect can be undone by reconnecting within this window (Secrets Manager: 7-30)
+TEST_EVENT = "Segment Connection Test"
+TEST_ANONYMOUS_ID = "segment-forwarder-connection-test"
+TEST_SAFETY_S = 1.0  # time kept for answering after the test send's deadline
+MIN_TEST_BUDGET_S = 0.5
+MIN_HINT_KEY_CHARS = 8  # a shorter key would be (nearly) shown whole by its last 4 characters
+
+# Secrets Manager: ResourceNotFound = no secret; InvalidRequest = scheduled for deletion (or another state error).
+_NOT_FOUND = "ResourceNotFoundException"
+_INVALID_STATE = "InvalidRequestException"
+_EXISTS = "ResourceExistsException"
+_RAW_PATH = re.compile(r"^/v1/workspaces/(?P<workspace_id>[^/]*)/segment(?P<test>/test)?/?$")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What an execution environment keeps warm: settings, the Secrets Manager client, the Segment client."""
+
+    settings: Settings
+    secrets: Any
+    segment: SegmentClient
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        """Build the clients once; boto3 reads the region and (locally) ``AWS_ENDPOINT_URL`` from the environment.
+
+        Retries use botocore's standard mode (3 attempts unless ``AWS_MAX_ATTEMPTS`` says otherwise).
+        """
+        settings = Settings.from_env()
+        aws_config = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"})
+        secrets = boto3.session.Session().client("secretsmanager", config=aws_config)
+        return cls(settings, secrets, SegmentClient(settings.endpoints))
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer and the outcome word logged (and counted) for it."""
+
+    status: int
+    body: dict | None
+    outcome: str
+
+
+_runtime: Runtime | None = None
+
+
+def _get_runtime() -> Runtime:
+    global _runtime  # one runtime per execution environment, built on first use
+    if _runtime is None:
+        _runtime = Runtime.from_env()
+    return _runtime
+
+
+@metrics.log_metrics
+# log_event=False explicitly: the event carries the write key, even if POWERTOOLS_LOGGER_LOG_EVENT is set.
+@logger.inject_lambda_context(clear_state=True, log_event=False)
+def handler(event: dict, context: Any) -> dict:
+    """Serve one connection route (API Gateway HTTP API v2 event) and log one structured line about it.
+
+    Answers: PUT 200 ``{"connected": true, "region", "write_key_hint"}``; GET 200 ``{"connected": false}`` or
+    the same as PUT; DELETE 204 (also when not connected); POST .../test 200 ``{"message_id", "endpoint",
+    "region"}``, 404 ``not_connected``, 502 ``segment_unavailable`` / ``segment_rejected``. Every route: 400 for
+    a bad ``workspace_id`` or body (413 over 32 KB), 503 ``unavailable`` when Secrets Manager fails, 500
+    ``connection_malformed`` for a stored secret that cannot be read; an unknown route or method is 404.
+
+    The test route proves only that Segment accepted the request: Segment answers 200 even to a wrong write key,
+    so the user confirms the "Segment Connection Test" event in the Segment source's debugger.
+
+    Usage (what API Gateway does)::
+
+        event = {"routeKey": "GET /v1/workspaces/{workspace_id}/segment", "pathParameters": {"workspace_id": "demo"}}
+        handler(event, context)["body"]   # '{"connected": false}'
+    """
+    method, route, workspace_id = _route_of(event)
+    op = _OPERATIONS.get((method, route))
+    valid_workspace: str | None = None
+    try:
+        if op is None:
+            raise RequestError(404, "not_found", f"no route {method} {route or '(unknown path)'}", None)
+        valid_workspace = _check_workspace_id(workspace_id)
+        answer = op(_get_runtime(), valid_workspace, event, context)
+    except RequestError as exc:
+        answer = Answer(exc.status, exc.as_body(), exc.code)
+    except (ClientError, BotoCoreError) as exc:
+        logger.error("Secrets Manager failed", extra={"error": _aws_error_code(exc)})
+        failure = RequestError(503, "unavailable", "Secrets Manager could not be reached; retry the call", None)
+        answer = Answer(503, failure.as_body(), "unavailable")
+    except ConnectionConfigError as exc:
+        failure = RequestError(
+            500, "connection_malformed", f"{exc}; connect again (PUT) to replace the stored connection", None
+        )
+        answer = Answer(500, failure.as_body(), "connection_malformed")
+    except Exception as exc:  # never let a message (which could quote a value) reach the runtime's log
+        logger.error(
+            "unexpected error",
+            extra={"error": type(exc).__name__, "trace": "".join(traceback.format_tb(exc.__traceback__))},
+        )
+        failure = RequestError(500, "internal_error", "the connection could not be handled", None)
+        answer = Answer(500, failure.as_body(), "internal_error")
+    operation = op.__name__.lstrip("_") if op is not None else "unknown"
+    metrics.add_dimension("route", operation)
+    metrics.add_metric(_metric_name(answer.outcome), MetricUnit.Count, 1)
+    logger.info(
+        "connection",
+        extra={
+            "route": f"{method} {route}" if op is not None else "unknown",
+            "workspace_id": valid_workspace,
+            "outcome": answer.outcome,
+            "status": answer.status,
+        },
+    )
+    return _answer(answer.status, answer.body)
+
+
+# -- operations ----------------------------------------------------------------------------------------------
+
+
+def _connect(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
+    """PUT: store the write key and region, creating, replacing or restoring the secret as needed."""
+    body = parse_body("ConnectRequest", _raw_body(event))
+    connection = Connection(body["write_key"], str(body.get("region") or "us").lower())
+    value = json.dumps({"write_key": connection.write_key, "region": connection.region})
+    name = secret_name(runtime.settings.secret_prefix, workspace_id)
+    outcome = _store(runtime.secrets, name, workspace_id, value)
+    return Answer(200, _connected(connection), outcome)
+
+
+def _store(secrets: Any, name: str, workspace_id: str, value: str) -> str:
+    """Write the secret; returns ``connected`` (new), ``reconnected`` (replaced) or ``restored`` (was deleted).
+
+    A secret scheduled for deletion (a disconnect shortly before) is restored first: it cannot be written or
+    created again while deleted.
+    """
+    try:
+        secrets.create_secret(
+            Name=name,
+            SecretString=value,
+            Description=f"Segment connection of workspace {workspace_id} (write key and region)",
+        )
+        return "connected"
+    except ClientError as exc:
+        if _aws_error_code(exc) not in (_EXISTS, _INVALID_STATE):
+            raise
+    outcome = "reconnected"
+    if "DeletedDate" in secrets.describe_secret(SecretId=name):
+        secrets.restore_secret(SecretId=name)
+        outcome = "restored"
+    secrets.put_secret_value(SecretId=name, SecretString=value)
+    return outcome
+
+
+def _status(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
+    """GET: whether the workspace is connected, with its region and key hint."""
+    connection = _read(runtime, workspace_id)
+    if connection is None:
+        return Answer(200, {"connected": False}, "not_connected")
+    return Answer(200, _connected(connection), "connected")
+
+
+def _disconnect(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
+    """DELETE: schedule the secret for deletion (recoverable for RECOVERY_WINDOW_DAYS); 204 even if absent."""
+    name = secret_name(runtime.settings.secret_prefix, workspace_id)
+    try:
+        runtime.secrets.delete_secret(SecretId=name, RecoveryWindowInDays=RECOVERY_WINDOW_DAYS)
+    except ClientError as exc:
+        code = _aws_error_code(exc)
+        if code == _NOT_FOUND:
+            return Answer(204, None, "not_connected")
+        if code == _INVALID_STATE and "DeletedDate" in runtime.secrets.describe_secret(SecretId=name):
+            return Answer(204, None, "not_connected")  # already disconnected
+        raise
+    return Answer(204, None, "disconnected")
+
+
+def _test(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
+    """POST .../test: send one "Segment Connection Test" Track to the workspace's source, in its region only.
+
+    Segment answers 200 even to a wrong write key, so the user checks Segment's debugger for the event.
+    """
+    connection = _read(runtime, workspace_id)
+    if connection is None:
+        raise RequestError(404, "not_connected", f"workspace {workspace_id} has no Segment connection", None)
+    message_id = str(uuid.uuid4())
+    message = {
+        "type": "track",
+        "event": TEST_EVENT,
+        "anonymousId": TEST_ANONYMOUS_ID,
+        "properties": {"workspace_id": workspace_id, "sent_by": LIBRARY["name"]},
+        "messageId": message_id,
+        "timestamp": iso_ms(datetime.now(UTC)),
+        "context": {"library": LIBRARY},
+    }
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    budget = max(min(runtime.settings.http_delivery_budget_seconds, remaining_s - TEST_SAFETY_S), MIN_TEST_BUDGET_S)
+    result = runtime.segment.send(
+        connection.write_key, connection.region, [message], deadline=time.monotonic() + budget
+    )
+    if result.ok:
+        endpoint = runtime.segment.endpoint(connection.region)
+        return Answer(200, {"message_id": message_id, "endpoint": endpoint, "region": connection.region}, "sent")
+    if result.retryable:
+        what = f"answered {result.status}" if result.status is not None else "could not be reached"
+        raise RequestError(
+            502, "segment_unavailable", f"Segment {what} until the deadline; the test event was not sent", None
+        )
+    raise RequestError(502, "segment_rejected", f"Segment refused the test event with status {result.status}", None)
+
+
+_OPERATIONS: dict[tuple[str, str], Callable[[Runtime, str, dict, Any], Answer]] = {
+    ("PUT", CONNECTION_ROUTE): _connect,
+    ("GET", CONNECTION_ROUTE): _status,
+    ("DELETE", CONNECTION_ROUTE): _disconnect,
+    ("POST", TEST_ROUTE): _test,
+}
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def _read(runtime: Runtime, workspace_id: str) -> Connection | None:
+    """The stored connection; None when there is no secret or it is scheduled for deletion.
+
+    Raises ConnectionConfigError when the secret is malformed, ClientError/BotoCoreError when Secrets Manager fails.
+    """
+    name = secret_name(runtime.settings.secret_prefix, workspace_id)
+    try:
+        value = runtime.secrets.get_secret_value(SecretId=name)
+    except ClientError as exc:
+        if _aws_error_code(exc) in (_NOT_FOUND, _INVALID_STATE):
+            return None
+        raise
+    if "SecretString" not in value:
+        raise ConnectionConfigError("the workspace secret is binary, not a JSON SecretString")
+    return parse_secret(value["SecretString"])
+
+
+def _connected(connection: Connection) -> dict:
+    hint = connection.hint if len(connection.write_key) >= MIN_HINT_KEY_CHARS else "…"
+    return {"connected": True, "region": connection.region, "write_key_hint": hint}
+
+
+def _route_of(event: dict) -> tuple[str, str, str | None]:
+    """(method, route template, workspace_id) of an HTTP API v2 event; the template is "" for an unknown path.
+
+    The route comes from ``routeKey``; with a ``$default`` route the raw path is matched instead.
+    """
+    http = event.get("requestContext", {}).get("http", {})
+    route_key = event.get("routeKey") or ""
+    method, _, route = route_key.partition(" ")
+    method = str(http.get("method") or method).upper()
+    workspace_id = (event.get("pathParameters") or {}).get("workspace_id")
+    if route not in (CONNECTION_ROUTE, TEST_ROUTE):
+        match = _RAW_PATH.match(event.get("rawPath") or http.get("path") or "")
+        if match is None:
+            return method, "", None
+        route = TEST_ROUTE if match["test"] else CONNECTION_ROUTE
+        workspace_id = workspace_id if workspace_id is not None else match["workspace_id"]
+    return method, route, workspace_id
+
+
+def _check_workspace_id(workspace_id: str | None) -> str:
+    """The path's workspace_id checked against the OpenAPI ``WorkspaceId`` schema, or RequestError 400."""
+    try:
+        _workspace_id_validator()(workspace_id)
+    except fastjsonschema.JsonSchemaValueException:
+        raise RequestError(
+            400, "invalid_value", "workspace_id must be 1-64 characters of A-Za-z0-9_-", "workspace_id"
+        ) from None
+    return str(workspace_id)
+
+
+_workspace_check: Callable[[Any], Any] | None = None
+
+
+def _workspace_id_validator() -> Callable[[Any], Any]:
+    global _workspace_check  # compiled once per execution environment
+    if _workspace_check is None:
+        _workspace_check = fastjsonschema.compile(openapi_document()["components"]["schemas"]["WorkspaceId"])
+    return _workspace_check
+
+
+def _raw_body(event: dict) -> bytes:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "invalid_body", "the body is not valid base64", "body") from None
+    return body.encode("utf-8", "surrogatepass")
+
+
+def _aws_error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "ClientError")
+    return type(exc).__name__
+
+
+def _metric_name(outcome: str) -> str:
+    """``not_connected`` -> ``NotConnected``: one count per call, named by its outcome."""
+    return "".join(part.capitalize() for part in outcome.split("_"))
+
+
+def _answer(status: int, body: dict | None) -> dict:
+    """The API Gateway v2 answer: a JSON body, or an empty one (204) without a content type."""
+    if body is None:
+        return {"statusCode": status, "headers": {}, "body": ""}
+    return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}

@@ -1,0 +1,227 @@
+"""Shared test fixtures: moto (in-process) with resources created from template.yaml, the Segment sink over
+real HTTP, connected workspaces, and the functions' real entry points (``functions/<name>/app.py``)."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import itertools
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local_stack.segment_sink import SegmentSink
+from local_stack.template import Resource, Template
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
+ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
+QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
+_module_ids = itertools.count()
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that the handlers and Powertools read."""
+
+    timeout_s: float = 30.0
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(int((self.timeout_s - (time.monotonic() - self._started)) * 1000), 0)
+
+
+def load_app(name: str) -> Any:
+    """Import ``functions/<name>/app.py`` as a fresh module: a new execution environment (cold start)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"app_{name}_{next(_module_ids)}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = False) -> dict:
+    """An API Gateway HTTP API (payload 2.0) event for an ingest route."""
+    text = body if raw else json.dumps(body)
+    if base64_body:
+        text = base64.b64encode(text if isinstance(text, bytes) else text.encode()).decode()
+    path = ROUTES[kind]
+    return {
+        "version": "2.0",
+        "routeKey": f"POST {path}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.1"},
+            "requestId": str(uuid.uuid4()),
+            "routeKey": f"POST {path}",
+            "stage": "$default",
+        },
+        "body": text,
+        "isBase64Encoded": base64_body,
+    }
+
+
+def sqs_record(body: str | dict, *, message_id: str | None = None, receive_count: int = 1) -> dict:
+    """One SQS record as Lambda's event source mapping delivers it."""
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {
+        "messageId": message_id or str(uuid.uuid4()),
+        "receiptHandle": "handle",
+        "body": text,
+        "attributes": {
+            "ApproximateReceiveCount": str(receive_count),
+            "SentTimestamp": str(int(time.time() * 1000)),
+            "ApproximateFirstReceiveTimestamp": str(int(time.time() * 1000)),
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:queue",
+        "awsRegion": "us-east-1",
+    }
+
+
+@dataclass
+class Stack:
+    """moto resources from the template, the sink, and helpers to drive the functions."""
+
+    resources: dict[str, Resource]
+    sink: SegmentSink
+    session: Any
+    template: Template
+    monkeypatch: pytest.MonkeyPatch
+    prefix: str = "segment-forwarder"
+
+    def connect(self, workspace: str, write_key: str, region: str = "us") -> None:
+        self.put_secret(workspace, json.dumps({"write_key": write_key, "region": region}))
+
+    def put_secret(self, workspace: str, value: str) -> None:
+        client = self.session.client("secretsmanager")
+        name = f"{self.prefix}/{workspace}"
+        try:
+            client.create_secret(Name=name, SecretString=value)
+        except client.exceptions.ResourceExistsException:
+            client.put_secret_value(SecretId=name, SecretString=value)
+
+    def handler(self, kind: str, **env: str) -> Callable[[dict, Any], dict]:
+        """A cold-started handler of an ingest function with its template environment (plus ``env``)."""
+        environment = self.template.function_environment(FUNCTIONS[kind], self.resources)
+        environment.update(
+            SEGMENT_US_ENDPOINT=self.sink.region_url("us"),
+            SEGMENT_EU_ENDPOINT=self.sink.region_url("eu"),
+            **env,
+        )
+        for name, value in environment.items():
+            self.monkeypatch.setenv(name, value)
+        return load_app(kind).handler
+
+    def post(self, kind: str, body: Any, handler: Callable | None = None, **event_kw: Any) -> tuple[int, dict]:
+        """Invoke the HTTP path; return (status, parsed JSON body)."""
+        answer = (handler or self.handler(kind))(http_event(kind, body, **event_kw), LambdaContext())
+        return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
+
+    def queue_url(self, kind: str, dead: bool = False) -> str:
+        return self.resources[f"{QUEUES[kind]}{'DeadLetter' if dead else ''}Queue"].ref
+
+    def drain(self, kind: str, dead: bool = False) -> list[dict]:
+        """Receive (and delete) every message of a queue, with attributes."""
+        sqs = self.session.client("sqs")
+        url = self.queue_url(kind, dead)
+        messages: list[dict] = []
+        while True:
+            got = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
+            ).get("Messages", [])
+            if not got:
+                return messages
+            for message in got:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            messages.extend(got)
+
+    def as_records(self, messages: list[dict]) -> list[dict]:
+        """SQS messages (from receive_message) in the shape of Lambda's SQS event records."""
+        records = []
+        for message in messages:
+            record = sqs_record(message["Body"], message_id=message["MessageId"])
+            record["attributes"].update(message.get("Attributes", {}))
+            record["messageAttributes"] = {
+                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
+                for name, value in message.get("MessageAttributes", {}).items()
+            }
+            records.append(record)
+        return records
+
+    def item(self, pk: str, sk: str) -> dict | None:
+        client = self.session.client("dynamodb")
+        table = self.resources["DedupTable"].ref
+        found = client.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item")
+        return {k: next(iter(v.values())) for k, v in found.items()} if found else None
+
+    def tracks(self, name: str | None = None) -> list[dict]:
+        return [
+            e["message"]
+            for e in self.sink.events()
+            if e["message"]["type"] == "track" and (name is None or e["message"]["event"] == name)
+        ]
+
+    def identifies(self) -> list[dict]:
+        return [e["message"] for e in self.sink.events() if e["message"]["type"] == "identify"]
+
+
+@pytest.fixture(scope="session")
+def sink() -> Iterator[SegmentSink]:
+    with SegmentSink() as running:
+        yield running
+
+
+@pytest.fixture
+def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """A fresh AWS (moto) with the template's resources, a clean sink, and the workspaces ``ws-us``/``ws-eu``."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    sink.clear()
+    sink.clear_faults()
+    template = Template.load()
+    with mock_aws():
+        session = boto3.session.Session()
+        resources = template.create_resources(session)
+        stack = Stack(resources, sink, session, template, monkeypatch)
+        stack.connect("ws-us", "key-us-0001")
+        stack.connect("ws-eu", "key-eu-0002", region="eu")
+        yield stack
+    sink.clear_faults()
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_modules() -> Iterator[None]:
+    """Forget the per-test app modules so that each test's handler is a cold start."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("app_"):
+            del sys.modules[name]
