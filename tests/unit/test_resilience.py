@@ -1,0 +1,181 @@
+"""Exactly once and nothing lost under concurrency, crashes and Segment outages (§6 invariants)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from local_stack.template import Template
+from tests.conftest import ROOT, LambdaContext, http_event, load_app, sqs_record
+
+ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
+
+
+def test_twenty_four_concurrent_identical_assignments_send_one_experiment_viewed(stack):
+    handlers = [stack.handler("assignment") for _ in range(24)]  # 24 execution environments
+    barrier = threading.Barrier(len(handlers))
+    answers: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def call(handler) -> None:
+        barrier.wait()
+        result = handler(http_event("assignment", ASSIGNMENT), LambdaContext())
+        with lock:
+            answers.append((result["statusCode"], json.loads(result["body"])))
+
+    threads = [threading.Thread(target=call, args=(h,)) for h in handlers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    statuses = sorted(body["status"] for _, body in answers)
+    assert statuses.count("delivered") == 1
+    assert set(statuses) <= {"delivered", "duplicate", "queued"}
+    # Whatever was queued (in flight elsewhere at the time) is a duplicate once processed.
+    queued = stack.drain("assignment")
+    assert len(queued) == statuses.count("queued")
+    if queued:
+        answer = stack.handler("assignment")({"Records": stack.as_records(queued)}, LambdaContext())
+        assert answer == {"batchItemFailures": []}
+    assert len(stack.tracks("Experiment Viewed")) == 1
+    assert len(stack.identifies()) == 1
+
+
+def test_retry_after_is_honoured_within_the_budget(stack):
+    stack.sink.set_fault(status=429, count=1, retry_after=1)
+
+    status, body = stack.post("assignment", ASSIGNMENT, stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="3"))
+
+    assert (status, body["status"]) == (200, "delivered")
+    assert [r["status"] for r in stack.sink.requests()] == [429, 200]
+
+
+def test_retry_after_longer_than_the_budget_queues_at_once(stack):
+    stack.sink.set_fault(status=429, count=1, retry_after=120)
+
+    status, body = stack.post("assignment", ASSIGNMENT, stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="2"))
+
+    assert (status, body) == (202, {"status": "queued"})
+    assert len(stack.sink.requests()) == 1
+    assert len(stack.drain("assignment")) == 1
+
+
+def test_segment_timeout_on_http_queues_and_the_queue_resends_the_same_ids(stack):
+    stack.sink.set_fault(status=None, count=1, delay_s=2.5)  # answers only after our read timeout
+    handler = stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="1")
+
+    status, body = stack.post("assignment", ASSIGNMENT, handler)
+    assert (status, body) == (202, {"status": "queued"})
+
+    queued = stack.drain("assignment")
+    answer = stack.handler("assignment")({"Records": stack.as_records(queued)}, LambdaContext())
+    assert answer == {"batchItemFailures": []}
+    stack.sink.wait_for_events(4, timeout_s=5)  # the stalled first attempt lands too
+    tracks = stack.tracks("Experiment Viewed")
+    assert len(tracks) == 2
+    assert len({t["messageId"] for t in tracks}) == 1  # Segment keeps one: same messageId
+
+
+def test_segment_timeout_on_sqs_reports_the_record_failed(stack):
+    stack.sink.set_fault(status=None, count=5, delay_s=3)
+    record = sqs_record(ASSIGNMENT)
+
+    answer = stack.handler("assignment")({"Records": [record]}, LambdaContext(timeout_s=5))
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert stack.item("WS#ws-us#V#v-1", "ASSIGN#t-1")["lease_until"] == "0"
+
+
+# -- a process that dies between claim and send ---------------------------------------------------------------
+
+CRASHING_CALL = """
+import json, sys
+sys.path[:0] = [{layer!r}, {root!r}]
+from tests.conftest import LambdaContext, http_event, load_app
+handler = load_app("assignment").handler
+handler(http_event("assignment", json.loads({body!r})), LambdaContext())
+"""
+
+
+@pytest.fixture
+def moto_server(monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id(moto_server, sink, monkeypatch):
+    sink.clear()
+    session = boto3.session.Session()
+    template = Template.load()
+    resources = template.create_resources(session)
+    session.client("secretsmanager").create_secret(
+        Name="segment-forwarder/ws-us", SecretString=json.dumps({"write_key": "key-us-0001", "region": "us"})
+    )
+    env = template.function_environment("AssignmentFunction", resources)
+    env.update(
+        SEGMENT_US_ENDPOINT=sink.region_url("us"),
+        SEGMENT_EU_ENDPOINT=sink.region_url("eu"),
+        LEASE_SECONDS="2",
+        HTTP_DELIVERY_BUDGET_SECONDS="20",
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    sink.set_fault(status=None, count=1, delay_s=4)  # the first attempt hangs in its Segment request
+    script = CRASHING_CALL.format(layer=str(ROOT / "layers" / "forwarder"), root=str(ROOT), body=json.dumps(ASSIGNMENT))
+    process = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ), cwd=Path(ROOT))
+    dynamodb = session.client("dynamodb")
+    key = {"pk": {"S": "WS#ws-us#V#v-1"}, "sk": {"S": "ASSIGN#t-1"}}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        item = dynamodb.get_item(TableName=env["DEDUP_TABLE"], Key=key).get("Item")
+        if item and item["status"]["S"] == "PENDING":
+            break
+        time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("the first attempt never claimed")
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)  # the process dies after the claim, before marking anything sent
+    process.wait()
+    claimed_id = item["message_id"]["S"]
+
+    # Retried at once: the lease is live, the event is in flight elsewhere -> queued, not dropped.
+    handler = load_app("assignment").handler
+    answer = handler(http_event("assignment", ASSIGNMENT), LambdaContext())
+    assert (answer["statusCode"], json.loads(answer["body"])) == (202, {"status": "queued"})
+
+    time.sleep(2.1)  # the crashed attempt's lease expires
+    sqs = session.client("sqs")
+    queued = sqs.receive_message(
+        QueueUrl=env["QUEUE_URL"], MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
+    )["Messages"]
+    records = [sqs_record(m["Body"], message_id=m["MessageId"]) for m in queued]
+    assert handler({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+
+    sink.wait_for_events(4, timeout_s=6)  # the hung request of the dead process completes too
+    tracks = [e["message"] for e in sink.events() if e["message"]["type"] == "track"]
+    assert {t["messageId"] for t in tracks} == {claimed_id}  # one id: Segment keeps exactly one
+    item = dynamodb.get_item(TableName=env["DEDUP_TABLE"], Key=key)["Item"]
+    assert (item["status"]["S"], item["message_id"]["S"]) == ("SENT", claimed_id)

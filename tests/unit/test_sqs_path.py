@@ -1,0 +1,158 @@
+"""The SQS path: per-workspace batching, partial batch failures, and the dead-letter queue with reasons."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import LambdaContext, sqs_record
+
+
+def assignment(workspace: str, visitor: str, test: str = "t-1", variant: str = "a") -> dict:
+    return {"workspace_id": workspace, "visitor_id": visitor, "test_id": test, "variant_id": variant}
+
+
+def invoke(stack, kind: str, records: list[dict], **env: str) -> dict:
+    return stack.handler(kind, **env)({"Records": records}, LambdaContext())
+
+
+def test_batch_of_ten_events_for_two_workspaces_costs_two_segment_requests(stack):
+    records = [sqs_record(assignment("ws-us" if i % 2 else "ws-eu", f"v-{i}")) for i in range(10)]
+
+    answer = invoke(stack, "assignment", records)
+
+    assert answer == {"batchItemFailures": []}
+    requests = stack.sink.requests()
+    assert len(requests) == 2
+    assert sorted((r["region"], r["write_key"], r["message_count"]) for r in requests) == [
+        ("eu", "key-eu-0002", 10),
+        ("us", "key-us-0001", 10),
+    ]
+    # Each visitor's Identify precedes its Track inside the batch.
+    for region in ("us", "eu"):
+        messages = [e["message"] for e in stack.sink.events(region=region)]
+        for index, message in enumerate(messages):
+            if message["type"] == "track":
+                assert messages[index - 1]["type"] == "identify"
+                assert messages[index - 1]["anonymousId"] == message["anonymousId"]
+
+
+def test_mixed_batch_good_duplicate_invalid_and_failing(stack):
+    stack.put_secret("ws-broken", "not json at all")
+    invoke(stack, "assignment", [sqs_record(assignment("ws-us", "v-dup"))])  # make v-dup a duplicate
+    stack.sink.clear()
+    good = sqs_record(assignment("ws-us", "v-new"))
+    duplicate = sqs_record(assignment("ws-us", "v-dup"))
+    not_json = sqs_record("{this is not json")
+    schema = sqs_record({"workspace_id": "ws-us", "visitor_id": "v", "test_id": 5, "variant_id": "a"})
+    failing = sqs_record(assignment("ws-broken", "v-1"))
+    unconnected = sqs_record(assignment("ws-none", "v-1"))
+
+    answer = invoke(stack, "assignment", [good, duplicate, not_json, schema, failing, unconnected])
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": failing["messageId"]}]}
+    assert [t["anonymousId"] for t in stack.tracks()] == ["v-new"]
+    dead = {m["MessageAttributes"]["source_message_id"]["StringValue"]: m for m in stack.drain("assignment", dead=True)}
+    assert set(dead) == {not_json["messageId"], schema["messageId"]}
+    assert dead[not_json["messageId"]]["Body"] == not_json["body"]
+    assert dead[not_json["messageId"]]["MessageAttributes"]["error_code"]["StringValue"] == "invalid_json"
+    schema_attrs = dead[schema["messageId"]]["MessageAttributes"]
+    assert schema_attrs["error_code"]["StringValue"] == "invalid_type"
+    assert schema_attrs["error_field"]["StringValue"] == "test_id"
+    assert "test_id" in schema_attrs["error_message"]["StringValue"]
+
+
+def test_failing_record_on_its_last_receive_goes_to_the_dlq_with_its_reason(stack):
+    stack.put_secret("ws-broken", '{"region": "us"}')
+    last = sqs_record(assignment("ws-broken", "v-1"), receive_count=5)
+
+    answer = invoke(stack, "assignment", [last])
+
+    assert answer == {"batchItemFailures": []}
+    [dead] = stack.drain("assignment", dead=True)
+    attributes = dead["MessageAttributes"]
+    assert attributes["error_code"]["StringValue"] == "retries_exhausted"
+    assert "write_key" in attributes["error_message"]["StringValue"]
+    assert attributes["receive_count"]["StringValue"] == "5"
+
+
+def test_segment_outage_reports_every_record_failed_and_releases_claims(stack):
+    stack.sink.set_fault(status=500, count=1000)
+    records = [sqs_record(assignment("ws-us", f"v-{i}")) for i in range(3)]
+    handler = stack.handler("assignment")
+    context = LambdaContext(timeout_s=4.5)  # the retry budget is bounded by the remaining time
+
+    answer = handler({"Records": records}, context)
+
+    assert sorted(f["itemIdentifier"] for f in answer["batchItemFailures"]) == sorted(r["messageId"] for r in records)
+    assert stack.sink.events() == []
+    assert len(stack.sink.requests()) >= 2  # retried within the budget
+    stack.sink.clear_faults()
+    redelivered = [{**r, "attributes": {**r["attributes"], "ApproximateReceiveCount": "2"}} for r in records]
+    assert handler({"Records": redelivered}, LambdaContext()) == {"batchItemFailures": []}
+    assert len(stack.tracks("Experiment Viewed")) == 3
+
+
+def test_segment_rejection_is_not_retried_and_parks_the_records(stack):
+    stack.sink.set_fault(status=400, count=1)
+    record = sqs_record(assignment("ws-us", "v-1"))
+
+    answer = invoke(stack, "assignment", [record])
+
+    assert answer == {"batchItemFailures": []}
+    assert len(stack.sink.requests()) == 1
+    [dead] = stack.drain("assignment", dead=True)
+    assert dead["MessageAttributes"]["error_code"]["StringValue"] == "rejected"
+    assert "400" in dead["MessageAttributes"]["error_message"]["StringValue"]
+
+
+def test_same_fact_twice_in_one_batch_is_sent_once(stack):
+    first = sqs_record(assignment("ws-us", "v-1"))
+    second = sqs_record(assignment("ws-us", "v-1", variant="b"))
+
+    answer = invoke(stack, "assignment", [first, second])
+
+    assert answer == {"batchItemFailures": []}
+    tracks = stack.tracks("Experiment Viewed")
+    assert [t["properties"]["variant_id"] for t in tracks] == ["a"]
+
+
+def test_queued_conversion_without_keys_keeps_its_message_id_across_redeliveries(stack):
+    body = {
+        "workspace_id": "ws-us",
+        "visitor_id": "v-1",
+        "conversion_id": "c-1",
+        "conversion_type": "PROGRAMMATIC",
+        "origin_url": "https://a.example/",
+    }
+    record = sqs_record(body)
+    handler = stack.handler("conversion")
+    handler({"Records": [record]}, LambdaContext())
+    handler({"Records": [record]}, LambdaContext())  # SQS redelivery of the same message
+
+    ids = {t["messageId"] for t in stack.tracks("Conversion Triggered")}
+    assert len(ids) == 1  # same id: Segment drops the repeat
+
+
+def test_http_queued_event_is_delivered_from_the_queue_with_the_same_ids(stack):
+    body = {
+        "workspace_id": "ws-us",
+        "visitor_id": "v-1",
+        "conversion_id": "c-1",
+        "conversion_type": "CLICK",
+        "origin_url": "https://a.example/",
+    }
+    stack.sink.set_fault(status=503, count=1000)
+    status, answer = stack.post("conversion", body, stack.handler("conversion", HTTP_DELIVERY_BUDGET_SECONDS="1"))
+    assert (status, answer) == (202, {"status": "queued"})
+    stack.sink.clear_faults()
+    stack.sink.clear()
+
+    [queued] = stack.drain("conversion")
+    assert json.loads(queued["Body"])["timestamp"]  # the receipt time travels with the event
+    answer = stack.handler("conversion")({"Records": stack.as_records([queued])}, LambdaContext())
+
+    assert answer == {"batchItemFailures": []}
+    [track] = stack.tracks("Conversion Triggered")
+    # The id the HTTP attempt used (kept in a message attribute), so a copy that did reach Segment is dropped.
+    assert track["messageId"] == queued["MessageAttributes"]["delivery_id"]["StringValue"]
+    assert len(stack.identifies()) == 1
