@@ -33,7 +33,8 @@ def test_new_assignment_for_an_unseen_visitor(stack, aws_calls):
     aws_calls.clear()
     stack.sink.clear()
 
-    status, body = stack.post("assignment", ASSIGNMENT, handler)
+    answer_status, body = stack.post("assignment", ASSIGNMENT, handler)
+    assert answer_status == 200
 
     assert body["status"] == "delivered"
     # claim ASSIGN#t-1, claim IDENTIFY, one BatchWriteItem marking both SENT; the secret is cached
@@ -47,7 +48,8 @@ def test_duplicate_assignment(stack, aws_calls):
     aws_calls.clear()
     stack.sink.clear()
 
-    status, body = stack.post("assignment", ASSIGNMENT, handler)
+    answer_status, body = stack.post("assignment", ASSIGNMENT, handler)
+    assert answer_status == 200
 
     assert body == {"status": "duplicate"}
     assert dict(aws_calls) == {"dynamodb:PutItem": 1}  # the failed claim answers with the old item
