@@ -57,6 +57,11 @@ test: lint validate build
 run: venv
 	$(PY) -m local_stack
 
+# make send-sqs KIND=identify|assignment|conversion BODY='{"workspace_id":"demo",...}'   (or FILE=path): needs `make run`
+send-sqs: venv
+	@test -n "$$KIND" || { echo "usage: make send-sqs KIND=identify|assignment|conversion BODY='<json>' (or FILE=<path>)" >&2; exit 2; }
+	$(PY) -m local_stack.send_sqs "$$KIND" $(if $(FILE),--file "$$FILE","$$BODY")
+
 bench: venv build
 	$(PY) -m bench
 

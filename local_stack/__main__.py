@@ -1,0 +1,104 @@
+"""``python -m local_stack`` (``make run``): the whole forwarder in the foreground until Ctrl-C.
+
+::
+
+    make run                                        # API :3000, Segment sink :3001, AWS endpoint (moto) :4566
+    LOCAL_API_PORT=8000 make run                    # other ports: LOCAL_API_PORT, LOCAL_SINK_PORT, LOCAL_AWS_PORT
+    LOCAL_API_TOKEN=secret make run                 # bearer token of the API (default local-dev-token)
+    SEGMENT_WRITE_KEY=... SEGMENT_REGION=eu make run   # connect workspace "demo" to the real Segment
+    python -m local_stack --verbose                 # the functions' INFO logs too (default: warnings and errors)
+
+Exit status: 0 after Ctrl-C / SIGTERM, 2 when it cannot start (a port in use, a bad setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+from .stack import DEFAULT_TOKEN, PORT_SETTINGS, LocalStack, PortInUseError
+
+
+class _Stop(Exception):
+    """Raised in the main thread by the first Ctrl-C / SIGTERM."""
+
+
+def _port(variable: str, default: int) -> int:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{variable}={raw!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the local stack in the foreground; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack",
+        description="The Segment forwarder on this machine: HTTP API, functions, SQS pollers, Segment sink, moto.",
+        epilog="Ports: " + ", ".join(f"{var} ({what})" for what, var in PORT_SETTINGS.values()),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the functions' INFO logs")
+    args = parser.parse_args(argv)
+
+    lock = threading.Lock()
+
+    def log(line: str) -> None:
+        with lock:
+            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    try:
+        ports = {
+            "api_port": _port(PORT_SETTINGS["api"][1], 3000),
+            "sink_port": _port(PORT_SETTINGS["sink"][1], 3001),
+            "aws_port": _port(PORT_SETTINGS["aws"][1], 4566),
+        }
+        region = os.environ.get("SEGMENT_REGION", "us").strip().lower() or "us"
+        if region not in ("us", "eu"):
+            raise ValueError(f"SEGMENT_REGION={region!r} must be us or eu")
+    except ValueError as exc:
+        print(f"local_stack: error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Stop
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    stack = LocalStack(
+        **ports,
+        token=os.environ.get("LOCAL_API_TOKEN") or DEFAULT_TOKEN,
+        parameters={} if args.verbose else {"LogLevel": "WARNING"},
+        segment_write_key=os.environ.get("SEGMENT_WRITE_KEY") or None,
+        segment_region=region,
+        log=log,
+    )
+    print("Starting the local stack from template.yaml ...", flush=True)
+    try:
+        stack.start()
+        print(stack.banner(), flush=True)
+        threading.Event().wait()
+    except PortInUseError as exc:
+        print(f"local_stack: error: {exc}", file=sys.stderr)
+        return 2
+    except _Stop:
+        pass
+    finally:
+        started = time.monotonic()
+        stack.stop()
+        if stack.ready_s is not None:
+            print(f"Stopped in {time.monotonic() - started:.1f}s.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

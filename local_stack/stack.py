@@ -1,0 +1,514 @@
+"""The whole forwarder on one machine: AWS endpoint (moto), functions, HTTP API, SQS pollers and Segment sink.
+
+Everything comes from ``template.yaml``: the table, queues and dead-letter queues (with their redrive policies),
+each function's environment, handler, timeout and layers, the HTTP routes and the SQS event sources::
+
+    from local_stack.stack import LocalStack
+
+    with LocalStack(api_port=0, sink_port=0, aws_port=0, token="t") as stack:   # 0: any free port
+        stack.api_url                          # "http://127.0.0.1:<port>"  (Authorization: Bearer t)
+        stack.sink                             # the SegmentSink: .events(), .set_fault(...), .url
+        stack.aws_endpoint                     # "http://127.0.0.1:<port>" for boto3 (dummy credentials)
+        stack.client("sqs")                    # a boto3 client on that endpoint
+        stack.queue_url("AssignmentQueue")     # any queue of the template, by logical id
+        stack.dlq_url("AssignmentQueue")       # the dead-letter queue of that queue's redrive policy
+        stack.write_key("demo")                # the demo workspaces' local write keys
+        with stack.pollers_paused():           # no SQS record is taken by a function meanwhile
+            ...
+
+``python -m local_stack`` (``make run``) runs the same in the foreground on ports 3000 (API), 3001 (sink) and
+4566 (AWS).
+
+Overrides for tests, all of which override the template (the defaults keep it as it is):
+
+* ``parameters``: template parameters, e.g. ``{"MaxReceiveCount": "2", "HttpDeliveryBudgetSeconds": "1"}``;
+* ``environment``: function environment variables set after the template's, e.g. ``{"LEASE_SECONDS": "5"}``;
+* ``visibility_timeout_s``: the VisibilityTimeout of every queue that sets one (the template says 180 s);
+* ``function_timeout_s``: every function's Timeout (the template says 30 s);
+* ``max_workers``: execution environments per function (Lambda's concurrency, small here).
+
+Workspaces ``demo`` (region us) and ``demo-eu`` (region eu) are connected to the sink. With
+``segment_write_key``, ``demo`` is connected to the real Segment instead (region ``segment_region``): that
+region's functions then use the template's real Segment URL, and ``demo-eu`` is only connected when its region
+still points at the sink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import boto3
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from .http_api import HttpApi, Route, port_is_free
+from .lambda_pool import FunctionPool, FunctionSpec
+from .segment_sink import SegmentSink
+from .sqs_poller import LONG_POLL_S, SqsPoller
+from .template import ACCOUNT_ID, TEMPLATE_PATH, Resource, Template
+
+LogFn = Callable[[str], None]
+
+DEFAULT_TOKEN = "local-dev-token"  # noqa: S105 - the documented local bearer token, not a secret
+REGION = "us-east-1"
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+DEMO_WORKSPACES = {"demo": "us", "demo-eu": "eu"}
+DEMO_WRITE_KEYS = {"demo": "local-demo-write-key-us", "demo-eu": "local-demo-write-key-eu"}
+SEGMENT_ENDPOINT_VARS = {"us": "SEGMENT_US_ENDPOINT", "eu": "SEGMENT_EU_ENDPOINT"}
+# Port settings: (what listens there, environment variable of `python -m local_stack`).
+PORT_SETTINGS = {
+    "api": ("the HTTP API", "LOCAL_API_PORT"),
+    "sink": ("the Segment sink", "LOCAL_SINK_PORT"),
+    "aws": ("the AWS endpoint (moto)", "LOCAL_AWS_PORT"),
+}
+
+
+class PortInUseError(OSError):
+    """A port of the local stack cannot be bound; the message names the port and the variable to change."""
+
+    def __init__(self, port: int, role: str) -> None:
+        what, variable = PORT_SETTINGS[role]
+        super().__init__(f"port {port} ({what}) is already in use; set {variable} to another port")
+        self.port = port
+        self.role = role
+        self.variable = variable
+
+
+class _MotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever."""
+
+    error: BaseException | None = None
+
+    def _server_entry(self) -> None:
+        try:
+            super()._server_entry()
+        except BaseException as exc:
+            self.error = exc
+            self._server_ready_event.set()
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self.stop()
+            self._server.server_close()
+
+
+class _EndpointSession:
+    """A boto3 session whose clients all talk to the local endpoint (what ``Template.create_resources`` needs)."""
+
+    def __init__(self, endpoint: str, region: str) -> None:
+        self._session = boto3.session.Session(
+            aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=region,
+        )
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A client of ``service`` on the local endpoint."""
+        with self._lock:  # creating clients from one session is not thread-safe
+            return self._session.client(service, endpoint_url=self._endpoint, **kwargs)
+
+
+class LocalStack:
+    """The local stack; see the module docstring. ``start()`` returns self; ``stop()`` is idempotent."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        api_port: int = 3000,
+        sink_port: int = 3001,
+        aws_port: int = 4566,
+        token: str = DEFAULT_TOKEN,
+        parameters: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
+        visibility_timeout_s: int | None = None,
+        function_timeout_s: float | None = None,
+        max_workers: int = 3,
+        segment_write_key: str | None = None,
+        segment_region: str = "us",
+        template_path: Path = TEMPLATE_PATH,
+        log: LogFn | None = None,
+        function_logs: bool = True,
+    ) -> None:
+        if segment_region not in SEGMENT_ENDPOINT_VARS:
+            raise ValueError(f"segment_region must be us or eu, not {segment_region!r}")
+        self.host = host
+        self.token = token
+        self._ports = {"api": api_port, "sink": sink_port, "aws": aws_port}
+        self._parameters = dict(parameters or {})
+        self._environment = dict(environment or {})
+        self._visibility_timeout_s = visibility_timeout_s
+        self._function_timeout_s = function_timeout_s
+        self._max_workers = max_workers
+        self.segment_write_key = segment_write_key or None
+        self.segment_region = segment_region
+        self._template_path = template_path
+        self._log = log
+        self._function_logs = function_logs
+        self._log_lock = threading.Lock()
+
+        self._template: Template | None = None
+        self.resources: dict[str, Resource] = {}
+        self.ready_s: float | None = None
+        self._moto: _MotoServer | None = None
+        self._session: _EndpointSession | None = None
+        self._sink: SegmentSink | None = None
+        self._pools: dict[str, FunctionPool] = {}
+        self._api: HttpApi | None = None
+        self._pollers: list[SqsPoller] = []
+        self._connected: dict[str, tuple[str, str]] = {}  # workspace -> (write key, region)
+        self._init_errors: dict[str, str] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start everything; PortInUseError when a port is taken. Everything started is stopped on failure."""
+        started = time.monotonic()
+        try:
+            self._check_ports()
+            self._sink = SegmentSink(self.host, self._ports["sink"], log=self._sink_log).start()
+            self._start_aws()
+            self._create_resources()
+            self._start_functions()
+            self._connect_workspaces()
+            self._api = HttpApi(
+                [Route.parse(method, path, function) for method, path, function in self.template.http_routes()],
+                invoke=self._invoke,
+                token=self.token,
+                host=self.host,
+                port=self._ports["api"],
+                log=self.emit,
+                region=REGION,
+            ).start()
+            self._init_errors = {}
+            for name, pool in self._pools.items():
+                error = pool.wait_ready()
+                if error is not None:
+                    self._init_errors[name] = error
+            self._start_pollers()
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_s = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        """Stop pollers, API, workers, sink and AWS endpoint; frees every port. Safe to call twice."""
+        for poller in self._pollers:
+            poller.stop(timeout_s=0)  # signal only; joined below once the workers are gone
+        if self._api is not None:
+            with contextlib.suppress(Exception):
+                self._api.stop()
+            self._api = None
+        for pool in self._pools.values():
+            pool.begin_stop()
+        for pool in self._pools.values():
+            with contextlib.suppress(Exception):
+                pool.stop()
+        self._pools = {}
+        for poller in self._pollers:
+            poller.stop(timeout_s=LONG_POLL_S + 5)
+        self._pollers = []
+        if self._sink is not None:
+            with contextlib.suppress(Exception):
+                self._sink.stop()
+            self._sink = None
+        if self._moto is not None:
+            with contextlib.suppress(Exception):
+                self._moto.close()
+            self._moto = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what tests and the banner use ------------------------------------------------------------------------
+
+    @property
+    def template(self) -> Template:
+        """The template as loaded with the overrides (after ``start``)."""
+        if self._template is None:
+            raise RuntimeError("LocalStack not started")
+        return self._template
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the HTTP API."""
+        if self._api is None:
+            raise RuntimeError("LocalStack not started")
+        return self._api.url
+
+    @property
+    def sink(self) -> SegmentSink:
+        """The local Segment sink."""
+        if self._sink is None:
+            raise RuntimeError("LocalStack not started")
+        return self._sink
+
+    @property
+    def aws_endpoint(self) -> str:
+        """The AWS endpoint URL (moto) for boto3's ``endpoint_url`` or ``AWS_ENDPOINT_URL``."""
+        if self._moto is None:
+            raise RuntimeError("LocalStack not started")
+        host, port = self._moto.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client on the local AWS endpoint (dummy credentials, us-east-1)."""
+        if self._session is None:
+            raise RuntimeError("LocalStack not started")
+        return self._session.client(service, **kwargs)
+
+    def queue_url(self, logical_id: str) -> str:
+        """URL of a queue of the template, by logical id (``AssignmentQueue``, ``AssignmentDeadLetterQueue``)."""
+        return self.resources[logical_id].ref
+
+    def dlq_url(self, logical_id: str) -> str:
+        """URL of the dead-letter queue that the queue ``logical_id``'s redrive policy targets."""
+        policy = self.template.resources[logical_id]["Properties"]["RedrivePolicy"]
+        target = policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        return self.resources[target].ref
+
+    @property
+    def table_name(self) -> str:
+        """The dedup table's name."""
+        tables = self.template.of_type("AWS::DynamoDB::Table")
+        return self.resources[next(iter(tables))].ref
+
+    @property
+    def secret_prefix(self) -> str:
+        """Workspace secrets are ``<prefix>/<workspace_id>``."""
+        return self.template.parameters["SecretPrefix"]
+
+    def write_key(self, workspace: str) -> str:
+        """Write key a connected demo workspace sends with (a local key, or the real one for ``demo``)."""
+        return self._connected[workspace][0]
+
+    def connected_workspaces(self) -> dict[str, str]:
+        """Connected demo workspaces and their regions."""
+        return {name: region for name, (_key, region) in self._connected.items()}
+
+    def unavailable_functions(self) -> dict[str, str]:
+        """Functions whose INIT failed at start (for instance code that does not import yet), with the reason."""
+        return {name: pool.init_error for name, pool in self._pools.items() if pool.init_error is not None}
+
+    def worker_pids(self, function: str) -> list[int]:
+        """Process ids of a function's live workers (its execution environments)."""
+        return self._pools[function].pids()
+
+    def pause_pollers(self) -> None:
+        """Stop feeding queues to the functions (waits for batches in hand)."""
+        for poller in self._pollers:
+            poller.pause()
+
+    def resume_pollers(self) -> None:
+        """Feed the queues again."""
+        for poller in self._pollers:
+            poller.resume()
+
+    @contextlib.contextmanager
+    def pollers_paused(self) -> Iterator[None]:
+        """``with stack.pollers_paused(): ...``: no function takes SQS records inside the block."""
+        self.pause_pollers()
+        try:
+            yield
+        finally:
+            self.resume_pollers()
+
+    def emit(self, line: str) -> None:
+        """Send one line to the log (thread-safe)."""
+        if self._log is not None:
+            with self._log_lock:
+                self._log(line)
+
+    def _sink_log(self, line: str) -> None:
+        self.emit(f"sink: {line}")
+
+    def _function_log(self, line: str) -> None:
+        if self._function_logs:
+            self.emit(line)
+
+    # -- steps ----------------------------------------------------------------------------------------------
+
+    def _check_ports(self) -> None:
+        for role, port in self._ports.items():
+            if port and not port_is_free(self.host, port):
+                raise PortInUseError(port, role)
+
+    def _start_aws(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
+        moto = _MotoServer(ip_address=self.host, port=self._ports["aws"], verbose=False)
+        self._moto = moto
+        moto.start()
+        if moto.error is not None:
+            if self._ports["aws"]:
+                raise PortInUseError(self._ports["aws"], "aws")
+            raise OSError(f"the AWS endpoint could not start: {moto.error}")
+        self._session = _EndpointSession(self.aws_endpoint, REGION)
+
+    def _create_resources(self) -> None:
+        template = Template.load(self._template_path, parameters=self._parameters, region=REGION)
+        if self._visibility_timeout_s is not None:
+            for spec in template.of_type("AWS::SQS::Queue").values():
+                if "VisibilityTimeout" in spec.get("Properties", {}):
+                    spec["Properties"]["VisibilityTimeout"] = int(self._visibility_timeout_s)
+        self._template = template
+        assert self._session is not None
+        self.resources = template.create_resources(self._session)
+
+    def _segment_endpoints(self) -> dict[str, str]:
+        endpoints = {region: self.sink.region_url(region) for region in SEGMENT_ENDPOINT_VARS}
+        if self.segment_write_key:
+            del endpoints[self.segment_region]  # that region keeps the template's real Segment URL
+        return endpoints
+
+    def _function_spec(self, name: str) -> FunctionSpec:
+        template = self.template
+        base = self._template_path.parent
+        code_dir = (base / str(template.function_property(name, "CodeUri"))).resolve()
+        layer_dirs = []
+        for layer in template.function_property(name, "Layers") or []:
+            layer_id = layer.get("Ref") if isinstance(layer, dict) else None
+            if layer_id in template.resources:
+                layer_dirs.append((base / template.resources[layer_id]["Properties"]["ContentUri"]).resolve())
+        timeout_s = self._function_timeout_s or float(template.function_property(name, "Timeout") or 3)
+        memory_mb = int(template.function_property(name, "MemorySize") or 128)
+        handler = str(template.function_property(name, "Handler"))
+        physical = f"{template.stack_name}-{name}"
+        environment = {
+            # What the Lambda runtime sets; nothing of the developer's own environment leaks in.
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": str(code_dir),
+            "_HANDLER": handler,
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+            "AWS_LAMBDA_FUNCTION_NAME": physical,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{physical}",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            **template.function_environment(name, self.resources),
+            **DUMMY_CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            **{SEGMENT_ENDPOINT_VARS[region]: url for region, url in self._segment_endpoints().items()},
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            **self._environment,
+        }
+        return FunctionSpec(
+            name=name,
+            code_dir=code_dir,
+            handler=handler,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            environment=environment,
+            layer_dirs=tuple(layer_dirs),
+            function_name=physical,
+            region=REGION,
+            account_id=ACCOUNT_ID,
+        )
+
+    def _start_functions(self) -> None:
+        for name in self.template.functions():
+            pool = FunctionPool(self._function_spec(name), max_workers=self._max_workers, log=self._function_log)
+            self._pools[name] = pool
+            pool.start()  # INIT runs in the worker while the rest starts
+
+    def _invoke(self, function: str, event: dict[str, Any]) -> Any:
+        return self._pools[function].invoke(event)
+
+    def _connect_workspaces(self) -> None:
+        secrets = self.client("secretsmanager")
+        endpoints = self._segment_endpoints()
+        wanted: dict[str, tuple[str, str]] = {}
+        for workspace, region in DEMO_WORKSPACES.items():
+            if workspace == "demo" and self.segment_write_key:
+                wanted[workspace] = (self.segment_write_key, self.segment_region)
+            elif region in endpoints:  # never send a local demo key to the real Segment
+                wanted[workspace] = (DEMO_WRITE_KEYS[workspace], region)
+        for workspace, (write_key, region) in wanted.items():
+            secrets.create_secret(
+                Name=f"{self.secret_prefix}/{workspace}",
+                SecretString=json.dumps({"write_key": write_key, "region": region}),
+            )
+        self._connected = wanted
+
+    def _start_pollers(self) -> None:
+        for source in self.template.sqs_sources():
+            queue = self.resources[source.queue]
+            sqs = self.client("sqs", config=Config(read_timeout=LONG_POLL_S + 10, retries={"max_attempts": 1}))
+            pool = self._pools[source.function]
+            poller = SqsPoller(
+                source,
+                queue.ref,
+                queue.attributes["Arn"],
+                sqs,
+                invoke=pool.invoke,
+                log=self.emit,
+                region=REGION,
+            )
+            self._pollers.append(poller)
+            poller.start()
+
+    # -- banner ---------------------------------------------------------------------------------------------
+
+    def banner(self) -> str:
+        """What ``make run`` prints once ready: addresses, token, a curl to paste, connected workspaces."""
+        example = json.dumps(
+            {"workspace_id": "demo", "visitor_id": "v-1001", "test_id": "t-checkout", "variant_id": "b"},
+            separators=(",", ":"),
+        )
+        lines = [
+            f"Segment forwarder local stack ready in {self.ready_s or 0:.1f}s (from template.yaml)",
+            f"  HTTP API      {self.api_url}   (Authorization: Bearer {self.token})",
+            f"  Segment sink  {self.sink.url}/   (events: {self.sink.url}/events)",
+            f"  AWS endpoint  {self.aws_endpoint}   (moto; AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)",
+            "  Routes        "
+            + ", ".join(f"{route.method} {route.path}" for route in self._api.routes if self._api is not None),
+            "  Queues        "
+            + ", ".join(
+                f"{poller.source.queue} -> {poller.source.function} (batch {poller.source.batch_size})"
+                for poller in self._pollers
+            ),
+        ]
+        for workspace, (_key, region) in self._connected.items():
+            if workspace == "demo" and self.segment_write_key:
+                where = f"the REAL Segment ({region}) with the write key from SEGMENT_WRITE_KEY"
+            else:
+                where = f"the sink ({self.sink.region_url(region)})"
+            lines.append(f"  Workspace     {workspace} -> {where}")
+        for workspace in DEMO_WORKSPACES:
+            if workspace not in self._connected:
+                lines.append(f"  Workspace     {workspace} not connected (its region uses the real Segment)")
+        for name, error in self.unavailable_functions().items():
+            lines.append(f"  NOT RUNNING   {name}: {error} (retried on its next request)")
+        lines += [
+            "",
+            "Try:",
+            f"  curl -s -X POST {self.api_url}/v1/assignments -H 'Authorization: Bearer {self.token}' "
+            f"-H 'Content-Type: application/json' -d '{example}'",
+            "Ctrl-C stops everything.",
+        ]
+        return "\n".join(lines)
