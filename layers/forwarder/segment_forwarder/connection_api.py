@@ -29,7 +29,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,11 +89,12 @@ class Runtime:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An HTTP answer and the outcome word logged (and counted) for it."""
+    """An HTTP answer, the outcome word logged (and counted) for it, and more to log (never the key)."""
 
     status: int
     body: dict | None
     outcome: str
+    log: dict[str, Any] = field(default_factory=dict)
 
 
 _runtime: Runtime | None = None
@@ -135,7 +136,7 @@ def handler(event: dict, context: Any) -> dict:
         valid_workspace = _check_workspace_id(workspace_id)
         answer = op(_get_runtime(), valid_workspace, event, context)
     except RequestError as exc:
-        answer = Answer(exc.status, exc.as_body(), exc.code)
+        answer = Answer(exc.status, exc.as_body(), exc.code, {"field": exc.field, "detail": exc.message})
     except (ClientError, BotoCoreError) as exc:
         logger.error("Secrets Manager failed", extra={"error": _aws_error_code(exc)})
         failure = RequestError(503, "unavailable", "Secrets Manager could not be reached; retry the call", None)
@@ -162,6 +163,7 @@ def handler(event: dict, context: Any) -> dict:
             "workspace_id": valid_workspace,
             "outcome": answer.outcome,
             "status": answer.status,
+            **answer.log,
         },
     )
     return _answer(answer.status, answer.body)
@@ -177,7 +179,7 @@ def _connect(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> 
     value = json.dumps({"write_key": connection.write_key, "region": connection.region})
     name = secret_name(runtime.settings.secret_prefix, workspace_id)
     outcome = _store(runtime.secrets, name, workspace_id, value)
-    return Answer(200, _connected(connection), outcome)
+    return Answer(200, _connected(connection), outcome, {"region": connection.region})
 
 
 def _store(secrets: Any, name: str, workspace_id: str, value: str) -> str:
@@ -209,7 +211,7 @@ def _status(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> A
     connection = _read(runtime, workspace_id)
     if connection is None:
         return Answer(200, {"connected": False}, "not_connected")
-    return Answer(200, _connected(connection), "connected")
+    return Answer(200, _connected(connection), "connected", {"region": connection.region})
 
 
 def _disconnect(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
@@ -252,7 +254,8 @@ def _test(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Ans
     )
     if result.ok:
         endpoint = runtime.segment.endpoint(connection.region)
-        return Answer(200, {"message_id": message_id, "endpoint": endpoint, "region": connection.region}, "sent")
+        answer = {"message_id": message_id, "endpoint": endpoint, "region": connection.region}
+        return Answer(200, answer, "sent", {"region": connection.region, "message_id": message_id})
     if result.retryable:
         what = f"answered {result.status}" if result.status is not None else "could not be reached"
         raise RequestError(

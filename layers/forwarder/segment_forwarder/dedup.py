@@ -69,7 +69,7 @@ def _plain(item: dict[str, Any]) -> dict[str, str]:
 
 
 class DedupStore:
-    """Claims, marks and releases facts in the dedup table (requests counted in ``requests``)."""
+    """Claims, marks and releases facts in the dedup table. Thread-safe (boto3 clients are)."""
 
     def __init__(
         self,
@@ -82,7 +82,6 @@ class DedupStore:
         self._table = table_name
         self._lease = lease_seconds
         self._clock = clock
-        self.requests = 0
 
     def _item(self, fact: Fact, status: str, now: int, token: str = "") -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -110,7 +109,6 @@ class DedupStore:
         """
         now = int(self._clock())
         token = uuid.uuid4().hex
-        self.requests += 1
         try:
             answer = self._client.put_item(
                 TableName=self._table,
@@ -145,7 +143,6 @@ class DedupStore:
         for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
             pending = requests[start : start + _BATCH_WRITE_LIMIT]
             for attempt in range(_UNPROCESSED_RETRIES + 1):
-                self.requests += 1
                 try:
                     answer = self._client.batch_write_item(RequestItems={self._table: pending})
                 except Exception as exc:
@@ -160,7 +157,6 @@ class DedupStore:
     def release(self, claims: Sequence[Claim]) -> None:
         """Give up leases after a failed delivery so a retry can claim at once (best effort, conditional)."""
         for claim in claims:
-            self.requests += 1
             try:
                 self._client.update_item(
                     TableName=self._table,

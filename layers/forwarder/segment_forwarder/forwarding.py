@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ from .events import IDENTIFY, Event, identify_message, link_key, track_message
 from .segment import MAX_MESSAGE_BYTES, SegmentClient, message_size, split_batches
 
 logger = Logger(child=True)
+
+CLAIM_THREADS = 8  # concurrent visitors while claiming an SQS batch (DynamoDB latency, not CPU, is the cost)
 
 Status = Literal["delivered", "duplicate", "skipped", "retry", "rejected"]
 
@@ -64,18 +67,25 @@ class Forwarder:
         self._connections = connections
         self._segment = segment
         self._settings = settings
-        self.segment_requests = 0
 
     def forward(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
         """Forward ``events`` with delivery attempts bounded by ``deadline`` (``time.monotonic()`` based)."""
         works = [_Work(event) for event in events]
-        owners: dict[tuple[str, str], _Work] = {}
+        connections: dict[str, Connection | Outcome | None] = {}
         for work in works:
-            self._connect(work)
+            self._connect(work, connections)
+        # Claims: one visitor's events in order (an earlier event leads a later one with the same fact),
+        # different visitors concurrently — their facts live in different items.
+        by_visitor: dict[str, list[_Work]] = {}
+        for work in works:
             if work.outcome is None:
-                self._claim(work, owners)
-            if work.outcome is None and work.leader is None:
-                self._build_messages(work)
+                by_visitor.setdefault(work.event.partition_key, []).append(work)
+        if len(by_visitor) > 1:
+            with ThreadPoolExecutor(max_workers=min(CLAIM_THREADS, len(by_visitor))) as pool:
+                list(pool.map(self._claim_visitor, by_visitor.values()))
+        else:
+            for group in by_visitor.values():
+                self._claim_visitor(group)
         delivered = self._send(works, deadline)
         self._mark_sent(delivered)
         for work in works:
@@ -86,24 +96,38 @@ class Forwarder:
 
     # -- steps -----------------------------------------------------------------------------------------
 
-    def _connect(self, work: _Work) -> None:
-        try:
-            work.connection = self._connections.get(work.event.workspace_id)
-        except ConnectionConfigError as exc:
-            work.outcome = Outcome("retry", reason=f"connection_invalid: {exc}")
-            return
-        except ConnectionUnavailableError:
-            work.outcome = Outcome("retry", reason="connection_unavailable")
-            return
-        if work.connection is None:
+    def _connect(self, work: _Work, seen: dict[str, Connection | Outcome | None]) -> None:
+        """Resolve the workspace's connection once per call (and per cache period across calls)."""
+        workspace = work.event.workspace_id
+        if workspace not in seen:
+            try:
+                seen[workspace] = self._connections.get(workspace)
+            except ConnectionConfigError as exc:
+                seen[workspace] = Outcome("retry", reason=f"connection_invalid: {exc}")
+            except ConnectionUnavailableError:
+                seen[workspace] = Outcome("retry", reason="connection_unavailable")
+        found = seen[workspace]
+        if isinstance(found, Outcome):
+            work.outcome = found
+        elif found is None:
             work.outcome = Outcome("skipped", reason="not_connected")
+        else:
+            work.connection = found
+
+    def _claim_visitor(self, works: list[_Work]) -> None:
+        """Claim the facts of one visitor's events, in order, and build their messages."""
+        owners: dict[str, _Work] = {}
+        for work in works:
+            self._claim(work, owners)
+            if work.outcome is None and work.leader is None:
+                self._build_messages(work)
 
     def _fact(self, event: Event, key: str, *, user_id: str | None = None) -> Fact:
         ttl = self._settings.event_id_ttl_seconds if key.startswith("EVENT#") else self._settings.dedup_ttl_seconds
         variant = event.body.get("variant_id") if key.startswith("ASSIGN#") else None
         return Fact(event.partition_key, key, event.message_id(key), ttl, variant_id=variant, user_id=user_id)
 
-    def _claim(self, work: _Work, owners: dict[tuple[str, str], _Work]) -> None:
+    def _claim(self, work: _Work, owners: dict[str, _Work]) -> None:
         event = work.event
         own_key = event.fact_key
         duplicate = False
@@ -111,7 +135,7 @@ class Forwarder:
             if own_key is not None and own_key != IDENTIFY:
                 claim = self._store.claim(self._fact(event, own_key))
                 if claim.state is ClaimState.IN_FLIGHT:
-                    leader = owners.get((event.partition_key, own_key))
+                    leader = owners.get(own_key)
                     if leader is not None:
                         work.leader = leader
                     else:
@@ -121,7 +145,7 @@ class Forwarder:
                     duplicate = True
                 else:
                     work.claims.append(claim)
-                    owners[(event.partition_key, own_key)] = work
+                    owners[own_key] = work
             if not (duplicate and event.user_id is None):
                 in_flight = self._claim_identity(work)
                 if event.kind == "identify" and in_flight and not work.claims:
@@ -191,7 +215,6 @@ class Forwarder:
                 messages = [m for w in batch for m in w.messages]
                 started = time.monotonic()
                 result = self._segment.send(connection.write_key, connection.region, messages, deadline)
-                self.segment_requests += result.requests
                 logger.debug(
                     "segment batch",
                     extra={
