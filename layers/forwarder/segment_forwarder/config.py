@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+DEFAULT_SECRET_PREFIX = "segment-forwarder"  # noqa: S105 - a name prefix, not a secret
 DEFAULT_ENDPOINTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 
 
@@ -21,7 +22,7 @@ class Settings:
     table_name: str = ""
     queue_url: str = ""
     dlq_url: str = ""
-    secret_prefix: str = "segment-forwarder"  # noqa: S105 - a name prefix, not a secret
+    secret_prefix: str = DEFAULT_SECRET_PREFIX
     connection_cache_seconds: int = 60
     dedup_ttl_seconds: int = 400 * 86_400
     event_id_ttl_seconds: int = 72 * 3_600
@@ -38,15 +39,13 @@ class Settings:
             table_name=env.get("DEDUP_TABLE", ""),
             queue_url=env.get("QUEUE_URL", ""),
             dlq_url=env.get("DLQ_URL", ""),
-            secret_prefix=env.get("SECRET_PREFIX", cls.secret_prefix),
-            connection_cache_seconds=int(env.get("CONNECTION_CACHE_SECONDS", cls.connection_cache_seconds)),
+            secret_prefix=env.get("SECRET_PREFIX") or DEFAULT_SECRET_PREFIX,
+            connection_cache_seconds=int(env.get("CONNECTION_CACHE_SECONDS", 60)),
             dedup_ttl_seconds=int(env.get("DEDUP_TTL_DAYS", 400)) * 86_400,
             event_id_ttl_seconds=int(env.get("EVENT_ID_TTL_HOURS", 72)) * 3_600,
-            lease_seconds=int(env.get("LEASE_SECONDS", cls.lease_seconds)),
-            http_delivery_budget_seconds=float(
-                env.get("HTTP_DELIVERY_BUDGET_SECONDS", cls.http_delivery_budget_seconds)
-            ),
-            max_receive_count=int(env.get("MAX_RECEIVE_COUNT", cls.max_receive_count)),
+            lease_seconds=int(env.get("LEASE_SECONDS", 90)),
+            http_delivery_budget_seconds=float(env.get("HTTP_DELIVERY_BUDGET_SECONDS", 3.0)),
+            max_receive_count=int(env.get("MAX_RECEIVE_COUNT", 5)),
             us_endpoint=env.get("SEGMENT_US_ENDPOINT") or DEFAULT_ENDPOINTS["us"],
             eu_endpoint=env.get("SEGMENT_EU_ENDPOINT") or DEFAULT_ENDPOINTS["eu"],
         )
