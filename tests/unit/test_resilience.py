@@ -166,7 +166,8 @@ def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id
     answer = handler(http_event("assignment", ASSIGNMENT), LambdaContext())
     assert (answer["statusCode"], json.loads(answer["body"])) == (202, {"status": "queued"})
 
-    time.sleep(2.1)  # the crashed attempt's lease expires
+    # The crashed attempt's lease expires (whole seconds: it is over once the clock passes the next second).
+    time.sleep(max(int(item["lease_until"]["N"]) + 1 - time.time(), 0) + 0.05)
     sqs = session.client("sqs")
     queued = sqs.receive_message(
         QueueUrl=env["QUEUE_URL"], MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]

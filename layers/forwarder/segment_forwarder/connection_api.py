@@ -21,8 +21,6 @@ logged, never put in a metric or an exception message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import time
@@ -34,19 +32,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-import fastjsonschema
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import LIBRARY
+from .api_gateway import json_response, request_body
 from .config import Settings
 from .connections import Connection, parse_secret, secret_name
 from .errors import ConnectionConfigError, RequestError
 from .events import iso_ms
 from .segment import SegmentClient
-from .validation import openapi_document, parse_body
+from .validation import is_valid, parse_body
 
 logger = Logger()
 metrics = Metrics()
@@ -58,7 +56,6 @@ TEST_EVENT = "Segment Connection Test"
 TEST_ANONYMOUS_ID = "segment-forwarder-connection-test"
 TEST_SAFETY_S = 1.0  # time kept for answering after the test send's deadline
 MIN_TEST_BUDGET_S = 0.5
-MIN_HINT_KEY_CHARS = 8  # a shorter key would be (nearly) shown whole by its last 4 characters
 
 # Secrets Manager: ResourceNotFound = no secret; InvalidRequest = scheduled for deletion (or another state error).
 _NOT_FOUND = "ResourceNotFoundException"
@@ -166,7 +163,7 @@ def handler(event: dict, context: Any) -> dict:
             **answer.log,
         },
     )
-    return _answer(answer.status, answer.body)
+    return json_response(answer.status, answer.body)
 
 
 # -- operations ----------------------------------------------------------------------------------------------
@@ -174,7 +171,7 @@ def handler(event: dict, context: Any) -> dict:
 
 def _connect(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
     """PUT: store the write key and region, creating, replacing or restoring the secret as needed."""
-    body = parse_body("ConnectRequest", _raw_body(event))
+    body = parse_body("ConnectRequest", request_body(event))
     connection = Connection(body["write_key"], str(body.get("region") or "us").lower())
     value = json.dumps({"write_key": connection.write_key, "region": connection.region})
     name = secret_name(runtime.settings.secret_prefix, workspace_id)
@@ -293,8 +290,7 @@ def _read(runtime: Runtime, workspace_id: str) -> Connection | None:
 
 
 def _connected(connection: Connection) -> dict:
-    hint = connection.hint if len(connection.write_key) >= MIN_HINT_KEY_CHARS else "…"
-    return {"connected": True, "region": connection.region, "write_key_hint": hint}
+    return {"connected": True, "region": connection.region, "write_key_hint": connection.hint}
 
 
 def _route_of(event: dict) -> tuple[str, str, str | None]:
@@ -318,33 +314,11 @@ def _route_of(event: dict) -> tuple[str, str, str | None]:
 
 def _check_workspace_id(workspace_id: str | None) -> str:
     """The path's workspace_id checked against the OpenAPI ``WorkspaceId`` schema, or RequestError 400."""
-    try:
-        _workspace_id_validator()(workspace_id)
-    except fastjsonschema.JsonSchemaValueException:
+    if not is_valid("WorkspaceId", workspace_id):
         raise RequestError(
             400, "invalid_value", "workspace_id must be 1-64 characters of A-Za-z0-9_-", "workspace_id"
         ) from None
     return str(workspace_id)
-
-
-_workspace_check: Callable[[Any], Any] | None = None
-
-
-def _workspace_id_validator() -> Callable[[Any], Any]:
-    global _workspace_check  # compiled once per execution environment
-    if _workspace_check is None:
-        _workspace_check = fastjsonschema.compile(openapi_document()["components"]["schemas"]["WorkspaceId"])
-    return _workspace_check
-
-
-def _raw_body(event: dict) -> bytes:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(400, "invalid_body", "the body is not valid base64", "body") from None
-    return body.encode("utf-8", "surrogatepass")
 
 
 def _aws_error_code(exc: Exception) -> str:
@@ -356,10 +330,3 @@ def _aws_error_code(exc: Exception) -> str:
 def _metric_name(outcome: str) -> str:
     """``not_connected`` -> ``NotConnected``: one count per call, named by its outcome."""
     return "".join(part.capitalize() for part in outcome.split("_"))
-
-
-def _answer(status: int, body: dict | None) -> dict:
-    """The API Gateway v2 answer: a JSON body, or an empty one (204) without a content type."""
-    if body is None:
-        return {"statusCode": status, "headers": {}, "body": ""}
-    return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}

@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from .errors import ConnectionConfigError
 
 REGIONS = ("us", "eu")
+MIN_HINT_KEY_CHARS = 8  # a shorter key would be (nearly) shown whole by its last 4 characters
 _NOT_CONNECTED = ""  # cached stand-in for a missing (or deleted) secret
 # Secrets Manager answers ResourceNotFound for a missing secret and InvalidRequest for one scheduled for deletion.
 _GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
@@ -39,8 +40,8 @@ class Connection:
 
     @property
     def hint(self) -> str:
-        """What may be shown of the key: an ellipsis and its last 4 characters."""
-        return "…" + self.write_key[-4:]
+        """What may be shown of the key: an ellipsis and its last 4 characters (nothing of a key under 8)."""
+        return "…" + self.write_key[-4:] if len(self.write_key) >= MIN_HINT_KEY_CHARS else "…"
 
 
 def secret_name(prefix: str, workspace_id: str) -> str:

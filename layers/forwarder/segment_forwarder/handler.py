@@ -10,8 +10,6 @@ connection pool, the connection cache); later invocations reuse it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 import uuid
@@ -25,6 +23,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
+from .api_gateway import json_response, request_body
 from .config import Settings
 from .connections import Connections
 from .dedup import DedupStore
@@ -92,45 +91,27 @@ def make_handler(kind: Kind) -> Callable[[dict, Any], dict]:
 # -- HTTP path -----------------------------------------------------------------------------------------------
 
 
-def _answer(status: int, body: dict | None) -> dict:
-    return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json"},
-        "body": json.dumps(body) if body is not None else "",
-    }
-
-
-def _raw_body(event: dict) -> bytes:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(400, "invalid_body", "the body is not valid base64", "body") from None
-    return body.encode("utf-8", "surrogatepass")
-
-
 def _handle_http(runtime: Runtime, kind: Kind, schema: str, event: dict, remaining_s: float) -> dict:
     received_at = datetime.now(UTC)
     try:
-        body = parse_body(schema, _raw_body(event))
+        body = parse_body(schema, request_body(event))
     except RequestError as exc:
         metrics.add_metric("Rejected", MetricUnit.Count, 1)
         logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": exc.status})
-        return _answer(exc.status, exc.as_body())
+        return json_response(exc.status, exc.as_body())
     delivery_id = str(uuid.uuid4())
     forward_event = Event.from_body(kind, body, received_at, delivery_id)
     budget = min(runtime.settings.http_delivery_budget_seconds, max(remaining_s - HTTP_SAFETY_S, 0.5))
     outcome = runtime.forwarder.forward([forward_event], deadline=time.monotonic() + budget)[0]
     _record(forward_event, outcome, "http")
     if outcome.status == "delivered":
-        return _answer(200, {"status": "delivered", "message_ids": list(outcome.message_ids)})
+        return json_response(200, {"status": "delivered", "message_ids": list(outcome.message_ids)})
     if outcome.status == "duplicate":
-        return _answer(200, {"status": "duplicate"})
+        return json_response(200, {"status": "duplicate"})
     if outcome.status == "skipped":
-        return _answer(200, {"status": "skipped", "reason": outcome.reason})
+        return json_response(200, {"status": "skipped", "reason": outcome.reason})
     if outcome.status == "rejected" and outcome.http_status is not None:
-        return _answer(
+        return json_response(
             outcome.http_status,
             RequestError(outcome.http_status, "payload_too_large", outcome.reason, "body").as_body(),
         )
@@ -145,12 +126,12 @@ def _handle_http(runtime: Runtime, kind: Kind, schema: str, event: dict, remaini
     except Exception as exc:
         logger.error("could not queue the event", extra={"error": type(exc).__name__, "reason": outcome.reason})
         metrics.add_metric("Unavailable", MetricUnit.Count, 1)
-        return _answer(
+        return json_response(
             503,
             RequestError(503, "unavailable", "not delivered and not queued; retry the call", None).as_body(),
         )
     metrics.add_metric("Queued", MetricUnit.Count, 1)
-    return _answer(202, {"status": "queued"})
+    return json_response(202, {"status": "queued"})
 
 
 # -- SQS path ------------------------------------------------------------------------------------------------

@@ -55,6 +55,16 @@ def _validator(schema_name: str) -> tuple[Callable[[Any], Any], dict]:
     return fastjsonschema.compile(schema, use_default=False), schema
 
 
+def is_valid(schema_name: str, value: Any) -> bool:
+    """Whether ``value`` matches a component schema of the OpenAPI document (e.g. a path parameter)."""
+    check, _ = _validator(schema_name)
+    try:
+        check(value)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
 def _field_of(exc: fastjsonschema.JsonSchemaValueException, data: Any, schema: dict) -> str:
     """Name the offending field as a dotted path (``context.page.url``), resolving required/unknown names."""
     path = [str(p) for p in (exc.path or [])][1:]  # drop the leading "data"
