@@ -247,3 +247,13 @@ def test_basic_auth_carries_the_write_key(stack):
 
     # The sink answers 400 when Basic auth and the body's writeKey differ, and records the key it authenticated.
     assert [(r["status"], r["write_key"]) for r in stack.sink.requests()] == [(200, "key-us-0001")]
+
+
+def test_dynamodb_unavailable_queues_the_event(stack):
+    handler = stack.handler("assignment", DEDUP_TABLE="no-such-table")
+
+    status, body = stack.post("assignment", ASSIGNMENT, handler)
+
+    assert (status, body) == (202, {"status": "queued"})
+    assert stack.sink.requests() == []
+    assert len(stack.drain("assignment")) == 1

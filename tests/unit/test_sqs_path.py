@@ -156,3 +156,12 @@ def test_http_queued_event_is_delivered_from_the_queue_with_the_same_ids(stack):
     # The id the HTTP attempt used (kept in a message attribute), so a copy that did reach Segment is dropped.
     assert track["messageId"] == queued["MessageAttributes"]["delivery_id"]["StringValue"]
     assert len(stack.identifies()) == 1
+
+
+def test_dynamodb_unavailable_reports_the_records_failed(stack):
+    records = [sqs_record(assignment("ws-us", f"v-{i}")) for i in range(2)]
+
+    answer = invoke(stack, "assignment", records, DEDUP_TABLE="no-such-table")
+
+    assert sorted(f["itemIdentifier"] for f in answer["batchItemFailures"]) == sorted(r["messageId"] for r in records)
+    assert stack.sink.requests() == []

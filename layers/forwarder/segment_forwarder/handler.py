@@ -102,7 +102,11 @@ def _handle_http(runtime: Runtime, kind: Kind, schema: str, event: dict, remaini
     delivery_id = str(uuid.uuid4())
     forward_event = Event.from_body(kind, body, received_at, delivery_id)
     budget = min(runtime.settings.http_delivery_budget_seconds, max(remaining_s - HTTP_SAFETY_S, 0.5))
-    outcome = runtime.forwarder.forward([forward_event], deadline=time.monotonic() + budget)[0]
+    try:
+        outcome = runtime.forwarder.forward([forward_event], deadline=time.monotonic() + budget)[0]
+    except Exception:  # a bug must not lose an accepted event: log it and let the queue retry
+        logger.exception("forwarding failed")
+        outcome = Outcome("retry", reason="internal_error")
     _record(forward_event, outcome, "http")
     if outcome.status == "delivered":
         return json_response(200, {"status": "delivered", "message_ids": list(outcome.message_ids)})
