@@ -176,6 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, PROPFIND, ...) is routed like the others: no route, so 404 as API Gateway.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
     def read_body(self) -> bytes:
         """The request body (Content-Length or chunked), refusing more than 10 MB without reading it."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

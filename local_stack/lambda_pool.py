@@ -97,6 +97,10 @@ class InvocationError(Exception):
         self.message = message
 
 
+class _NotDelivered(Exception):
+    """The worker was gone before it got the event: the invocation did not start."""
+
+
 class FunctionUnavailable(Exception):
     """The function cannot be started (its INIT failed); ``reason`` says why."""
 
@@ -259,8 +263,9 @@ class Worker:
         payload = json.dumps(frame).encode("utf-8")
         try:
             self._requests.write(_HEADER.pack(len(payload)) + payload)
-        except (BrokenPipeError, OSError):
-            raise self._crashed() from None
+        except OSError:
+            self._crashed()
+            raise _NotDelivered from None
         try:
             reply = self._read_frame(time.monotonic() + spec.timeout_s)
         except TimeoutError:
@@ -402,11 +407,16 @@ class FunctionPool:
 
     def invoke(self, event: Any, request_id: str | None = None) -> Any:
         """Invoke the function once with ``event``; see the module docstring for the errors."""
-        worker = self._acquire()
-        try:
-            return worker.invoke(event, request_id or str(uuid.uuid4()))
-        finally:
-            self._release(worker)
+        request_id = request_id or str(uuid.uuid4())
+        for _attempt in range(2):
+            worker = self._acquire()
+            try:
+                return worker.invoke(event, request_id)
+            except _NotDelivered:
+                continue  # an idle environment that had died: the event goes to a fresh one
+            finally:
+                self._release(worker)
+        raise InvocationError("crash", "Runtime.ExitError", "no worker could take the event")
 
     def _finish_start(self, worker: Worker, timeout_s: float) -> Worker | None:
         error = worker.wait_ready(timeout_s)
@@ -430,10 +440,13 @@ class FunctionPool:
             while True:
                 if self._stopped:
                     raise FunctionUnavailable(self.spec.name, "the local stack is stopping")
-                if self._state.idle:
+                while self._state.idle:
                     worker = self._state.idle.pop()
-                    self._state.busy.add(worker)
-                    return worker
+                    if worker.process.poll() is None:
+                        self._state.busy.add(worker)
+                        return worker
+                    worker.broken = True
+                    threading.Thread(target=worker.stop, args=(0.5,), daemon=True).start()  # died while idle
                 total = len(self._state.busy) + self._state.starting
                 if total < self.max_workers:
                     failed_recently = (

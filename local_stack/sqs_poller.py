@@ -149,8 +149,17 @@ class SqsPoller:
 
     def pause(self, timeout_s: float = 40.0) -> None:
         """Stop receiving and wait until the batch in hand (if any) is finished."""
+        self.request_pause()
+        self.wait_paused(timeout_s)
+
+    def request_pause(self) -> None:
+        """Stop receiving after the current receive or batch (``wait_paused`` waits for it)."""
         with self._cond:
             self._running = False
+
+    def wait_paused(self, timeout_s: float = 40.0) -> None:
+        """Wait until no batch is in hand after ``request_pause``."""
+        with self._cond:
             self._cond.wait_for(lambda: not self._busy, timeout=timeout_s)
 
     def resume(self) -> None:

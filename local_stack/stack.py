@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import boto3
+import urllib3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
@@ -69,6 +70,10 @@ PORT_SETTINGS = {
     "sink": ("the Segment sink", "LOCAL_SINK_PORT"),
     "aws": ("the AWS endpoint (moto)", "LOCAL_AWS_PORT"),
 }
+
+
+_running: LocalStack | None = None  # the stack running in this process, if any
+_running_lock = threading.Lock()
 
 
 class PortInUseError(OSError):
@@ -173,7 +178,15 @@ class LocalStack:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start everything; PortInUseError when a port is taken. Everything started is stopped on failure."""
+        """Start everything; PortInUseError when a port is taken. Everything started is stopped on failure.
+
+        One LocalStack runs per process at a time (moto's state is per process): RuntimeError otherwise.
+        """
+        global _running
+        with _running_lock:
+            if _running is not None:
+                raise RuntimeError("another LocalStack is running in this process; stop it first")
+            _running = self
         started = time.monotonic()
         try:
             self._check_ports()
@@ -205,6 +218,15 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop pollers, API, workers, sink and AWS endpoint; frees every port. Safe to call twice."""
+        global _running
+        try:
+            self._stop()
+        finally:
+            with _running_lock:
+                if _running is self:
+                    _running = None
+
+    def _stop(self) -> None:
         for poller in self._pollers:
             poller.stop(timeout_s=0)  # signal only; joined below once the workers are gone
         if self._api is not None:
@@ -317,7 +339,9 @@ class LocalStack:
     def pause_pollers(self) -> None:
         """Stop feeding queues to the functions (waits for batches in hand)."""
         for poller in self._pollers:
-            poller.pause()
+            poller.request_pause()
+        for poller in self._pollers:
+            poller.wait_paused()
 
     def resume_pollers(self) -> None:
         """Feed the queues again."""
@@ -362,6 +386,8 @@ class LocalStack:
             if self._ports["aws"]:
                 raise PortInUseError(self._ports["aws"], "aws")
             raise OSError(f"the AWS endpoint could not start: {moto.error}")
+        # moto keeps its state per process: start from an empty account, whatever ran here before.
+        urllib3.request("POST", f"{self.aws_endpoint}/moto-api/reset", timeout=10, retries=False)
         self._session = _EndpointSession(self.aws_endpoint, REGION)
 
     def _create_resources(self) -> None:

@@ -1,0 +1,213 @@
+"""``python -m local_stack`` (what ``make run`` runs) and ``python -m local_stack.send_sqs`` as a developer uses them.
+
+The stack runs in its own process group on free ports; Ctrl-C is a SIGINT to the whole group, as a terminal
+sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from local_stack.http_api import port_is_free
+
+from .conftest import new_id
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _environment(**ports: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_", "SEGMENT_"))}
+    env.update({name: str(port) for name, port in ports.items()})
+    env["LOCAL_API_TOKEN"] = "cli-token"
+    return env
+
+
+class Running:
+    """A ``python -m local_stack`` process and the lines it printed (read by a thread as they come)."""
+
+    def __init__(self, process: subprocess.Popen[str], ports: dict[str, int]) -> None:
+        self.process = process
+        self.ports = ports
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._new_line:
+                self.lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
+
+    def read_until(self, pattern: str, timeout_s: float = 20.0) -> re.Match[str]:
+        """Wait for an output line matching ``pattern`` (also among the lines already printed)."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout_s
+        with self._new_line:
+            while True:
+                alive = self._reader.is_alive()
+                for line in self.lines:
+                    if found := compiled.search(line):
+                        return found
+                left = deadline - time.monotonic()
+                if left <= 0 or not alive:
+                    break
+                self._new_line.wait(min(left, 0.2))
+        pytest.fail(f"no line matching {pattern!r}; output so far:\n" + "\n".join(self.lines))
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Running]:
+    ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_stack"],
+        cwd=ROOT,
+        env=_environment(**ports),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    stack = Running(process, ports)
+    try:
+        stack.read_until(r"Ctrl-C stops everything")
+        yield stack
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_the_banner_tells_where_everything_is_and_how_long_startup_took(running):
+    banner = "\n".join(running.lines)
+    api, sink, aws = (running.ports[k] for k in ("LOCAL_API_PORT", "LOCAL_SINK_PORT", "LOCAL_AWS_PORT"))
+
+    seconds = float(running.read_until(r"ready in ([0-9.]+)s").group(1))
+    assert seconds < 15
+    assert f"http://127.0.0.1:{api}" in banner
+    assert f"http://127.0.0.1:{sink}/" in banner
+    assert f"http://127.0.0.1:{aws}" in banner
+    assert "Bearer cli-token" in banner
+    assert "demo -> the sink" in banner and "demo-eu -> the sink" in banner
+
+
+def test_the_curl_of_the_banner_is_delivered_to_the_sink(running):
+    curl = running.read_until(r"curl -s -X POST (\S+) -H 'Authorization: ([^']+)' -H '([^']+)' -d '([^']+)'")
+    url, authorization, content_type, data = curl.groups()
+    http = urllib3.PoolManager(retries=False, timeout=20)
+    header, value = content_type.split(": ", 1)
+    body = json.loads(data)
+    body["visitor_id"] = new_id("v")  # the banner's own visitor may have been used by a person already
+
+    response = http.request("POST", url, body=json.dumps(body), headers={"Authorization": authorization, header: value})
+
+    assert response.status == 200, response.data
+    assert json.loads(response.data)["status"] == "delivered"
+    running.read_until(r"POST /v1/assignments 200 delivered 2 msg \d+ms")
+    sink = f"http://127.0.0.1:{running.ports['LOCAL_SINK_PORT']}"
+    events = json.loads(http.request("GET", f"{sink}/events?region=us").data)
+    mine = [e["message"] for e in events if e["message"].get("anonymousId") == body["visitor_id"]]
+    assert [(m["type"], m.get("event")) for m in mine] == [("identify", None), ("track", "Experiment Viewed")]
+
+
+def test_send_sqs_puts_a_message_on_the_running_stacks_queue(running):
+    visitor = new_id("v")
+    env = _environment(LOCAL_AWS_PORT=running.ports["LOCAL_AWS_PORT"])
+    body = json.dumps({"workspace_id": "demo", "visitor_id": visitor})
+
+    sent = subprocess.run(
+        [sys.executable, "-m", "local_stack.send_sqs", "identify", body],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert sent.returncode == 0, sent.stderr
+    assert "segment-forwarder-local-IdentifyQueue" in sent.stdout
+    running.read_until(r"IdentifyQueue: 1 record -> 1 ok, 0 retry")
+    sink = f"http://127.0.0.1:{running.ports['LOCAL_SINK_PORT']}"
+    http = urllib3.PoolManager(retries=False, timeout=10)
+    events = json.loads(http.request("GET", f"{sink}/events").data)
+    assert [e["message"]["type"] for e in events if e["message"].get("anonymousId") == visitor] == ["identify"]
+
+
+def test_ctrl_c_stops_everything_and_frees_the_ports(running):
+    group = running.process.pid
+
+    os.killpg(group, signal.SIGINT)
+
+    assert running.process.wait(timeout=20) == 0
+    running.read_until(r"Stopped in [0-9.]+s")
+    assert not any("Traceback" in line for line in running.lines)
+    with pytest.raises(ProcessLookupError):  # no worker or other process of the stack is left
+        os.killpg(group, 0)
+    for port in running.ports.values():
+        assert port_is_free("127.0.0.1", port)
+
+
+def test_a_busy_port_is_one_clear_line_and_exit_status_2():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = _environment(LOCAL_API_PORT=port, LOCAL_SINK_PORT=_free_port(), LOCAL_AWS_PORT=_free_port())
+
+        result = subprocess.run(
+            [sys.executable, "-m", "local_stack"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert errors == [
+        f"local_stack: error: port {port} (the HTTP API) is already in use; set LOCAL_API_PORT to another port"
+    ]
+    assert "Traceback" not in result.stdout
+
+
+def test_send_sqs_without_a_running_stack_says_so():
+    env = _environment(LOCAL_AWS_PORT=_free_port())
+
+    result = subprocess.run(
+        [sys.executable, "-m", "local_stack.send_sqs", "assignment", "{}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "is `make run` running?" in result.stderr
+    assert "Traceback" not in result.stderr
