@@ -21,8 +21,6 @@ import threading
 import time
 from types import FrameType
 
-from .stack import DEFAULT_TOKEN, PORT_SETTINGS, LocalStack, PortInUseError
-
 
 class _Stop(Exception):
     """Raised in the main thread by the first Ctrl-C / SIGTERM."""
@@ -39,6 +37,9 @@ def _port(variable: str, default: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the local stack in the foreground; see the module docstring."""
+    process_started = time.monotonic()
+    from .stack import DEFAULT_TOKEN, PORT_SETTINGS, LocalStack, PortInUseError  # moto, boto3: most of the start-up
+
     parser = argparse.ArgumentParser(
         prog="python -m local_stack",
         description="The Segment forwarder on this machine: HTTP API, functions, SQS pollers, Segment sink, moto.",
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Starting the local stack from template.yaml ...", flush=True)
     try:
         stack.start()
-        print(stack.banner(), flush=True)
+        print(stack.banner(ready_s=time.monotonic() - process_started), flush=True)
         threading.Event().wait()
     except PortInUseError as exc:
         print(f"local_stack: error: {exc}", file=sys.stderr)

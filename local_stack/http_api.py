@@ -150,7 +150,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "local-api-gateway"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        """The Server header."""
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default access log: HttpApi logs one line per request itself."""

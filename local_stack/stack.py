@@ -36,6 +36,7 @@ still points at the sink.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -74,6 +75,11 @@ PORT_SETTINGS = {
 
 _running: LocalStack | None = None  # the stack running in this process, if any
 _running_lock = threading.Lock()
+
+
+def _quietly(step: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):
+        step()
 
 
 class PortInUseError(OSError):
@@ -228,28 +234,28 @@ class LocalStack:
 
     def _stop(self) -> None:
         for poller in self._pollers:
-            poller.stop(timeout_s=0)  # signal only; joined below once the workers are gone
+            poller.stop(timeout_s=0)  # signal only; joined below
         if self._api is not None:
             with contextlib.suppress(Exception):
                 self._api.stop()
             self._api = None
         for pool in self._pools.values():
-            pool.begin_stop()
-        for pool in self._pools.values():
-            with contextlib.suppress(Exception):
-                pool.stop()
-        self._pools = {}
-        for poller in self._pollers:
-            poller.stop(timeout_s=LONG_POLL_S + 5)
-        self._pollers = []
+            pool.begin_stop()  # idle workers exit at once; busy ones finish or are terminated
+        # The rest waits on different things (worker exits, a poller's long poll, server poll loops): in parallel.
+        steps: list[Callable[[], None]] = [pool.stop for pool in self._pools.values()]
+        # A poller inside a long poll (up to LONG_POLL_S) is not waited for: it sees the stop flag when the poll
+        # returns and ends (a daemon thread); what it may have received is discarded with the endpoint.
+        steps += [functools.partial(poller.stop, timeout_s=0.25) for poller in self._pollers]
         if self._sink is not None:
-            with contextlib.suppress(Exception):
-                self._sink.stop()
-            self._sink = None
+            steps.append(self._sink.stop)
         if self._moto is not None:
-            with contextlib.suppress(Exception):
-                self._moto.close()
-            self._moto = None
+            steps.append(self._moto.close)
+        threads = [threading.Thread(target=_quietly, args=(step,), daemon=True) for step in steps]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=15)
+        self._pools, self._pollers, self._sink, self._moto = {}, [], None, None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -500,14 +506,17 @@ class LocalStack:
 
     # -- banner ---------------------------------------------------------------------------------------------
 
-    def banner(self) -> str:
-        """What ``make run`` prints once ready: addresses, token, a curl to paste, connected workspaces."""
+    def banner(self, ready_s: float | None = None) -> str:
+        """What ``make run`` prints once ready: addresses, token, a curl to paste, connected workspaces.
+
+        ``ready_s`` is the start-up time to show (default: the time ``start()`` took).
+        """
         example = json.dumps(
             {"workspace_id": "demo", "visitor_id": "v-1001", "test_id": "t-checkout", "variant_id": "b"},
             separators=(",", ":"),
         )
         lines = [
-            f"Segment forwarder local stack ready in {self.ready_s or 0:.1f}s (from template.yaml)",
+            f"Segment forwarder local stack ready in {ready_s or self.ready_s or 0:.1f}s (from template.yaml)",
             f"  HTTP API      {self.api_url}   (Authorization: Bearer {self.token})",
             f"  Segment sink  {self.sink.url}/   (events: {self.sink.url}/events)",
             f"  AWS endpoint  {self.aws_endpoint}   (moto; AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)",

@@ -211,3 +211,37 @@ def test_send_sqs_without_a_running_stack_says_so():
     assert result.returncode == 1
     assert "is `make run` running?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_with_segment_write_key_demo_goes_to_the_real_segment_and_the_key_is_never_printed():
+    key = "real-write-key-" + new_id("k")
+    ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
+    env = {**_environment(**ports), "SEGMENT_WRITE_KEY": key, "SEGMENT_REGION": "eu"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_stack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    stack = Running(process, ports)
+    try:
+        stack.read_until(r"Ctrl-C stops everything")
+        http = urllib3.PoolManager(retries=False, timeout=20)
+        answer = http.request(
+            "GET",
+            f"http://127.0.0.1:{ports['LOCAL_API_PORT']}/v1/workspaces/demo/segment",
+            headers={"Authorization": "Bearer cli-token"},
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=20)
+    banner = "\n".join(stack.lines)
+
+    assert "demo -> the REAL Segment (eu) with the write key from SEGMENT_WRITE_KEY" in banner
+    assert "demo-eu not connected" in banner  # a local demo key never goes to the real Segment
+    assert key not in banner
+    assert answer.status == 200
+    assert json.loads(answer.data) == {"connected": True, "region": "eu", "write_key_hint": "…" + key[-4:]}
