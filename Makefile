@@ -8,16 +8,21 @@ export AWS_DEFAULT_REGION ?= us-east-1
 PY313 ?= $(shell PYENV_VERSION=3.13.0 python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3.13)
 VENV := .venv
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 PY := $(VENV)/bin/python
 SAM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam
+# checkov on CloudFormation (it reads SAM resources and Globals itself); --skip-download: offline, no BC_* ids
+CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --compact --skip-download
+TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit integration test validate build run send-sqs bench clean
+.PHONY: help python-check venv lint unit integration security test validate build run send-sqs bench clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
 	@echo "make test   lint, unit + integration tests, sam validate (+ --lint), sam build"
 	@echo "make bench  benchmark table (throughput, requests per event, cold start, package size)"
+	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
 
 python-check:
 	@test -n "$(PY313)" || { echo "error: python3.13 not found. Install it (pyenv install 3.13.0) or set PY313=/path/to/python3.13" >&2; exit 1; }
@@ -30,6 +35,12 @@ $(VENV)/.installed: requirements-dev.txt layers/forwarder/requirements.txt | pyt
 $(SAM_VENV)/.installed: | python-check
 	@test -x $(SAM_VENV)/bin/python || $(PY313) -m venv $(SAM_VENV)
 	set -o pipefail; $(SAM_VENV)/bin/python -m pip install $(PIP_QUIET) aws-sam-cli==1.170.0 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+# checkov pins its own dependencies (they conflict with ours): a venv of its own.
+$(CHECKOV_VENV)/.installed: | python-check
+	@test -x $(CHECKOV_VENV)/bin/python || $(PY313) -m venv $(CHECKOV_VENV)
+	set -o pipefail; $(CHECKOV_VENV)/bin/python -m pip install $(PIP_QUIET) checkov==3.3.30 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -51,7 +62,17 @@ validate: $(SAM_VENV)/.installed
 build: $(SAM_VENV)/.installed venv
 	$(SAM) build
 
-test: lint validate build
+# checkov: template.yaml (skips, with their reasons, in each resource's Metadata), then the template as the SAM
+# transform expands it (the generated IAM roles, Lambda permissions and API definition; Metadata passed through).
+# bandit: the Lambda code, medium and high severity.
+security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
+	$(CHECKOV) -f template.yaml
+	@mkdir -p $(dir $(TRANSFORMED))
+	$(PY) tests/unit/test_security.py --passthrough-metadata > $(TRANSFORMED)
+	$(CHECKOV) -f $(TRANSFORMED)
+	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions -ll
+
+test: lint security validate build
 	$(PY) -m pytest -q
 
 run: venv
@@ -66,4 +87,4 @@ bench: venv build
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache

@@ -22,6 +22,8 @@ from moto import mock_aws
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
 
+pytest_plugins = ["tests.leak_check"]  # fails any test whose output holds a registered write key
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
@@ -111,6 +113,9 @@ class Stack:
     prefix: str = "segment-forwarder"
 
     def connect(self, workspace: str, write_key: str, region: str = "us") -> None:
+        from tests.leak_check import register_write_key  # here: imported by pytest_plugins first (assert rewrite)
+
+        register_write_key(write_key)
         self.put_secret(workspace, json.dumps({"write_key": write_key, "region": region}))
 
     def put_secret(self, workspace: str, value: str) -> None:
