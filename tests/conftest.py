@@ -141,6 +141,9 @@ class Stack:
     def post(self, kind: str, body: Any, handler: Callable | None = None, **event_kw: Any) -> tuple[int, dict]:
         """Invoke the HTTP path; return (status, parsed JSON body)."""
         answer = (handler or self.handler(kind))(http_event(kind, body, **event_kw), LambdaContext())
+        from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
+
+        scan(answer["body"], where=f"the answer of POST {ROUTES[kind]}")
         return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
 
     def queue_url(self, kind: str, dead: bool = False) -> str:
@@ -191,8 +194,9 @@ class Stack:
         return [e["message"] for e in self.sink.events() if e["message"]["type"] == "identify"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def sink() -> Iterator[SegmentSink]:
+    """A sink per test: a request a test left stalled (fault delay) cannot land in the next test's sink."""
     with SegmentSink() as running:
         yield running
 
