@@ -165,3 +165,28 @@ def test_dynamodb_unavailable_reports_the_records_failed(stack):
 
     assert sorted(f["itemIdentifier"] for f in answer["batchItemFailures"]) == sorted(r["messageId"] for r in records)
     assert stack.sink.requests() == []
+
+
+def test_same_identify_twice_in_one_batch_is_sent_once_and_both_are_consumed(stack):
+    body = {"workspace_id": "ws-us", "visitor_id": "v-1"}
+
+    answer = invoke(stack, "identify", [sqs_record(body), sqs_record(body)])
+
+    assert answer == {"batchItemFailures": []}
+    assert len(stack.identifies()) == 1
+
+
+def test_workspaces_of_one_batch_are_sent_concurrently_each_with_its_own_key(stack):
+    stack.connect("ws-us-2", "key-us-0003")
+    workspaces = ["ws-us", "ws-eu", "ws-us-2"]
+    records = [sqs_record(assignment(workspaces[i % 3], f"v-{i}")) for i in range(9)]
+
+    answer = invoke(stack, "assignment", records)
+
+    assert answer == {"batchItemFailures": []}
+    keys = {"ws-us": "key-us-0001", "ws-eu": "key-eu-0002", "ws-us-2": "key-us-0003"}
+    regions = {"ws-us": "us", "ws-eu": "eu", "ws-us-2": "us"}
+    for event in stack.sink.events():
+        workspace = workspaces[int(event["message"]["anonymousId"].split("-")[1]) % 3]
+        assert (event["write_key"], event["region"]) == (keys[workspace], regions[workspace])
+    assert len(stack.sink.requests()) == 3

@@ -30,7 +30,9 @@ from .segment import MAX_MESSAGE_BYTES, SegmentClient, message_size, split_batch
 
 logger = Logger(child=True)
 
-CLAIM_THREADS = 8  # concurrent visitors while claiming an SQS batch (DynamoDB latency, not CPU, is the cost)
+# Concurrency inside one invocation: DynamoDB and Segment latency, not CPU, is the cost of a batch.
+CLAIM_THREADS = 8  # visitors claimed at once
+SEND_THREADS = 4  # workspaces sent at once
 
 Status = Literal["delivered", "duplicate", "skipped", "retry", "rejected"]
 
@@ -128,6 +130,11 @@ class Forwarder:
         return Fact(event.partition_key, key, event.message_id(key), ttl, variant_id=variant, user_id=user_id)
 
     def _claim(self, work: _Work, owners: dict[str, _Work]) -> None:
+        """Claim the event's own fact, then the visitor's identity facts.
+
+        ``owners`` maps the facts claimed by earlier events of this visitor in this call to their event: an
+        event whose own fact one of them holds follows it (a duplicate if it is delivered) instead of failing.
+        """
         event = work.event
         own_key = event.fact_key
         duplicate = False
@@ -135,42 +142,48 @@ class Forwarder:
             if own_key is not None and own_key != IDENTIFY:
                 claim = self._store.claim(self._fact(event, own_key))
                 if claim.state is ClaimState.IN_FLIGHT:
-                    leader = owners.get(own_key)
-                    if leader is not None:
-                        work.leader = leader
-                    else:
-                        work.outcome = Outcome("retry", reason="in_flight")
+                    self._follow_or_retry(work, owners.get(own_key))
                     return
                 if claim.state is ClaimState.SENT:
                     duplicate = True
                 else:
                     work.claims.append(claim)
-                    owners[own_key] = work
             if not (duplicate and event.user_id is None):
                 in_flight = self._claim_identity(work)
-                if event.kind == "identify" and in_flight and not work.claims:
-                    work.outcome = Outcome("retry", reason="in_flight")
+                if event.kind == "identify" and in_flight is not None and not work.claims:
+                    self._follow_or_retry(work, owners.get(in_flight))
         except DedupUnavailableError as exc:
             self._store.release(work.claims)
             work.claims.clear()
             work.outcome = Outcome("retry", reason=f"dedup_unavailable: {exc}")
+        for claim in work.claims:
+            owners.setdefault(claim.fact.sk, work)
 
-    def _claim_identity(self, work: _Work) -> bool:
+    @staticmethod
+    def _follow_or_retry(work: _Work, leader: _Work | None) -> None:
+        """The event's fact is in flight: behind an earlier event of this call, or elsewhere (retry later)."""
+        if leader is not None:
+            work.leader = leader
+        else:
+            work.outcome = Outcome("retry", reason="in_flight")
+
+    def _claim_identity(self, work: _Work) -> str | None:
         """Claim the visitor's link to the user id (if any), then its first-seen Identify.
 
-        A link already claimed or sent means the visitor is identified too. Returns True when the identity
-        fact is in flight elsewhere (left to the attempt that claimed it).
+        A link already claimed or sent means the visitor is identified too. Returns the key of the identity
+        fact that is in flight elsewhere (left to the attempt that claimed it), if any.
         """
         event = work.event
         if event.user_id is not None:
-            link = self._store.claim(self._fact(event, link_key(event.user_id), user_id=event.user_id))
+            key = link_key(event.user_id)
+            link = self._store.claim(self._fact(event, key, user_id=event.user_id))
             if link.state is not ClaimState.CLAIMED:
-                return link.state is ClaimState.IN_FLIGHT
+                return key if link.state is ClaimState.IN_FLIGHT else None
             work.claims.append(link)
         first = self._store.claim(self._fact(event, IDENTIFY, user_id=event.user_id))
         if first.state is ClaimState.CLAIMED:
             work.claims.append(first)
-        return first.state is ClaimState.IN_FLIGHT and event.user_id is None
+        return IDENTIFY if first.state is ClaimState.IN_FLIGHT and event.user_id is None else None
 
     def _build_messages(self, work: _Work) -> None:
         event = work.event
@@ -201,40 +214,47 @@ class Forwarder:
             )
 
     def _send(self, works: list[_Work], deadline: float) -> list[_Work]:
-        """Send every event that has messages, one batch per workspace (split by limits); return the delivered."""
+        """Send every event that has messages, workspaces concurrently; return the delivered events."""
         groups: dict[str, list[_Work]] = {}
         for work in works:
             if work.outcome is None and work.messages:
                 groups.setdefault(work.event.workspace_id, []).append(work)
+        if len(groups) > 1:
+            with ThreadPoolExecutor(max_workers=min(SEND_THREADS, len(groups))) as pool:
+                sent = list(pool.map(lambda group: self._send_workspace(group, deadline), groups.values()))
+        else:
+            sent = [self._send_workspace(group, deadline) for group in groups.values()]
+        return [work for delivered in sent for work in delivered]
+
+    def _send_workspace(self, group: list[_Work], deadline: float) -> list[_Work]:
+        """One workspace's events, in order, with its own key and region only, split by Segment's limits."""
+        connection = group[0].connection
+        assert connection is not None  # set by _connect for every event with messages
         delivered: list[_Work] = []
-        for group in groups.values():
-            connection = group[0].connection
-            assert connection is not None
-            for indexes in split_batches([w.messages for w in group]):
-                batch = [group[i] for i in indexes]
-                messages = [m for w in batch for m in w.messages]
-                started = time.monotonic()
-                result = self._segment.send(connection.write_key, connection.region, messages, deadline)
-                logger.debug(
-                    "segment batch",
-                    extra={
-                        "region": connection.region,
-                        "messages": len(messages),
-                        "status": result.status,
-                        "requests": result.requests,
-                        "ms": round((time.monotonic() - started) * 1000),
-                    },
-                )
-                if result.ok:
-                    for work in batch:
-                        ids = tuple(m["messageId"] for m in work.messages)
-                        work.outcome = Outcome("delivered", message_ids=ids)
-                    delivered.extend(batch)
-                    continue
+        for indexes in split_batches([w.messages for w in group]):
+            batch = [group[i] for i in indexes]
+            messages = [m for w in batch for m in w.messages]
+            started = time.monotonic()
+            result = self._segment.send(connection.write_key, connection.region, messages, deadline)
+            logger.debug(
+                "segment batch",
+                extra={
+                    "region": connection.region,
+                    "messages": len(messages),
+                    "status": result.status,
+                    "requests": result.requests,
+                    "ms": round((time.monotonic() - started) * 1000),
+                },
+            )
+            if result.ok:
                 for work in batch:
-                    self._store.release(work.claims)
-                    status: Status = "retry" if result.retryable else "rejected"
-                    work.outcome = Outcome(status, reason=result.reason)
+                    work.outcome = Outcome("delivered", message_ids=tuple(m["messageId"] for m in work.messages))
+                delivered.extend(batch)
+                continue
+            for work in batch:
+                self._store.release(work.claims)
+                status: Status = "retry" if result.retryable else "rejected"
+                work.outcome = Outcome(status, reason=result.reason)
         return delivered
 
     def _mark_sent(self, delivered: list[_Work]) -> None:

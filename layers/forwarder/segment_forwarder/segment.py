@@ -86,7 +86,7 @@ class SegmentClient:
     def __init__(self, endpoints: dict[str, str], pool: urllib3.PoolManager | None = None) -> None:
         self._endpoints = {region: url.rstrip("/") for region, url in endpoints.items()}
         self._pool = pool or urllib3.PoolManager(
-            num_pools=4, maxsize=4, retries=False, cert_reqs="CERT_REQUIRED", block=False
+            num_pools=4, maxsize=8, retries=False, cert_reqs="CERT_REQUIRED", block=False
         )
 
     def endpoint(self, region: str) -> str:
