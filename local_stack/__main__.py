@@ -22,10 +22,6 @@ import time
 from types import FrameType
 
 
-class _Stop(Exception):
-    """Raised in the main thread by the first Ctrl-C / SIGTERM."""
-
-
 def _port(variable: str, default: int) -> int:
     raw = os.environ.get(variable, "").strip()
     if not raw:
@@ -38,6 +34,15 @@ def _port(variable: str, default: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the local stack in the foreground; see the module docstring."""
     process_started = time.monotonic()
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        # Only a flag: an exception raised at an arbitrary point of start() could leave a lock or a server half-made.
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
     from .stack import DEFAULT_TOKEN, PORT_SETTINGS, LocalStack, PortInUseError  # moto, boto3: most of the start-up
 
     parser = argparse.ArgumentParser(
@@ -66,14 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"local_stack: error: {exc}", file=sys.stderr)
         return 2
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise _Stop
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    if stop.is_set():
+        return 0
 
     stack = LocalStack(
         **ports,
@@ -86,18 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     print("Starting the local stack from template.yaml ...", flush=True)
     try:
         stack.start()
-        print(stack.banner(ready_s=time.monotonic() - process_started), flush=True)
-        threading.Event().wait()
     except PortInUseError as exc:
         print(f"local_stack: error: {exc}", file=sys.stderr)
         return 2
-    except _Stop:
+    if not stop.is_set():
+        print(stack.banner(ready_s=time.monotonic() - process_started), flush=True)
+    # A timed wait: the kernel may deliver Ctrl-C to another thread, and only a waking main thread runs the handler.
+    while not stop.wait(0.2):
         pass
-    finally:
-        started = time.monotonic()
-        stack.stop()
-        if stack.ready_s is not None:
-            print(f"Stopped in {time.monotonic() - started:.1f}s.", flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stopping = time.monotonic()
+    stack.stop()
+    print(f"Stopped in {time.monotonic() - stopping:.1f}s.", flush=True)
     return 0
 
 

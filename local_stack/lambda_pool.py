@@ -169,6 +169,9 @@ class Worker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 pass_fds=(request_r, response_w),
+                # Its own process group: a terminal's Ctrl-C reaches the stack, which stops the workers itself
+                # (a worker also exits when the stack is gone: its request pipe closes).
+                process_group=0,
             )
         finally:
             os.close(request_r)

@@ -156,16 +156,26 @@ def test_send_sqs_puts_a_message_on_the_running_stacks_queue(running):
     assert [e["message"]["type"] for e in events if e["message"].get("anonymousId") == visitor] == ["identify"]
 
 
+def _children(pid: int) -> list[int]:
+    listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)
+    return [int(line) for line in listed.stdout.split()]
+
+
 def test_ctrl_c_stops_everything_and_frees_the_ports(running):
     group = running.process.pid
+    workers = _children(group)
+    assert len(workers) >= 4  # one execution environment per function at least
 
     os.killpg(group, signal.SIGINT)
 
     assert running.process.wait(timeout=20) == 0
     running.read_until(r"Stopped in [0-9.]+s")
-    assert not any("Traceback" in line for line in running.lines)
-    with pytest.raises(ProcessLookupError):  # no worker or other process of the stack is left
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in running.lines)
+    with pytest.raises(ProcessLookupError):  # nothing is left in the stack's process group
         os.killpg(group, 0)
+    for pid in workers:  # nor any worker (each runs in a process group of its own)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     for port in running.ports.values():
         assert port_is_free("127.0.0.1", port)
 
