@@ -544,6 +544,8 @@ class LocalStack:
             "Try:",
             f"  curl -s -X POST {self.api_url}/v1/assignments -H 'Authorization: Bearer {self.token}' "
             f"-H 'Content-Type: application/json' -d '{example}'",
+            '  make send-sqs KIND=identify BODY=\'{"workspace_id":"demo","visitor_id":"v-1002"}\'   (the queue path)',
+            f"  open {self.sink.url}/   (what Segment received)",
             "Ctrl-C stops everything.",
         ]
         return "\n".join(lines)
