@@ -1,8 +1,10 @@
 """Integration tests: the local stack on free ports, driven only as a user would.
 
 HTTP goes to the API with urllib3, queues are used with boto3 on the stack's AWS endpoint, and what Segment
-received is read from the sink. Each module gets its own stack (started once), configured by an optional
-module-level ``STACK_OVERRIDES`` dict of ``LocalStack`` keyword arguments (which override the template)::
+received is read from the sink. The demo write keys are registered with ``tests/leak_check.py`` and every answer
+is scanned, so no test's output or answer may hold one. Each module gets its own stack (started once), configured
+by an optional module-level ``STACK_OVERRIDES`` dict of ``LocalStack`` keyword arguments (which override the
+template)::
 
     STACK_OVERRIDES = {"visibility_timeout_s": 3, "parameters": {"MaxReceiveCount": "3"}}
 
@@ -70,6 +72,9 @@ class Api:
             all_headers["Authorization"] = f"Bearer {token or self.token}"
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         response = self.http.request(method, self.base_url + path, body=data, headers=all_headers)
+        from tests.leak_check import scan  # imported by pytest_plugins first (assert rewrite)
+
+        scan(response.data.decode("utf-8", "replace"), f"the answer to {method} {path}")
         return response.status, (json.loads(response.data) if response.data else None)
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
@@ -114,7 +119,16 @@ def stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
     """The local stack on free ports, once per test module."""
     overrides = getattr(request.module, "STACK_OVERRIDES", {})
     with LocalStack(api_port=0, sink_port=0, aws_port=0, token=TOKEN, log=print, **overrides) as started:
+        register_connected_keys(started)
         yield started
+
+
+def register_connected_keys(stack: LocalStack) -> None:
+    """Have tests/leak_check.py fail any test whose output (the stack's log lines included) holds a write key."""
+    from tests.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
+
+    for workspace in stack.connected_workspaces():
+        register_write_key(stack.write_key(workspace))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from local_stack.stack import LocalStack
 
-from .conftest import TOKEN, Api, drain, queue_depth, wait_for
+from .conftest import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +103,7 @@ def stack(code: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> It
         log=print,
         **STACK_OVERRIDES,
     ) as started:
+        register_connected_keys(started)
         yield started
 
 
