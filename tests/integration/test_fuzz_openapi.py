@@ -9,12 +9,10 @@ Two checks are narrowed, each for a stated reason:
 
 * ``unsupported_method`` (405 for a method the document does not list) is off: API Gateway HTTP APIs answer
   ``404 {"message":"Not Found"}`` to a method without a route, and the local stack does the same.
-* ``positive_data_acceptance`` applies only to bodies that really are valid: schemathesis 4.32 validates patterns
-  with a Rust regex engine that cannot compile the document's ``[^...\\uD800-\\uDFFF]`` id patterns, so it
-  ignores them and labels bodies with control characters in ids "positive"; those, and bodies that break the
-  rules the document states in prose (timestamp at most 1 hour ahead and a real date, origin_url an absolute
-  http(s) URL), are still sent and checked for everything else. Python's ``jsonschema`` (the pattern semantics
-  the functions use) decides.
+* ``positive_data_acceptance`` applies only to bodies that really are valid: bodies that break the rules the
+  document states in prose (timestamp at most 1 hour ahead and a real date, origin_url an absolute http(s) URL)
+  are still sent and checked for everything else. Python's ``jsonschema`` (the pattern semantics the functions
+  use) decides what the schema accepts.
 """
 
 from __future__ import annotations

@@ -87,6 +87,15 @@ CASES = [
         "invalid_value",
         "visitor_id",
     ),
+    (
+        "lone-surrogate-in-context",
+        '{"workspace_id":"ws-us","visitor_id":"v","conversion_id":"c",'
+        '"conversion_type":"CLICK","origin_url":"https://a.example/","context":{"page":{"title":"a\\udc00"}}}',
+        True,
+        400,
+        "invalid_value",
+        "context.page.title",
+    ),
     ("invalid-utf8", b'{"workspace_id":"\xff"}', True, 400, "invalid_json", "body"),
 ]
 

@@ -123,9 +123,31 @@ def parse_timestamp(value: str) -> datetime:
 
 
 _HOST = re.compile(r"^[^\s:@/]+(:[0-9]{1,5})?$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unpaired_surrogate(node: Any, path: str = "") -> str | None:
+    """Dotted path of the first string holding an unpaired UTF-16 surrogate (JSON allows ``"\\ud800"``)."""
+    if isinstance(node, str):
+        return path if _SURROGATE.search(node) else None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            found = _unpaired_surrogate(key, child) or _unpaired_surrogate(value, child)
+            if found is not None:
+                return found
+    if isinstance(node, list):
+        for index, value in enumerate(node):
+            found = _unpaired_surrogate(value, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def _check_semantics(data: dict) -> None:
+    broken = _unpaired_surrogate(data)
+    if broken is not None:
+        raise RequestError(400, "invalid_value", f"{broken} holds an unpaired UTF-16 surrogate (not text)", broken)
     timestamp = data.get("timestamp")
     if timestamp is not None:
         try:
