@@ -14,17 +14,14 @@ against the same moto endpoint and the same sink. AWS requests are counted at bo
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import itertools
 import json
 import os
 import threading
 import time
-import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ import botocore.client
 
 from bench.aws_endpoint import AwsEndpoint
 from bench.workload import KINDS, WORKSPACES, Workload
+from local_stack.invoke import LambdaContext, load_module, sqs_record
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
 
@@ -51,7 +49,6 @@ BASE_ENV = {
     "AWS_LAMBDA_FUNCTION_NAME": "bench-function",
 }
 REDELIVERY_ROUNDS = 3
-_module_ids = itertools.count()
 
 Handler = Callable[[dict, Any], dict]
 
@@ -145,54 +142,9 @@ class FlushClock:
 # -- Lambda-like invocation ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class LambdaContext:
-    """The attributes of Lambda's context object that the handlers and Powertools read."""
-
-    timeout_s: float = 30.0
-    function_name: str = "bench-function"
-    memory_limit_in_mb: int = 256
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench-function"
-    _started: float = field(default_factory=time.monotonic)
-
-    def get_remaining_time_in_millis(self) -> int:
-        """Milliseconds left of the invocation's timeout."""
-        return max(int((self.timeout_s - (time.monotonic() - self._started)) * 1000), 0)
-
-
-def load_module(path: Path, prefix: str) -> Any:
-    """Import a handler file as a fresh module: a new execution environment."""
-    spec = importlib.util.spec_from_file_location(f"{prefix}_{next(_module_ids)}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def sqs_event(bodies: list[dict[str, Any]]) -> dict:
     """An SQS event as Lambda's event source mapping delivers it."""
-    now = str(int(time.time() * 1000))
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": "handle",
-                "body": json.dumps(body),
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": now,
-                    "ApproximateFirstReceiveTimestamp": now,
-                },
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:queue",
-                "awsRegion": "us-east-1",
-            }
-            for body in bodies
-        ]
-    }
+    return {"Records": [sqs_record(body) for body in bodies]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,14 +4,11 @@ real HTTP, connected workspaces, and the functions' real entry points (``functio
 from __future__ import annotations
 
 import base64
-import importlib.util
-import itertools
 import json
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local_stack.invoke import LambdaContext, load_module, sqs_record
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
 
@@ -28,32 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
-_module_ids = itertools.count()
-
-
-@dataclass
-class LambdaContext:
-    """The attributes of Lambda's context object that the handlers and Powertools read."""
-
-    timeout_s: float = 30.0
-    function_name: str = "test-function"
-    memory_limit_in_mb: int = 256
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
-    _started: float = field(default_factory=time.monotonic)
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self.timeout_s - (time.monotonic() - self._started)) * 1000), 0)
+__all__ = ["LambdaContext", "http_event", "load_app", "sqs_record"]
 
 
 def load_app(name: str) -> Any:
     """Import ``functions/<name>/app.py`` as a fresh module: a new execution environment (cold start)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"app_{name}_{next(_module_ids)}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "functions" / name / "app.py", f"app_{name}")
 
 
 def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = False) -> dict:
@@ -78,26 +56,6 @@ def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = F
         },
         "body": text,
         "isBase64Encoded": base64_body,
-    }
-
-
-def sqs_record(body: str | dict, *, message_id: str | None = None, receive_count: int = 1) -> dict:
-    """One SQS record as Lambda's event source mapping delivers it."""
-    text = body if isinstance(body, str) else json.dumps(body)
-    return {
-        "messageId": message_id or str(uuid.uuid4()),
-        "receiptHandle": "handle",
-        "body": text,
-        "attributes": {
-            "ApproximateReceiveCount": str(receive_count),
-            "SentTimestamp": str(int(time.time() * 1000)),
-            "ApproximateFirstReceiveTimestamp": str(int(time.time() * 1000)),
-        },
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:queue",
-        "awsRegion": "us-east-1",
     }
 
 

@@ -5,7 +5,6 @@ Secrets Manager is moto's; Segment is the local sink over real HTTP. Nothing of 
 
 import base64
 import functools
-import importlib.util
 import io
 import json
 import logging
@@ -21,6 +20,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local_stack.invoke import LambdaContext, load_module
 from local_stack.segment_sink import SegmentSink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,19 +34,6 @@ KEY_EU = "wk_eu_TOPSECRET_0d8e4b6c9d8"
 KEY_NEW = "wk_us_REPLACED_55aa66bbz9y8"
 KEYS = (KEY_US, KEY_EU, KEY_NEW)
 ANSWERS: list[str] = []  # every answer of this module, checked for write keys at the end
-
-
-class LambdaContext:
-    function_name = "connection"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:connection"
-
-    def __init__(self, remaining_ms=30_000):
-        self.aws_request_id = str(uuid.uuid4())
-        self._remaining_ms = remaining_ms
-
-    def get_remaining_time_in_millis(self):
-        return self._remaining_ms
 
 
 def http_event(method, workspace_id, *, test=False, body=None, route_key=None, base64_body=False):
@@ -115,9 +102,7 @@ def logs():
 def load_handler(logs):
     """A fresh connection function, as a new execution environment would import it (fresh runtime)."""
     sys.modules.pop("segment_forwarder.connection_api", None)
-    spec = importlib.util.spec_from_file_location(f"connection_app_{uuid.uuid4().hex}", APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(APP, "connection_app")
     logging.getLogger(SERVICE).powertools_handler.setStream(logs)
     return module.handler
 
@@ -413,7 +398,7 @@ def test_test_route_when_not_connected_is_404(api, sink):
 def test_test_route_when_segment_stays_unavailable_is_502(api, sink):
     api.put("acme", {"write_key": KEY_US})
     sink.set_fault(status=503, count=100)
-    status, body = api.test("acme", LambdaContext(remaining_ms=30_000))
+    status, body = api.test("acme", LambdaContext(timeout_s=30))
     assert status == 502
     assert body["error"]["code"] == "segment_unavailable"
     assert "503" in body["error"]["message"]
