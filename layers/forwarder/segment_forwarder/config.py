@@ -11,6 +11,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from botocore.config import Config
+
+# Every AWS client of the functions: short timeouts (a Lambda has seconds, not minutes) and standard retries
+# (3 attempts unless AWS_MAX_ATTEMPTS says otherwise).
+AWS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"})
 DEFAULT_SECRET_PREFIX = "segment-forwarder"  # noqa: S105 - a name prefix, not a secret
 DEFAULT_ENDPOINTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 

@@ -34,12 +34,11 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import LIBRARY
 from .api_gateway import json_response, request_body
-from .config import Settings
+from .config import AWS_CLIENT_CONFIG, Settings
 from .connections import Connection, parse_secret, secret_name
 from .errors import ConnectionConfigError, RequestError
 from .events import iso_ms
@@ -79,8 +78,7 @@ class Runtime:
         Retries use botocore's standard mode (3 attempts unless ``AWS_MAX_ATTEMPTS`` says otherwise).
         """
         settings = Settings.from_env()
-        aws_config = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"})
-        secrets = boto3.session.Session().client("secretsmanager", config=aws_config)
+        secrets = boto3.session.Session().client("secretsmanager", config=AWS_CLIENT_CONFIG)
         return cls(settings, secrets, SegmentClient(settings.endpoints))
 
 

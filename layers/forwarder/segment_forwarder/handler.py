@@ -21,10 +21,9 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.config import Config
 
 from .api_gateway import json_response, request_body
-from .config import Settings
+from .config import AWS_CLIENT_CONFIG, Settings
 from .connections import Connections
 from .dedup import DedupStore
 from .errors import RequestError
@@ -48,23 +47,23 @@ class Runtime:
 
     settings: Settings
     forwarder: Forwarder
-    store: DedupStore
     sqs: Any
 
     @classmethod
     def from_env(cls) -> Runtime:
         """Build clients once; boto3 reads the region and (locally) AWS_ENDPOINT_URL from the environment."""
         settings = Settings.from_env()
-        aws_config = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
         session = boto3.session.Session()
-        store = DedupStore(session.client("dynamodb", config=aws_config), settings.table_name, settings.lease_seconds)
+        store = DedupStore(
+            session.client("dynamodb", config=AWS_CLIENT_CONFIG), settings.table_name, settings.lease_seconds
+        )
         connections = Connections(
-            session.client("secretsmanager", config=aws_config),
+            session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
             settings.secret_prefix,
             settings.connection_cache_seconds,
         )
         forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints), settings)
-        return cls(settings, forwarder, store, session.client("sqs", config=aws_config))
+        return cls(settings, forwarder, session.client("sqs", config=AWS_CLIENT_CONFIG))
 
 
 def make_handler(kind: Kind) -> Callable[[dict, Any], dict]:
