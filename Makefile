@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit integration security test validate build run send-sqs bench clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests security test validate build run send-sqs bench clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -49,11 +49,19 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
+# over the local stack; local-stack = the local stack's and the sink's own tests. `make test` runs them all.
 unit: venv
-	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/domain -q
+
+component: venv
+	$(PY) -m pytest tests/component -q
 
 integration: venv
 	$(PY) -m pytest tests/integration -q
+
+local-stack-tests: venv
+	$(PY) -m pytest tests/local_stack -q
 
 validate: $(SAM_VENV)/.installed
 	$(SAM) validate --region $(AWS_DEFAULT_REGION)
@@ -68,7 +76,7 @@ build: $(SAM_VENV)/.installed venv
 security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
 	$(CHECKOV) -f template.yaml
 	@mkdir -p $(dir $(TRANSFORMED))
-	$(PY) tests/unit/test_security.py --passthrough-metadata > $(TRANSFORMED)
+	$(PY) tests/component/test_security.py --passthrough-metadata > $(TRANSFORMED)
 	$(CHECKOV) -f $(TRANSFORMED)
 	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions -ll
 

@@ -1,155 +1,20 @@
-"""Shared test fixtures: moto (in-process) with resources created from template.yaml, the Segment sink over
-real HTTP, connected workspaces, and the functions' real entry points (``functions/<name>/app.py``)."""
+"""Fixtures of every test layer: the write-key leak check, a Segment sink per test, cold-started app modules.
+
+Layers: ``tests/domain`` (pure, no AWS, no HTTP), ``tests/component`` (handlers + moto + the sink),
+``tests/integration`` (the product over the local stack's HTTP API and queues), ``tests/local_stack`` (the local
+stack's and the sink's own behaviour).
+"""
 
 from __future__ import annotations
 
-import base64
-import json
 import sys
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from local_stack.invoke import LambdaContext, load_module, sqs_record
 from local_stack.segment_sink import SegmentSink
-from local_stack.template import Resource, Template
 
 pytest_plugins = ["tests.leak_check"]  # fails any test whose output holds a registered write key
-
-ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
-ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
-QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
-__all__ = ["LambdaContext", "http_event", "load_app", "sqs_record"]
-
-
-def load_app(name: str) -> Any:
-    """Import ``functions/<name>/app.py`` as a fresh module: a new execution environment (cold start)."""
-    return load_module(ROOT / "functions" / name / "app.py", f"app_{name}")
-
-
-def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = False) -> dict:
-    """An API Gateway HTTP API (payload 2.0) event for an ingest route."""
-    text = body if raw else json.dumps(body)
-    if base64_body:
-        text = base64.b64encode(text if isinstance(text, bytes) else text.encode()).decode()
-    path = ROUTES[kind]
-    return {
-        "version": "2.0",
-        "routeKey": f"POST {path}",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.1"},
-            "requestId": str(uuid.uuid4()),
-            "routeKey": f"POST {path}",
-            "stage": "$default",
-        },
-        "body": text,
-        "isBase64Encoded": base64_body,
-    }
-
-
-@dataclass
-class Stack:
-    """moto resources from the template, the sink, and helpers to drive the functions."""
-
-    resources: dict[str, Resource]
-    sink: SegmentSink
-    session: Any
-    template: Template
-    monkeypatch: pytest.MonkeyPatch
-    prefix: str = "segment-forwarder"
-
-    def connect(self, workspace: str, write_key: str, region: str = "us") -> None:
-        from tests.leak_check import register_write_key  # here: imported by pytest_plugins first (assert rewrite)
-
-        register_write_key(write_key)
-        self.put_secret(workspace, json.dumps({"write_key": write_key, "region": region}))
-
-    def put_secret(self, workspace: str, value: str) -> None:
-        client = self.session.client("secretsmanager")
-        name = f"{self.prefix}/{workspace}"
-        try:
-            client.create_secret(Name=name, SecretString=value)
-        except client.exceptions.ResourceExistsException:
-            client.put_secret_value(SecretId=name, SecretString=value)
-
-    def handler(self, kind: str, **env: str) -> Callable[[dict, Any], dict]:
-        """A cold-started handler of an ingest function with its template environment (plus ``env``)."""
-        environment = self.template.function_environment(FUNCTIONS[kind], self.resources)
-        environment.update(
-            SEGMENT_US_ENDPOINT=self.sink.region_url("us"),
-            SEGMENT_EU_ENDPOINT=self.sink.region_url("eu"),
-            **env,
-        )
-        for name, value in environment.items():
-            self.monkeypatch.setenv(name, value)
-        return load_app(kind).handler
-
-    def post(self, kind: str, body: Any, handler: Callable | None = None, **event_kw: Any) -> tuple[int, dict]:
-        """Invoke the HTTP path; return (status, parsed JSON body)."""
-        answer = (handler or self.handler(kind))(http_event(kind, body, **event_kw), LambdaContext())
-        from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
-
-        scan(answer["body"], where=f"the answer of POST {ROUTES[kind]}")
-        return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
-
-    def queue_url(self, kind: str, dead: bool = False) -> str:
-        return self.resources[f"{QUEUES[kind]}{'DeadLetter' if dead else ''}Queue"].ref
-
-    def drain(self, kind: str, dead: bool = False) -> list[dict]:
-        """Receive (and delete) every message of a queue, with attributes."""
-        sqs = self.session.client("sqs")
-        url = self.queue_url(kind, dead)
-        messages: list[dict] = []
-        while True:
-            got = sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
-            ).get("Messages", [])
-            if not got:
-                return messages
-            for message in got:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            messages.extend(got)
-
-    def as_records(self, messages: list[dict]) -> list[dict]:
-        """SQS messages (from receive_message) in the shape of Lambda's SQS event records."""
-        records = []
-        for message in messages:
-            record = sqs_record(message["Body"], message_id=message["MessageId"])
-            record["attributes"].update(message.get("Attributes", {}))
-            record["messageAttributes"] = {
-                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
-                for name, value in message.get("MessageAttributes", {}).items()
-            }
-            records.append(record)
-        return records
-
-    def item(self, pk: str, sk: str) -> dict | None:
-        client = self.session.client("dynamodb")
-        table = self.resources["DedupTable"].ref
-        found = client.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item")
-        return {k: next(iter(v.values())) for k, v in found.items()} if found else None
-
-    def tracks(self, name: str | None = None) -> list[dict]:
-        return [
-            e["message"]
-            for e in self.sink.events()
-            if e["message"]["type"] == "track" and (name is None or e["message"]["event"] == name)
-        ]
-
-    def identifies(self) -> list[dict]:
-        return [e["message"] for e in self.sink.events() if e["message"]["type"] == "identify"]
 
 
 @pytest.fixture
@@ -157,31 +22,6 @@ def sink() -> Iterator[SegmentSink]:
     """A sink per test: a request a test left stalled (fault delay) cannot land in the next test's sink."""
     with SegmentSink() as running:
         yield running
-
-
-@pytest.fixture
-def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """A fresh AWS (moto) with the template's resources, a clean sink, and the workspaces ``ws-us``/``ws-eu``."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    sink.clear()
-    sink.clear_faults()
-    template = Template.load()
-    with mock_aws():
-        session = boto3.session.Session()
-        resources = template.create_resources(session)
-        stack = Stack(resources, sink, session, template, monkeypatch)
-        stack.connect("ws-us", "key-us-0001")
-        stack.connect("ws-eu", "key-eu-0002", region="eu")
-        yield stack
-    sink.clear_faults()
 
 
 @pytest.fixture(autouse=True)

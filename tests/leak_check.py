@@ -11,7 +11,7 @@ Text that never reaches the captured output (an HTTP answer body, a queue messag
 ``scan(text, where)``: a leak found there fails the running test the same way.
 
 Output a test reads itself (``capsys.readouterr()``, ``caplog``) is no longer in its report; such tests check it
-themselves (tests/unit/test_connection_api.py does).
+themselves (tests/component/test_connection_api.py does).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import events_of, new_id, wait_for
+from tests.stack_client import events_of, new_id, wait_for
 
 pytestmark = pytest.mark.integration
 

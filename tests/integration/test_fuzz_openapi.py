@@ -32,8 +32,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
 
 from local_stack.stack import LocalStack
-
-from .conftest import TOKEN
+from tests.stack_client import TOKEN
 
 pytestmark = pytest.mark.integration
 

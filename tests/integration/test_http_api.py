@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from local_stack.stack import LocalStack
-
-from .conftest import events_of, new_id, wait_for
+from tests.stack_client import events_of, new_id, wait_for
 
 pytestmark = pytest.mark.integration
 

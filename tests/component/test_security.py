@@ -6,7 +6,7 @@ installed into ``.venv``: its pin ``pydantic~=2.13.3`` would downgrade the pydan
 uses there. The transform runs offline: local code paths are replaced by S3 URIs (as ``sam package`` does before
 CloudFormation sees the template) and managed policy names resolve through a static map.
 
-Also a tool: ``python tests/unit/test_security.py [--passthrough-metadata]`` prints the transformed template
+Also a tool: ``python tests/component/test_security.py [--passthrough-metadata]`` prints the transformed template
 (``make security`` scans it with checkov; with the flag, each SAM resource's Metadata, and so its checkov skips,
 is copied to the resources generated from it).
 """

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import LambdaContext, http_event
+from tests.component.conftest import LambdaContext, http_event
 
 GOOD = {
     "workspace_id": "ws-us",

@@ -22,8 +22,7 @@ import pytest
 import urllib3
 
 from local_stack.http_api import port_is_free
-
-from .conftest import new_id
+from tests.stack_client import new_id
 
 pytestmark = pytest.mark.integration
 

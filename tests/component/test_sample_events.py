@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT, LambdaContext
+from tests.component.conftest import ROOT, LambdaContext
 
 
 @pytest.mark.parametrize("kind", ["identify", "assignment", "conversion"])

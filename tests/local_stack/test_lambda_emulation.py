@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from local_stack.stack import LocalStack
-
-from .conftest import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
+from tests.stack_client import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
 
 pytestmark = pytest.mark.integration
 

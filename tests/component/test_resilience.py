@@ -16,7 +16,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from local_stack.template import Template
-from tests.conftest import ROOT, LambdaContext, http_event, load_app, sqs_record
+from tests.component.conftest import ROOT, LambdaContext, http_event, load_app, sqs_record
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 
@@ -102,7 +102,7 @@ def test_segment_timeout_on_sqs_reports_the_record_failed(stack):
 CRASHING_CALL = """
 import json, sys
 sys.path[:0] = [{layer!r}, {root!r}]
-from tests.conftest import LambdaContext, http_event, load_app
+from tests.component.conftest import LambdaContext, http_event, load_app
 handler = load_app("assignment").handler
 handler(http_event("assignment", json.loads({body!r})), LambdaContext())
 """

@@ -8,7 +8,7 @@ from collections import Counter
 import botocore.client
 import pytest
 
-from tests.conftest import LambdaContext, sqs_record
+from tests.component.conftest import LambdaContext, sqs_record
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 

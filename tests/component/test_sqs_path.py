@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import LambdaContext, sqs_record
+from tests.component.conftest import LambdaContext, sqs_record
 
 
 def assignment(workspace: str, visitor: str, test: str = "t-1", variant: str = "a") -> dict:

@@ -1,0 +1,1 @@
+"""Domain tests: the pure core, no AWS, no HTTP, no clock."""

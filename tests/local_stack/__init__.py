@@ -1,0 +1,1 @@
+"""Tests of the local stack itself and of the Segment sink."""
