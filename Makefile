@@ -48,6 +48,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/forwarder/segment_forwarder functions
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
 # over the local stack; local-stack = the local stack's and the sink's own tests. `make test` runs them all.

@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.client
+import botocore.exceptions
 import pytest
 from moto import mock_aws
 
@@ -172,3 +175,37 @@ def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
         stack.connect("ws-eu", "key-eu-0002", region="eu")
         yield stack
     sink.clear_faults()
+
+
+@dataclass
+class AwsFaults:
+    """Faults at botocore's API-call boundary: the next ``count`` calls of an operation fail as AWS would.
+
+    ``calls`` counts every call by ``service:Operation``. Nothing of the project is patched, only botocore.
+    """
+
+    failing: dict[str, list[str]]
+    calls: Counter[str]
+
+    def fail(self, operation: str, code: str = "ThrottlingException", count: int = 1) -> None:
+        """Make the next ``count`` calls of ``operation`` (e.g. ``dynamodb:BatchWriteItem``) fail with ``code``."""
+        self.failing.setdefault(operation, []).extend([code] * count)
+
+
+@pytest.fixture
+def aws_faults(monkeypatch: pytest.MonkeyPatch) -> AwsFaults:
+    """Inject AWS errors (and count calls) at ``BaseClient._make_api_call``, below every boto3 client."""
+    faults = AwsFaults({}, Counter())
+    original = botocore.client.BaseClient._make_api_call
+
+    def call(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        name = f"{self.meta.service_model.service_name}:{operation_name}"
+        faults.calls[name] += 1
+        pending = faults.failing.get(name)
+        if pending:
+            code = pending.pop(0)
+            raise botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "injected"}}, operation_name)
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
+    return faults
