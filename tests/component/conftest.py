@@ -21,6 +21,7 @@ from moto import mock_aws
 from local_stack.invoke import LambdaContext, load_module, sqs_record
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
+from tests.domain.fakes import Crash
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
@@ -177,9 +178,13 @@ def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
     sink.clear_faults()
 
 
+CRASH_BEFORE, CRASH_AFTER = "crash before the call", "crash after the call"
+
+
 @dataclass
 class AwsFaults:
-    """Faults at botocore's API-call boundary: the next ``count`` calls of an operation fail as AWS would.
+    """Faults at botocore's API-call boundary: the next calls of an operation fail as AWS would, or the process
+    "dies" (``Crash``, a BaseException nothing handles) before or after AWS did the call.
 
     ``calls`` counts every call by ``service:Operation``. Nothing of the project is patched, only botocore.
     """
@@ -190,6 +195,14 @@ class AwsFaults:
     def fail(self, operation: str, code: str = "ThrottlingException", count: int = 1) -> None:
         """Make the next ``count`` calls of ``operation`` (e.g. ``dynamodb:BatchWriteItem``) fail with ``code``."""
         self.failing.setdefault(operation, []).extend([code] * count)
+
+    def crash(self, operation: str, *, after: bool = False) -> None:
+        """Die at the next call of ``operation``: before it reaches AWS, or after AWS did it."""
+        self.failing.setdefault(operation, []).append(CRASH_AFTER if after else CRASH_BEFORE)
+
+    def clear(self) -> None:
+        """No more faults."""
+        self.failing.clear()
 
 
 @pytest.fixture
@@ -202,10 +215,15 @@ def aws_faults(monkeypatch: pytest.MonkeyPatch) -> AwsFaults:
         name = f"{self.meta.service_model.service_name}:{operation_name}"
         faults.calls[name] += 1
         pending = faults.failing.get(name)
-        if pending:
-            code = pending.pop(0)
+        code = pending.pop(0) if pending else None
+        if code == CRASH_BEFORE:
+            raise Crash(f"before {name}")
+        if code is not None and code != CRASH_AFTER:
             raise botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "injected"}}, operation_name)
-        return original(self, operation_name, api_params)
+        answer = original(self, operation_name, api_params)
+        if code == CRASH_AFTER:
+            raise Crash(f"after {name}")
+        return answer
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
     return faults

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from segment_forwarder.connections import Connection
 from segment_forwarder.dedup import DedupUnavailableError
 from segment_forwarder.facts import ClaimAnswer, ClaimRequest, ClaimState, Slot
 from segment_forwarder.segment import SendOutcome
+from tests.model import Received
 
 
 class Crash(BaseException):
@@ -144,15 +145,6 @@ class MemoryStore:
                     item.lease_until = 0
 
 
-@dataclass(frozen=True)
-class Received:
-    """One message Segment accepted (repeats of a messageId included, as Segment receives them)."""
-
-    write_key: str
-    region: str
-    message: dict[str, Any]
-
-
 class MemorySegment:
     """Segment's batch API: accepts or fails as ``faults.segment`` says (``ok`` when it says nothing)."""
 
@@ -189,11 +181,3 @@ class MemoryConnections:
 
     def get(self, workspace_id: str) -> Connection | None:
         return self._connections.get(workspace_id)
-
-
-def content_of(message: Mapping[str, Any]) -> dict[str, Any]:
-    """A message's content: everything but its id and the sender's context."""
-    return {k: v for k, v in message.items() if k not in ("messageId", "context")}
-
-
-Hook = Callable[[], None]

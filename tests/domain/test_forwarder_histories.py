@@ -7,22 +7,16 @@ then timing out; a mark that fails or is half written; leases expiring; and atte
 its Segment call while another runs, then resuming after its lease expired). Then the faults stop and the
 remaining events are redelivered until every one is consumed.
 
-The model checks, from what Segment received and from the product's rules alone:
-
-* every fact reached Segment, each under exactly one messageId (repeats of a messageId are allowed: Segment
-  drops them), every messageId with one content and with its workspace's key and region;
-* the identity rule: per visitor one first Identify and one link Identify per user id, unless the first
-  Identify carried that user id; an Experiment Viewed per (visitor, test) with a variant the visitor was
-  assigned; a Conversion Triggered per one-per-visitor conversion, per event id, and per plain conversion;
-* nothing is recorded SENT that Segment did not accept under that id with that content, and every fact of a
-  consumed event is recorded SENT (else a later resend, beyond Segment's dedup window, would duplicate it);
-* every event is consumed (nothing accepted is lost).
+The model (``tests/model.py``) checks, from what Segment received and from the product's rules alone, that
+every fact reached Segment under exactly one messageId with one content (repeats of a messageId are allowed:
+Segment drops them), with its workspace's key and region; that every fact of a consumed event is recorded SENT,
+and only under a messageId Segment accepted with that content (else a later resend, beyond Segment's dedup
+window, would duplicate it); and the history checks that every event is consumed (nothing accepted is lost).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,10 +27,11 @@ from hypothesis import strategies as st
 
 from segment_forwarder.connections import Connection
 from segment_forwarder.events import Event
-from segment_forwarder.facts import FactKind, needs_of
+from segment_forwarder.facts import needs_of
 from segment_forwarder.forwarding import Forwarder
+from tests.model import Received, Recorded, violations
 
-from .fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore, content_of
+from .fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore
 
 HISTORIES = 400
 LEASE_S = 90
@@ -180,65 +175,13 @@ class History:
 
 
 def check(history: History) -> None:
-    """The model's invariants over what Segment received and what the store recorded."""
-    by_id: dict[str, list[Any]] = defaultdict(list)
-    for received in history.segment.received:
-        by_id[received.message["messageId"]].append(received)
-    for message_id, copies in by_id.items():
-        assert len({_frozen(content_of(c.message)) for c in copies}) == 1, f"{message_id} with two contents"
-        connection = WORKSPACES[copies[0].message["anonymousId"].split(":")[0]]
-        assert {(c.write_key, c.region) for c in copies} == {(connection.write_key, connection.region)}
-    messages = {message_id: copies[0].message for message_id, copies in by_id.items()}
-    visitors: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    for event in history.stream:
-        visitors[(event.workspace_id, event.visitor_id)].append(event)
-    for (_, visitor), events_of in visitors.items():
-        mine = {i: m for i, m in messages.items() if m["anonymousId"] == visitor}
-        identifies = {i: m for i, m in mine.items() if m["type"] == "identify"}
-        users = {e.user_id for e in events_of if e.user_id is not None}
-        anonymous = [i for i, m in identifies.items() if "userId" not in m]
-        assert len(anonymous) <= 1, f"{visitor}: {len(anonymous)} first Identifies"
-        for user in users:
-            linked = [i for i, m in identifies.items() if m.get("userId") == user]
-            assert len(linked) == 1, f"{visitor} linked to {user} under {len(linked)} messageIds"
-        assert len(identifies) == len(users) + len(anonymous) >= 1, f"{visitor}: {list(identifies.values())}"
-        tracks = [m for m in mine.values() if m["type"] == "track"]
-        for test in {e.test_id for e in events_of if e.kind == "assignment"}:
-            viewed = [m for m in tracks if m["event"] == "Experiment Viewed" and m["properties"]["test_id"] == test]
-            assert len(viewed) == 1, f"{visitor}/{test}: {len(viewed)} Experiment Viewed"
-            variants = {e.variant_id for e in events_of if e.kind == "assignment" and e.test_id == test}
-            assert viewed[0]["properties"]["variant_id"] in variants
-        conversions = [e for e in events_of if e.kind == "conversion"]
-        plain = [e for e in conversions if not e.one_per_visitor and e.event_id is None]
-        expected = (
-            len({e.conversion_id for e in conversions if e.one_per_visitor})
-            + len({e.event_id for e in conversions if not e.one_per_visitor and e.event_id is not None})
-            + len(plain)
-        )
-        triggered = {i for i, m in mine.items() if m["type"] == "track" and m["event"] == "Conversion Triggered"}
-        assert len(triggered) == expected, f"{visitor}: {len(triggered)} conversions, expected {expected}"
-        assert {e.delivery_id for e in plain} <= triggered
-    needed = {need.slot for event in history.stream for need in needs_of(event)}
-    unsettled = {slot for slot in needed if history.store.items[slot].status != "SENT"}
-    assert not unsettled, f"consumed, but facts not recorded SENT: {unsettled}"
-    for slot, item in history.store.items.items():
-        if item.status != "SENT":
-            continue
-        assert item.message_id in messages, f"{slot} recorded SENT but never accepted"
-        delivered = messages[item.message_id]
-        if slot.fact.kind is FactKind.LINK:
-            assert delivered["type"] == "identify" and delivered.get("userId") == slot.fact.name
-        else:
-            assert content_of(delivered) == item.content, f"{slot} recorded SENT with other content"
+    """The model's promises over what Segment received and what the store recorded; every event consumed."""
+    received = [Received(r.write_key, r.region, r.message) for r in history.segment.received]
+    recorded = [
+        Recorded(slot, item.status, item.message_id, item.content) for slot, item in history.store.items.items()
+    ]
+    assert violations(history.stream, received, WORKSPACES, recorded) == []
     assert not history.pending
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    return value
 
 
 @settings(max_examples=HISTORIES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
