@@ -1,4 +1,4 @@
-"""The HTTP path through the ingest handlers: every answer of §3, and what reaches Segment (the sink)."""
+"""The HTTP path through the ingest handlers: every answer of the API, and what reaches Segment (the sink)."""
 
 from __future__ import annotations
 

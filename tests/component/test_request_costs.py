@@ -1,4 +1,4 @@
-"""What each event costs in AWS and Segment requests (the floor of §11: one conditional write per new fact,
+"""What each event costs in AWS and Segment requests (the floor: one conditional write per new fact,
 one Segment request per workspace per batch). AWS calls are counted at botocore's API-call boundary."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exactly once and nothing lost under concurrency, crashes and Segment outages (§6 invariants)."""
+"""Exactly once and nothing lost under concurrency, crashes and Segment outages."""
 
 from __future__ import annotations
 

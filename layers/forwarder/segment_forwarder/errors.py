@@ -20,7 +20,7 @@ class RequestError(Exception):
         self.field = field
 
     def as_body(self) -> dict[str, Any]:
-        """The JSON error answer of §3: ``{"error": {"code", "message", "field"}}``."""
+        """The JSON error answer of every route: ``{"error": {"code", "message", "field"}}``."""
         return {"error": {"code": self.code, "message": self.message, "field": self.field}}
 
 

@@ -1,4 +1,4 @@
-"""Segment's HTTP tracking API, ``/v1/batch`` only, over one pooled urllib3 connection set (§5).
+"""Segment's HTTP tracking API, ``/v1/batch`` only, over one pooled urllib3 connection set.
 
 ::
 
