@@ -205,6 +205,7 @@ class LocalStack:
                 [Route.parse(method, path, function) for method, path, function in self.template.http_routes()],
                 invoke=self._invoke,
                 token=self.token,
+                credentials=(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]),
                 host=self.host,
                 port=self._ports["api"],
                 log=self.emit,
@@ -323,8 +324,8 @@ class LocalStack:
 
     @property
     def secret_prefix(self) -> str:
-        """Workspace secrets are ``<prefix>/<workspace_id>``."""
-        return self.template.parameters["SecretPrefix"]
+        """Workspace secrets are ``<prefix>/<workspace_id>`` (the template's effective prefix)."""
+        return self.template.secret_prefix
 
     def write_key(self, workspace: str) -> str:
         """Write key a connected demo workspace sends with (a local key, or the real one for ``demo``)."""
