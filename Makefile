@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests security test validate build run send-sqs bench clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs bench clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -27,9 +27,10 @@ help:
 python-check:
 	@test -n "$(PY313)" || { echo "error: python3.13 not found. Install it (pyenv install 3.13.0) or set PY313=/path/to/python3.13" >&2; exit 1; }
 
-$(VENV)/.installed: requirements-dev.txt layers/forwarder/requirements.txt | python-check
+# The producer client (client/) is installed editable: its tests and the README's examples use it as a user would.
+$(VENV)/.installed: requirements-dev.txt layers/forwarder/requirements.txt client/pyproject.toml | python-check
 	@test -x $(PY) || $(PY313) -m venv $(VENV)
-	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -r requirements-dev.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -r requirements-dev.txt -e ./client 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $@
 
 $(SAM_VENV)/.installed: | python-check
@@ -50,7 +51,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
-# over the local stack; local-stack = the local stack's and the sink's own tests. `make test` runs them all.
+# over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client
+# (client/) on its own. `make test` runs them all.
 unit: venv
 	$(PY) -m pytest tests/domain -q
 
@@ -62,6 +64,9 @@ integration: venv
 
 local-stack-tests: venv
 	$(PY) -m pytest tests/local_stack -q
+
+client-tests: venv
+	$(PY) -m pytest tests/client tests/integration/test_client.py tests/integration/test_client_unavailable.py -q
 
 validate: $(SAM_VENV)/.installed
 	$(SAM) validate --region $(AWS_DEFAULT_REGION)
