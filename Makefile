@@ -77,13 +77,13 @@ build: $(SAM_VENV)/.installed venv
 
 # checkov: template.yaml (skips, with their reasons, in each resource's Metadata), then the template as the SAM
 # transform expands it (the generated IAM roles, Lambda permissions and API definition; Metadata passed through).
-# bandit: the Lambda code, medium and high severity.
+# bandit: the Lambda code and the producer client, medium and high severity.
 security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
 	$(CHECKOV) -f template.yaml
 	@mkdir -p $(dir $(TRANSFORMED))
 	$(PY) tests/component/test_security.py --passthrough-metadata > $(TRANSFORMED)
 	$(CHECKOV) -f $(TRANSFORMED)
-	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions -ll
+	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions client/segment_forwarder_client -ll
 
 test: lint security validate build
 	$(PY) -m pytest -q
