@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -308,6 +309,29 @@ def test_outputs_name_the_api_and_every_queue_and_dlq_by_arn(transformed):
         for queue in (f"{kind}Queue", f"{kind}DeadLetterQueue"):
             assert outputs[f"{queue}Arn"] == {"Fn::GetAtt": [queue, "Arn"]}
             assert outputs[f"{queue}Url"] == {"Ref": queue}
+
+
+def test_the_readmes_two_caller_policies_cover_every_route_once_and_split_ingest_from_connections():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    policies = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.S) if "execute-api:Invoke" in b]
+    assert len(policies) == 2
+    routes_of = []
+    for policy in policies:
+        routes = []
+        for statement in policy["Statement"]:
+            if statement["Action"] == "execute-api:Invoke":
+                for arn in statement["Resource"]:
+                    method, path = re.fullmatch(
+                        r"arn:aws:execute-api:REGION:ACCOUNT:API_ID/\*/([A-Z]+)(/.*)", arn
+                    ).groups()
+                    routes.append((method.lower(), path.replace("/*/", "/{workspace_id}/")))
+        routes_of.append(routes)
+    ingest, admin = routes_of
+    assert sorted(ingest + admin) == sorted(ROUTES), "the policies must name every route exactly once"
+    assert {ROUTES[r] for r in ingest} == set(INGEST)
+    assert {ROUTES[r] for r in admin} == {CONNECTION}
+    [queues] = [s for s in policies[0]["Statement"] if s["Action"] == "sqs:SendMessage"]
+    assert len(queues["Resource"]) == 3
 
 
 # -- data at rest and configuration ---------------------------------------------------------------------------

@@ -8,6 +8,9 @@ path finds in flight comes back within seconds.
 from __future__ import annotations
 
 import json
+import re
+import uuid
+from pathlib import Path
 
 import pytest
 import urllib3
@@ -122,6 +125,20 @@ def test_a_schema_violation_is_raised_at_once_with_the_apis_code_and_field(stack
     assert (raised.value.status, raised.value.code, raised.value.field) == (400, "invalid_value", "origin_url")
     assert raised.value.attempts == 1
     assert len(stack.sink.requests()) == before
+
+
+def test_the_readmes_quick_start_python_runs_as_written(stack, capsys):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "while `make run` runs" in b]
+
+    exec(block.replace("http://127.0.0.1:3000", stack.api_url), {})
+
+    printed = [line for line in capsys.readouterr().out.splitlines() if re.match(r"\w+ [0-9a-f-]{36} \('", line)]
+    [line] = printed  # the example's print(result.status, result.event_id, result.message_ids)
+    status, event_id, _ = line.split(" ", 2)
+    assert status == "delivered"
+    assert uuid.UUID(event_id).version == 4
+    assert len(tracks(stack, "v-1", "Conversion Triggered")) == 1
 
 
 # -- authentication -------------------------------------------------------------------------------------------
