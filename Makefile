@@ -49,6 +49,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict --ignore-missing-imports --python-version 3.11 client/segment_forwarder_client
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
 # over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 import botocore.session
@@ -10,7 +11,7 @@ from botocore.credentials import Credentials
 
 from .errors import ConfigurationError
 
-CredentialsLike = Credentials | tuple[str, str] | tuple[str, str, str]
+CredentialsLike: TypeAlias = "Credentials | tuple[str, str] | tuple[str, str, str]"
 """botocore/boto3 ``Credentials`` (refreshable ones are refreshed), or ``(access_key, secret_key[, token])``."""
 
 _EXECUTE_API_HOST = re.compile(r"[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?")

@@ -34,11 +34,11 @@ Results are ``IngestResult``, ``Connection`` and ``ConnectionTest``; errors are 
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Concatenate, ParamSpec
 from urllib.parse import quote
 
 import botocore.session
@@ -50,7 +50,6 @@ from ._aws import CredentialsLike, resolve_credentials, resolve_region
 from ._version import __version__
 from .bodies import (
     ROUTES,
-    ConversionType,
     Kind,
     assignment_body,
     conversion_body,
@@ -62,6 +61,7 @@ from .results import Connection, ConnectionTest, IngestResult, Status
 from .retry import DEFAULT_RETRY, RetryPolicy, parse_retry_after
 
 SERVICE = "execute-api"
+P = ParamSpec("P")
 DEFAULT_TIMEOUT = urllib3.Timeout(connect=3.05, read=10.0)
 
 
@@ -75,6 +75,25 @@ class _Answer:
         self.body = body
         self.headers = headers
         self.attempts = attempts
+
+
+def _sends(
+    kind: Kind, build: Callable[P, dict[str, Any]], summary: str
+) -> Callable[Concatenate[ForwarderClient, P], IngestResult]:
+    """A method that builds a body with ``build`` (its very parameters) and sends it with ``ingest``."""
+
+    def method(self: ForwarderClient, /, *args: P.args, **kwargs: P.kwargs) -> IngestResult:
+        return self.ingest(kind, build(*args, **kwargs))
+
+    built = inspect.signature(build)
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = built.replace(  # type: ignore[attr-defined]
+        parameters=[this, *built.parameters.values()], return_annotation="IngestResult"
+    )
+    method.__name__ = kind
+    method.__qualname__ = f"ForwarderClient.{kind}"
+    method.__doc__ = f"{summary}\n\nTakes the parameters of ``{build.__name__}`` (``bodies.py``)."
+    return method
 
 
 class ForwarderClient:
@@ -104,76 +123,24 @@ class ForwarderClient:
         self._user_agent = f"segment-forwarder-client/{__version__}"
 
     # -- ingest ---------------------------------------------------------------------------------------------
+    # identify(workspace_id, visitor_id, *, user_id, timestamp, context), assignment(..., test_id, variant_id, *,
+    # test_name, variant_name, ...) and conversion(..., conversion_id, conversion_type, origin_url, *,
+    # one_per_visitor, event_id, ...) take exactly the parameters of identify_body, assignment_body and
+    # conversion_body (bodies.py), the one definition of each body.
 
-    def identify(
-        self,
-        workspace_id: str,
-        visitor_id: str,
-        *,
-        user_id: str | None = None,
-        timestamp: datetime | str | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> IngestResult:
-        """``POST /v1/identify``: a visitor was seen (Identify the first time, and once per new ``user_id``)."""
-        return self.ingest(
-            "identify", identify_body(workspace_id, visitor_id, user_id=user_id, timestamp=timestamp, context=context)
-        )
-
-    def assignment(
-        self,
-        workspace_id: str,
-        visitor_id: str,
-        test_id: str,
-        variant_id: str,
-        *,
-        test_name: str | None = None,
-        variant_name: str | None = None,
-        user_id: str | None = None,
-        timestamp: datetime | str | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> IngestResult:
-        """``POST /v1/assignments``: Experiment Viewed the first time per (visitor, test)."""
-        body = assignment_body(
-            workspace_id,
-            visitor_id,
-            test_id,
-            variant_id,
-            test_name=test_name,
-            variant_name=variant_name,
-            user_id=user_id,
-            timestamp=timestamp,
-            context=context,
-        )
-        return self.ingest("assignment", body)
-
-    def conversion(
-        self,
-        workspace_id: str,
-        visitor_id: str,
-        conversion_id: str,
-        conversion_type: ConversionType | str,
-        origin_url: str,
-        *,
-        one_per_visitor: bool = False,
-        event_id: str | None = None,
-        user_id: str | None = None,
-        timestamp: datetime | str | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> IngestResult:
-        """``POST /v1/conversions``: Conversion Triggered; ``event_id`` is generated when not given (see above)."""
-        body = conversion_body(
-            workspace_id,
-            visitor_id,
-            conversion_id,
-            conversion_type,
-            origin_url,
-            one_per_visitor=one_per_visitor,
-            event_id=event_id,
-            user_id=user_id,
-            timestamp=timestamp,
-            context=context,
-        )
-        return self.ingest("conversion", body)
+    identify = _sends(
+        "identify",
+        identify_body,
+        "``POST /v1/identify``: a visitor was seen (Identify the first time, once per user_id).",
+    )
+    assignment = _sends(
+        "assignment", assignment_body, "``POST /v1/assignments``: Experiment Viewed the first time per (visitor, test)."
+    )
+    conversion = _sends(
+        "conversion",
+        conversion_body,
+        "``POST /v1/conversions``: Conversion Triggered, with an ``event_id`` (given or new).",
+    )
 
     def ingest(self, kind: Kind, body: Mapping[str, Any]) -> IngestResult:
         """Send a ready body to its route (a conversion without ``event_id`` gets one, kept for the retries)."""
@@ -183,7 +150,7 @@ class ForwarderClient:
         answer = self._call("POST", ROUTES[kind], sent)
         data = answer.body if isinstance(answer.body, dict) else {}
         try:
-            status = Status(data.get("status"))
+            status = Status(str(data.get("status")))
         except ValueError:
             raise ForwarderError(
                 f"unexpected answer to POST {ROUTES[kind]}: {str(answer.body)[:200]}",

@@ -122,8 +122,8 @@ def error_from_answer(status: int, body: Any, headers: Any, attempts: int) -> Ap
         field = _text(error.get("field"))
     else:
         code = headers.get("x-amzn-ErrorType") if headers is not None else None
-        message = _text(body.get("message")) if isinstance(body, dict) else None
-        message = message or f"HTTP {status}"
+        gateway_message = _text(body.get("message")) if isinstance(body, dict) else None
+        message = gateway_message or f"HTTP {status}"
         field = None
     kind: type[ApiError]
     if status in (401, 403):

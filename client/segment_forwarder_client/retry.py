@@ -42,7 +42,7 @@ class RetryPolicy:
 
     def ceiling(self, retry: int) -> float:
         """Upper bound of the jittered wait before retry number ``retry`` (1 for the second attempt)."""
-        return min(self.cap_s, self.base_s * 2 ** (retry - 1))
+        return min(self.cap_s, self.base_s * 2.0 ** (retry - 1))
 
     def next_delay(self, attempt: int, elapsed_s: float, retry_after_s: float | None = None) -> float | None:
         """Seconds to wait before the attempt after ``attempt``; None when no further attempt may be made.
