@@ -52,8 +52,8 @@ lint: venv
 	$(VENV)/bin/mypy --strict --ignore-missing-imports --python-version 3.11 client/segment_forwarder_client
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
-# over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client
-# (client/) on its own. `make test` runs them all.
+# over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client's
+# tests (tests/client on its own, tests/integration/test_client*.py against the local stack). `make test` runs them all.
 unit: venv
 	$(PY) -m pytest tests/domain -q
 
