@@ -69,7 +69,11 @@ class Stack:
     session: Any
     template: Template
     monkeypatch: pytest.MonkeyPatch
-    prefix: str = "segment-forwarder"
+
+    @property
+    def prefix(self) -> str:
+        """Where the functions look for workspace secrets: the template's effective prefix."""
+        return self.template.secret_prefix
 
     def connect(self, workspace: str, write_key: str, region: str = "us") -> None:
         from tests.leak_check import register_write_key  # here: imported by pytest_plugins first (assert rewrite)

@@ -131,7 +131,7 @@ def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id
     template = Template.load()
     resources = template.create_resources(session)
     session.client("secretsmanager").create_secret(
-        Name="segment-forwarder/ws-us", SecretString=json.dumps({"write_key": "key-us-0001", "region": "us"})
+        Name=f"{template.secret_prefix}/ws-us", SecretString=json.dumps({"write_key": "key-us-0001", "region": "us"})
     )
     env = template.function_environment("AssignmentFunction", resources)
     env.update(
