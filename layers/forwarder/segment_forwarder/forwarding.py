@@ -43,12 +43,13 @@ from .facts import (
     plan_call,
     settle,
 )
-from .messages import MAX_MESSAGE_BYTES, Message, message_size
+from .messages import Message
 from .segment import SendOutcome, split_batches
 
 logger = Logger(child=True)
 
 SEND_THREADS = 4  # workspaces sent at once: Segment latency, not CPU, is the cost of a batch
+SPOILED_BY_ONE = frozenset({400, 413, 422})  # Segment's answers to a request with a message it cannot take
 
 
 class ClaimHandle(Protocol):
@@ -164,40 +165,45 @@ class Forwarder[C: ClaimHandle]:
     def _send_workspace(self, connection: Connection, group: list[EventPlan], deadline: float) -> dict[str, SendResult]:
         """One workspace's deliveries, in order, with its own key and region only, split by Segment's limits.
 
-        After a failed request the rest of the workspace is not sent (it is retried, in order, later).
+        After a request that failed for a reason a later attempt may not have (5xx, 429, a timeout) the rest of
+        the workspace is not sent: it is retried, in order, later.
         """
         results: dict[str, SendResult] = {}
-        units: list[list[Delivery]] = []
-        for event_plan in group:
-            unit = []
-            for delivery in event_plan.deliveries:
-                if message_size(delivery.message) > MAX_MESSAGE_BYTES:
-                    reason = f"message_too_large: a Segment message is over {MAX_MESSAGE_BYTES} bytes"
-                    results[delivery.message_id] = SendResult(False, False, reason)
-                else:
-                    unit.append(delivery)
-            units.append(unit)
+        units = [list(event_plan.deliveries) for event_plan in group]
         for indexes in split_batches([[d.message for d in unit] for unit in units]):
             batch = [delivery for index in indexes for delivery in units[index]]
-            if not batch:
-                continue
-            started = time.monotonic()
-            answer = self._segment.send(connection.write_key, connection.region, [d.message for d in batch], deadline)
-            logger.debug(
-                "segment batch",
-                extra={
-                    "region": connection.region,
-                    "messages": len(batch),
-                    "status": answer.status,
-                    "requests": answer.requests,
-                    "ms": round((time.monotonic() - started) * 1000),
-                },
-            )
-            for delivery in batch:
-                results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason)
-            if not answer.ok:
+            if not self._send_batch(connection, batch, deadline, results):
                 break
         return results
+
+    def _send_batch(
+        self, connection: Connection, batch: list[Delivery], deadline: float, results: dict[str, SendResult]
+    ) -> bool:
+        """Send ``batch``, recording Segment's answer per delivery; False when the workspace must stop for now.
+
+        Segment refuses a whole request for one bad message (400, 413, 422): such a request is split in halves,
+        sent in order, until the refused messages stand alone; the others are delivered.
+        """
+        started = time.monotonic()
+        answer = self._segment.send(connection.write_key, connection.region, [d.message for d in batch], deadline)
+        logger.debug(
+            "segment batch",
+            extra={
+                "region": connection.region,
+                "messages": len(batch),
+                "status": answer.status,
+                "requests": answer.requests,
+                "ms": round((time.monotonic() - started) * 1000),
+            },
+        )
+        if not answer.ok and answer.status in SPOILED_BY_ONE and len(batch) > 1:
+            middle = len(batch) // 2
+            return self._send_batch(connection, batch[:middle], deadline, results) and self._send_batch(
+                connection, batch[middle:], deadline, results
+            )
+        for delivery in batch:
+            results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason)
+        return answer.ok or not answer.retryable
 
     def _settle(self, claims: Mapping[Slot, C], marks: Sequence[tuple[Slot, str]], releases: Sequence[Slot]) -> bool:
         """Mark delivered facts SENT and release the others; False when the marks could not be written."""
