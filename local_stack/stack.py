@@ -53,6 +53,7 @@ from moto.server import ThreadedMotoServer
 
 from .http_api import HttpApi, Route, port_is_free
 from .lambda_pool import FunctionPool, FunctionSpec
+from .moto_dynamodb import make_atomic
 from .segment_sink import SegmentSink
 from .sqs_poller import LONG_POLL_S, SqsPoller
 from .template import ACCOUNT_ID, TEMPLATE_PATH, Resource, Template
@@ -94,9 +95,14 @@ class PortInUseError(OSError):
 
 
 class _MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever."""
+    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB's item
+    operations atomic as on AWS (``moto_dynamodb``)."""
 
     error: BaseException | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        make_atomic()
+        super().__init__(*args, **kwargs)
 
     def _server_entry(self) -> None:
         try:

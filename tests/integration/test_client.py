@@ -208,8 +208,8 @@ def test_without_an_event_id_the_same_retry_duplicates_which_is_why_the_client_s
     retried = urllib3.request("POST", f"{stack.api_url}/v1/conversions", body=body, headers=headers, timeout=10)
 
     assert retried.json()["status"] == "delivered"
-    wait_for(lambda: len(tracks(stack, visitor, "Conversion Triggered")) == 2, timeout_s=10)
-    assert len({t["messageId"] for t in tracks(stack, visitor, "Conversion Triggered")}) == 2
+    # Two messageIds (the stalled first call may also reach Segment twice under its one id: Segment keeps one)
+    wait_for(lambda: len({t["messageId"] for t in tracks(stack, visitor, "Conversion Triggered")}) == 2, timeout_s=10)
 
 
 def test_a_segment_outage_is_answered_queued_and_the_queue_delivers_once(stack, client):
