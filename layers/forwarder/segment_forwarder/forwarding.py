@@ -106,7 +106,8 @@ class Forwarder[C: ClaimHandle]:
         """Forward ``events``; Segment requests are bounded by ``deadline`` (``time.monotonic()`` based).
 
         When the marks cannot be written, every event that needed a fact delivered by this call is not
-        ``complete``: it comes back, and its resend (same ids, same content) marks them.
+        ``complete``: it comes back, and its resend (same ids, same content) marks them. Should anything raise
+        after the claims (a bug), their leases are released before the exception goes on.
         """
         results: list[Outcome | None] = [None] * len(events)
         connected: list[int] = []
@@ -118,10 +119,14 @@ class Forwarder[C: ClaimHandle]:
                 results[index] = failure
         live = [events[index] for index in connected]
         claims = self._store.claim_all(claim_requests(live))
-        plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()})
-        sent = self._send(live, plan, connections, deadline)
-        settled = settle(plan, sent)
-        recorded = self._settle(claims, settled.marks, settled.releases)
+        try:
+            plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()})
+            sent = self._send(live, plan, connections, deadline)
+            settled = settle(plan, sent)
+            recorded = self._settle(claims, settled.marks, settled.releases)
+        except Exception:  # a bug: give the leases back, so that a retry of these events can claim at once
+            self._store.release(list(claims.values()))
+            raise
         unmarked = set() if recorded else {slot for slot, _ in settled.marks}
         for index, event, outcome in zip(connected, live, settled.outcomes, strict=True):
             needs_unmarked = bool(unmarked) and any(need.slot in unmarked for need in needs_of(event))

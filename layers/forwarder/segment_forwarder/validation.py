@@ -146,7 +146,8 @@ def _json_reason(exc: Exception) -> str:
 
 
 def _path(parts: tuple[str, ...]) -> str:
-    return ".".join(parts) if parts else "body"
+    """A dotted field path (``context.page.url``); an empty key shows as ``""``, the body itself as ``body``."""
+    return ".".join(part or '""' for part in parts) if parts else "body"
 
 
 def _check_shape(data: Any) -> None:
