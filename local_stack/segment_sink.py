@@ -56,6 +56,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from segment_forwarder.messages import MAX_MESSAGE_BYTES, message_size, usable_id
+
 __all__ = [
     "MAX_BATCH_MESSAGES",
     "MAX_MESSAGE_BYTES",
@@ -67,7 +69,6 @@ __all__ = [
 ]
 
 MAX_REQUEST_BYTES = 500 * 1024
-MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_MESSAGES = 2500
 MAX_MESSAGE_ID_CHARS = 100
 REGIONS = ("us", "eu")
@@ -118,12 +119,17 @@ class _Disconnected(Exception):
 
 @dataclass
 class _Fault:
-    """An armed fault: the next ``count`` /v1 requests stall ``delay_s`` then answer ``status``."""
+    """An armed fault: the next ``count`` /v1 requests stall ``delay_s`` then answer ``status``.
+
+    With ``match``, only requests holding a message whose fields equal all of ``match`` (e.g.
+    ``{"anonymousId": "v-bad"}``) are faulted (and counted): as Segment refuses a whole batch for one bad message.
+    """
 
     status: int | None
     count: int
     delay_s: float
     retry_after: float | None
+    match: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, as shown by ``GET /faults``."""
@@ -132,7 +138,14 @@ class _Fault:
             "count": self.count,
             "delay_s": self.delay_s,
             "retry_after": self.retry_after,
+            "match": self.match,
         }
+
+    def applies(self, messages: list[dict[str, Any]]) -> bool:
+        """Whether a request with these messages is faulted."""
+        if self.match is None:
+            return True
+        return any(all(m.get(k) == v for k, v in self.match.items()) for m in messages)
 
     @property
     def fails(self) -> bool:
@@ -140,8 +153,10 @@ class _Fault:
         return self.status not in (None, 200)
 
 
-def _make_fault(status: object, count: object, delay_s: object, retry_after: object) -> _Fault:
+def _make_fault(status: object, count: object, delay_s: object, retry_after: object, match: object = None) -> _Fault:
     """Validate fault parameters (ValueError with a readable message when wrong)."""
+    if match is not None and (not isinstance(match, dict) or not match):
+        raise ValueError("match must be null or a non-empty object of message fields")
     if status is not None and (
         isinstance(status, bool) or not isinstance(status, int) or not (status == 200 or 400 <= status <= 599)
     ):
@@ -159,6 +174,7 @@ def _make_fault(status: object, count: object, delay_s: object, retry_after: obj
         count=count,
         delay_s=float(delay_s),
         retry_after=None if retry_after is None else float(retry_after),
+        match=match,
     )
 
 
@@ -185,9 +201,9 @@ def _basic_auth_key(header: str | None) -> str | None:
 
 
 def _is_id(value: object) -> bool:
-    """A usable userId / anonymousId: a non-empty string or an integer."""
+    """A usable userId / anonymousId: a string not blank once trimmed, or an integer."""
     if isinstance(value, str):
-        return bool(value.strip())
+        return usable_id(value)
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -226,7 +242,7 @@ def _check_message(msg: object, where: str, *, endpoint_type: str | None) -> dic
     for key in ("context", "integrations", "properties", "traits"):
         if key in msg and msg[key] is not None and not isinstance(msg[key], dict):
             raise _Rejected(400, f'{where}: "{key}" must be an object')
-    size = len(json.dumps(msg).encode("utf-8"))
+    size = message_size(msg)  # the product's own measure: the official clients' JSON
     if size > MAX_MESSAGE_BYTES:
         raise _Rejected(400, f"{where}: message is {size} bytes, over the 32 KB limit")
     return msg
@@ -633,7 +649,7 @@ class _Handler(BaseHTTPRequestHandler):
         except _Rejected as exc:
             rejected = exc
 
-        fault = sink._take_fault()
+        fault = sink._take_fault(info.messages)
         if fault is not None:
             if fault.delay_s > 0:
                 sink._stopping.wait(fault.delay_s)
@@ -704,7 +720,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(spec, dict):
             self._error(400, "the body must be a JSON object")
             return
-        unknown = set(spec) - {"status", "count", "delay_s", "retry_after"}
+        unknown = set(spec) - {"status", "count", "delay_s", "retry_after", "match"}
         if unknown:
             self._error(400, f"unknown fault fields: {', '.join(sorted(unknown))}")
             return
@@ -714,6 +730,7 @@ class _Handler(BaseHTTPRequestHandler):
                 count=spec.get("count", 1),
                 delay_s=spec.get("delay_s", 0.0),
                 retry_after=spec.get("retry_after"),
+                match=spec.get("match"),
             )
         except ValueError as exc:
             self._error(400, str(exc))
@@ -897,14 +914,16 @@ class SegmentSink:
         count: int = 1,
         delay_s: float = 0.0,
         retry_after: float | None = None,
+        match: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Arm a fault for the next ``count`` /v1 requests; returns it. ValueError on bad values.
 
         Each faulted request first waits ``delay_s``; then an error ``status`` is answered with a JSON error
         body (and ``Retry-After`` when ``retry_after`` is set) and records no events, while status 200/None
-        lets the request proceed normally.
+        lets the request proceed normally. With ``match``, only requests holding a message with those fields
+        are faulted.
         """
-        fault = _make_fault(status, count, delay_s, retry_after)
+        fault = _make_fault(status, count, delay_s, retry_after, match)
         with self._cond:
             self._fault = fault if fault.count > 0 else None
             return fault.as_dict()
@@ -928,15 +947,15 @@ class SegmentSink:
             if (region is None or e["region"] == region) and (write_key is None or e["write_key"] == write_key)
         ]
 
-    def _take_fault(self) -> _Fault | None:
+    def _take_fault(self, messages: list[dict[str, Any]]) -> _Fault | None:
         with self._cond:
             fault = self._fault
-            if fault is None:
+            if fault is None or not fault.applies(messages):
                 return None
             fault.count -= 1
             if fault.count <= 0:
                 self._fault = None
-            return _Fault(fault.status, 1, fault.delay_s, fault.retry_after)
+            return _Fault(fault.status, 1, fault.delay_s, fault.retry_after, fault.match)
 
     def _record_request(
         self,

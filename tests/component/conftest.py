@@ -8,7 +8,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +95,9 @@ class Stack:
         """A cold-started handler of an ingest function with its template environment (plus ``env``)."""
         environment = self.template.function_environment(FUNCTIONS[kind], self.resources)
         environment.update(
-            SEGMENT_US_ENDPOINT=self.sink.region_url("us"),
-            SEGMENT_EU_ENDPOINT=self.sink.region_url("eu"),
-            **env,
+            SEGMENT_US_ENDPOINT=self.sink.region_url("us"), SEGMENT_EU_ENDPOINT=self.sink.region_url("eu")
         )
+        environment.update(env)
         for name, value in environment.items():
             self.monkeypatch.setenv(name, value)
         return load_app(kind).handler
@@ -197,6 +196,7 @@ class AwsFaults:
 
     failing: dict[str, list[str]]
     calls: Counter[str]
+    raising: dict[str, tuple[Callable[[dict[str, Any]], bool], BaseException]] = field(default_factory=dict)
 
     def fail(self, operation: str, code: str = "ThrottlingException", count: int = 1) -> None:
         """Make the next ``count`` calls of ``operation`` (e.g. ``dynamodb:BatchWriteItem``) fail with ``code``."""
@@ -206,9 +206,15 @@ class AwsFaults:
         """Die at the next call of ``operation``: before it reaches AWS, or after AWS did it."""
         self.failing.setdefault(operation, []).append(CRASH_AFTER if after else CRASH_BEFORE)
 
+    def raise_when(self, operation: str, when: Callable[[dict[str, Any]], bool], error: BaseException) -> None:
+        """Raise ``error`` (any exception, as a broken library might) from every call of ``operation`` whose
+        parameters satisfy ``when``."""
+        self.raising[operation] = (when, error)
+
     def clear(self) -> None:
         """No more faults."""
         self.failing.clear()
+        self.raising.clear()
 
 
 @pytest.fixture
@@ -220,6 +226,9 @@ def aws_faults(monkeypatch: pytest.MonkeyPatch) -> AwsFaults:
     def call(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
         name = f"{self.meta.service_model.service_name}:{operation_name}"
         faults.calls[name] += 1
+        condition = faults.raising.get(name)
+        if condition is not None and condition[0](api_params):
+            raise condition[1]
         pending = faults.failing.get(name)
         code = pending.pop(0) if pending else None
         if code == CRASH_BEFORE:

@@ -286,6 +286,8 @@ def test_malformed_stored_secret_is_500_until_reconnected(api, aws):
         ({"write_key": KEY_US, "colour": "blue"}, "colour", "unknown_field"),
         ({"write_key": 12345}, "write_key", "invalid_type"),
         ({"write_key": ""}, "write_key", "invalid_value"),
+        ({"write_key": "wk_us:TOPSECRET"}, "write_key", "invalid_value"),  # Basic auth ends the user name at ":"
+        ({"write_key": "wk us TOPSECRET"}, "write_key", "invalid_value"),
         ("not json", "body", "invalid_json"),
         ("", "body", "invalid_body"),
         ([KEY_US], "body", "invalid_body"),

@@ -101,7 +101,7 @@ def test_body_over_32_kb_is_413(stack):
 
 def test_message_over_32_kb_after_enrichment_is_413_before_anything_is_claimed(stack):
     # Just under the body limit; the Segment message (context + library + ids) goes over 32 KB.
-    context = {"custom": "x" * (32 * 1024 - 200)}
+    context = {f"custom{i}": "x" * ((32 * 1024 - 260) // 5) for i in range(5)}
     status, body = stack.post("assignment", {**ASSIGNMENT, "context": context})
 
     assert status == 413

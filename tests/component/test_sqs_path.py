@@ -93,13 +93,14 @@ def test_segment_outage_reports_every_record_failed_and_releases_claims(stack):
 
 
 def test_segment_rejection_is_not_retried_and_parks_the_records(stack):
-    stack.sink.set_fault(status=400, count=1)
+    stack.sink.set_fault(status=400, count=100)
     record = sqs_record(assignment("ws-us", "v-1"))
 
     answer = invoke(stack, "assignment", [record])
 
     assert answer == {"batchItemFailures": []}
-    assert len(stack.sink.requests()) == 1
+    # the batch (Identify + Track), then each message alone to find the refused one; nothing is retried
+    assert [r["message_count"] for r in stack.sink.requests()] == [2, 1, 1]
     [dead] = stack.drain("assignment", dead=True)
     assert dead["MessageAttributes"]["error_code"]["StringValue"] == "rejected"
     assert "400" in dead["MessageAttributes"]["error_message"]["StringValue"]

@@ -221,7 +221,7 @@ def test_invalid_requests_are_400_and_record_nothing(sink, http, payload, body, 
 def test_fault_with_count_2_fails_two_requests_then_recovers(sink, http):
     armed = http.request("POST", f"{sink.url}/faults", body=json.dumps({"status": 503, "count": 2}))
     assert armed.status == 200
-    assert armed.json() == {"status": 503, "count": 2, "delay_s": 0.0, "retry_after": None}
+    assert armed.json() == {"status": 503, "count": 2, "delay_s": 0.0, "retry_after": None, "match": None}
     assert http.request("GET", f"{sink.url}/faults").json()["count"] == 2
 
     statuses = [post(http, batch_url(sink), {"batch": [track(i)]}).status for i in range(3)]
@@ -245,6 +245,32 @@ def test_fault_can_be_cleared_and_is_validated(sink, http):
     assert bad.status == 400
     with pytest.raises(ValueError, match="count"):
         sink.set_fault(count=-1)
+
+
+def test_a_matching_fault_refuses_only_requests_holding_a_matching_message(sink, http):
+    armed = http.request(
+        "POST", f"{sink.url}/faults", body=json.dumps({"status": 400, "count": 2, "match": {"messageId": "m1"}})
+    )
+    assert armed.json()["match"] == {"messageId": "m1"}
+
+    statuses = [
+        post(http, batch_url(sink), {"batch": [track(0), track(1)]}).status,  # holds m1: refused whole
+        post(http, batch_url(sink), {"batch": [track(0)]}).status,  # no m1: accepted, count kept
+        post(http, batch_url(sink), {"batch": [track(1)]}).status,  # the second and last refusal
+        post(http, batch_url(sink), {"batch": [track(1)]}).status,
+    ]
+
+    assert statuses == [400, 200, 400, 200]
+    assert [e["message"]["messageId"] for e in sink.events()] == ["m0", "m1"]
+    bad = http.request("POST", f"{sink.url}/faults", body=json.dumps({"status": 400, "match": []}))
+    assert bad.status == 400
+
+
+def test_ids_blank_once_trimmed_are_refused_like_segment_does(sink, http):
+    for blank in ("\u2028", " \ufeff ", "\u3000"):
+        answer = post(http, batch_url(sink), {"batch": [{"type": "identify", "anonymousId": blank}]})
+        assert answer.status == 400, repr(blank)
+    assert sink.events() == []
 
 
 def test_fault_sends_retry_after(sink, http):

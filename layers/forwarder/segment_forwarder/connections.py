@@ -22,6 +22,7 @@ Write side (the connection function, the only writer), uncached::
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ else:
     SecretsManagerClient = Any
 
 REGIONS = ("us", "eu")
+# What HTTP Basic auth can carry as a user name: printable ASCII without spaces and without ":" (the separator).
+_WRITE_KEY = re.compile(r"^[!-9;-~]{1,256}$")
 RECOVERY_WINDOW_DAYS = 7  # a disconnect can be undone by reconnecting within this window (Secrets Manager: 7-30)
 MIN_HINT_KEY_CHARS = 8  # a shorter key would be (nearly) shown whole by its last 4 characters
 _NOT_CONNECTED = ""  # cached stand-in for a missing (or deleted) secret
@@ -86,6 +89,8 @@ def parse_secret(value: str) -> Connection:
     key, region = data.get("write_key"), data.get("region", "us")
     if not isinstance(key, str) or not key.strip():
         raise ConnectionConfigError("the workspace secret has no write_key string")
+    if not _WRITE_KEY.match(key):
+        raise ConnectionConfigError("the workspace secret's write_key holds characters HTTP Basic auth cannot carry")
     if not isinstance(region, str) or region.lower() not in REGIONS:
         raise ConnectionConfigError("the workspace secret's region is not us or eu")
     return Connection(key, region.lower())

@@ -46,6 +46,7 @@ from typing import Literal
 
 from .events import Event
 from .messages import (
+    MAX_MESSAGE_BYTES,
     Content,
     Message,
     conversion_triggered_content,
@@ -277,6 +278,19 @@ class _Draft:
     slots: list[Slot] = field(default_factory=list)
 
 
+def _message(content: Content, message_id: str, event: Event) -> Message:
+    """The message of a fact: its recorded content, with the sending event's context.
+
+    The content may have been recorded by another event, so content and context were never measured together:
+    should they be over Segment's limit together, the message goes with the ``library`` context only (each
+    alone is within it, checked at the edge), rather than being refused.
+    """
+    message = with_delivery(content, message_id, event.context)
+    if message_size(message) > MAX_MESSAGE_BYTES:
+        return with_delivery(content, message_id, {})
+    return message
+
+
 def covers_link(identify: ClaimAnswer | None, user_id: str) -> bool:
     """Whether the visitor's first Identify, as recorded, carries ``user_id`` (and so is the link too)."""
     return identify is not None and identify.content is not None and identify.content.get("userId") == user_id
@@ -333,7 +347,7 @@ def plan_call(events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer]) -> C
                         continue
                 if carrier is None:
                     content = answer.content if answer.content is not None else need.content
-                    carrier = _Draft(with_delivery(content, need.slot.message_id, event.context), [need.slot])
+                    carrier = _Draft(_message(content, need.slot.message_id, event), [need.slot])
                     carriers[need.slot] = carrier
                     own.append(carrier)
                 elif carrier not in own and carrier not in earlier:
@@ -341,7 +355,7 @@ def plan_call(events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer]) -> C
             if own_fact(event) is None:
                 if not event.delivery_id:
                     raise ValueError("a conversion without a dedup fact needs a delivery id")
-                own.append(_Draft(with_delivery(track_content(event), event.delivery_id, event.context)))
+                own.append(_Draft(_message(track_content(event), event.delivery_id, event)))
         plans.append((own, earlier, verdict, waits))
     frozen: dict[int, Delivery] = {}
 

@@ -43,12 +43,13 @@ from .facts import (
     plan_call,
     settle,
 )
-from .messages import MAX_MESSAGE_BYTES, Message, message_size
+from .messages import Message
 from .segment import SendOutcome, split_batches
 
 logger = Logger(child=True)
 
 SEND_THREADS = 4  # workspaces sent at once: Segment latency, not CPU, is the cost of a batch
+SPOILED_BY_ONE = frozenset({400, 413, 422})  # Segment's answers to a request with a message it cannot take
 
 
 class ClaimHandle(Protocol):
@@ -105,7 +106,8 @@ class Forwarder[C: ClaimHandle]:
         """Forward ``events``; Segment requests are bounded by ``deadline`` (``time.monotonic()`` based).
 
         When the marks cannot be written, every event that needed a fact delivered by this call is not
-        ``complete``: it comes back, and its resend (same ids, same content) marks them.
+        ``complete``: it comes back, and its resend (same ids, same content) marks them. Should anything raise
+        after the claims (a bug), their leases are released before the exception goes on.
         """
         results: list[Outcome | None] = [None] * len(events)
         connected: list[int] = []
@@ -117,10 +119,14 @@ class Forwarder[C: ClaimHandle]:
                 results[index] = failure
         live = [events[index] for index in connected]
         claims = self._store.claim_all(claim_requests(live))
-        plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()})
-        sent = self._send(live, plan, connections, deadline)
-        settled = settle(plan, sent)
-        recorded = self._settle(claims, settled.marks, settled.releases)
+        try:
+            plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()})
+            sent = self._send(live, plan, connections, deadline)
+            settled = settle(plan, sent)
+            recorded = self._settle(claims, settled.marks, settled.releases)
+        except Exception:  # a bug: give the leases back, so that a retry of these events can claim at once
+            self._store.release(list(claims.values()))
+            raise
         unmarked = set() if recorded else {slot for slot, _ in settled.marks}
         for index, event, outcome in zip(connected, live, settled.outcomes, strict=True):
             needs_unmarked = bool(unmarked) and any(need.slot in unmarked for need in needs_of(event))
@@ -164,40 +170,45 @@ class Forwarder[C: ClaimHandle]:
     def _send_workspace(self, connection: Connection, group: list[EventPlan], deadline: float) -> dict[str, SendResult]:
         """One workspace's deliveries, in order, with its own key and region only, split by Segment's limits.
 
-        After a failed request the rest of the workspace is not sent (it is retried, in order, later).
+        After a request that failed for a reason a later attempt may not have (5xx, 429, a timeout) the rest of
+        the workspace is not sent: it is retried, in order, later.
         """
         results: dict[str, SendResult] = {}
-        units: list[list[Delivery]] = []
-        for event_plan in group:
-            unit = []
-            for delivery in event_plan.deliveries:
-                if message_size(delivery.message) > MAX_MESSAGE_BYTES:
-                    reason = f"message_too_large: a Segment message is over {MAX_MESSAGE_BYTES} bytes"
-                    results[delivery.message_id] = SendResult(False, False, reason)
-                else:
-                    unit.append(delivery)
-            units.append(unit)
+        units = [list(event_plan.deliveries) for event_plan in group]
         for indexes in split_batches([[d.message for d in unit] for unit in units]):
             batch = [delivery for index in indexes for delivery in units[index]]
-            if not batch:
-                continue
-            started = time.monotonic()
-            answer = self._segment.send(connection.write_key, connection.region, [d.message for d in batch], deadline)
-            logger.debug(
-                "segment batch",
-                extra={
-                    "region": connection.region,
-                    "messages": len(batch),
-                    "status": answer.status,
-                    "requests": answer.requests,
-                    "ms": round((time.monotonic() - started) * 1000),
-                },
-            )
-            for delivery in batch:
-                results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason)
-            if not answer.ok:
+            if not self._send_batch(connection, batch, deadline, results):
                 break
         return results
+
+    def _send_batch(
+        self, connection: Connection, batch: list[Delivery], deadline: float, results: dict[str, SendResult]
+    ) -> bool:
+        """Send ``batch``, recording Segment's answer per delivery; False when the workspace must stop for now.
+
+        Segment refuses a whole request for one bad message (400, 413, 422): such a request is split in halves,
+        sent in order, until the refused messages stand alone; the others are delivered.
+        """
+        started = time.monotonic()
+        answer = self._segment.send(connection.write_key, connection.region, [d.message for d in batch], deadline)
+        logger.debug(
+            "segment batch",
+            extra={
+                "region": connection.region,
+                "messages": len(batch),
+                "status": answer.status,
+                "requests": answer.requests,
+                "ms": round((time.monotonic() - started) * 1000),
+            },
+        )
+        if not answer.ok and answer.status in SPOILED_BY_ONE and len(batch) > 1:
+            middle = len(batch) // 2
+            return self._send_batch(connection, batch[:middle], deadline, results) and self._send_batch(
+                connection, batch[middle:], deadline, results
+            )
+        for delivery in batch:
+            results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason)
+        return answer.ok or not answer.retryable
 
     def _settle(self, claims: Mapping[Slot, C], marks: Sequence[tuple[Slot, str]], releases: Sequence[Slot]) -> bool:
         """Mark delivered facts SENT and release the others; False when the marks could not be written."""

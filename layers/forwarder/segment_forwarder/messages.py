@@ -47,6 +47,19 @@ def message_id(workspace_id: str, visitor_id: str, fact_key: str) -> str:
     return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{workspace_id}\n{visitor_id}\n{fact_key}"))
 
 
+# What Python's str.strip() and JavaScript's String.prototype.trim() remove, together: an id that is nothing but
+# these is refused by Segment (its servers trim ids).
+ID_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def usable_id(value: str) -> bool:
+    """Whether Segment accepts ``value`` as an id (``anonymousId``, ``userId``...): not blank once trimmed."""
+    return bool(value.strip(ID_WHITESPACE))
+
+
 def message_size(message: Mapping[str, Any]) -> int:
     """Bytes of a message as Segment's official clients encode it: ``json.dumps`` defaults (``", "`` and
     ``": "`` separators, non-ASCII escaped as ``\\uXXXX``).

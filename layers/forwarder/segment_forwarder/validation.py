@@ -1,13 +1,24 @@
-"""Request validation against the OpenAPI document (``openapi.json``, the one source of truth).
+"""Request validation: a body is either deliverable or refused here, with the offending field named.
 
-Schemas are compiled with fastjsonschema on first use per route, so a function compiles only its own::
+Schemas come from the OpenAPI document (``openapi.json``, the one source of truth), compiled with fastjsonschema
+on first use per route, so a function compiles only its own::
 
     from segment_forwarder.validation import parse_body
 
     body = parse_body("AssignmentRequest", raw_bytes)  # dict[str, Any], or raises RequestError(400/413, ...)
 
-Beyond the schema, two rules JSON Schema cannot state are checked here: a timestamp at most one hour in the
-future that is also a real date, and an ``origin_url`` with a host.
+Checked in this order, each failure a RequestError naming the field (a dotted path, ``body`` for the whole):
+
+1. the body: at most 32 KB, not empty, UTF-8 JSON (``NaN``/``Infinity`` are not JSON);
+2. its shape, without recursion: at most ``MAX_DEPTH`` levels of objects and arrays, ``MAX_KEYS`` keys per
+   object, ``MAX_ITEMS`` items per array, keys of 1 to ``MAX_KEY_BYTES`` bytes, strings of at most
+   ``MAX_STRING_BYTES`` bytes, no unpaired UTF-16 surrogate anywhere, numbers finite and integers within
+   ±(2^53 - 1) (what JSON keeps exactly everywhere);
+3. the route's schema (required and unknown fields, types, lengths, patterns, enums);
+4. the rules a schema cannot state: ids that are not blank after trimming whitespace (Segment refuses them),
+   a timestamp that is a real instant from 1970 to one hour ahead, an ``origin_url`` with a host.
+
+Every bound is stated in the OpenAPI document too.
 """
 
 from __future__ import annotations
@@ -18,17 +29,28 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import fastjsonschema
 
 from .errors import RequestError
 from .events import parse_timestamp
+from .messages import usable_id
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-MAX_BODY_BYTES = 32 * 1024
-MAX_FUTURE = timedelta(hours=1)
+MAX_BODY_BYTES: Final = 32 * 1024
+MAX_DEPTH: Final = 8  # the body is level 1, ``context`` level 2, ``context.page`` level 3
+MAX_KEYS: Final = 64
+MAX_ITEMS: Final = 100
+MAX_KEY_BYTES: Final = 256
+MAX_STRING_BYTES: Final = 8 * 1024
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_FUTURE: Final = timedelta(hours=1)
+ID_FIELDS: Final = ("visitor_id", "user_id", "test_id", "variant_id", "conversion_id", "event_id")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_HOST = re.compile(r"^[^\s:@/]+(:[0-9]{1,5})?$")
 
 
 @cache
@@ -67,6 +89,114 @@ def is_valid(schema_name: str, value: Any) -> bool:
     return True
 
 
+# -- 1. the body ---------------------------------------------------------------------------------------------
+
+
+class _Unrepresentable:
+    """A number JSON cannot carry exactly, kept as a marker so the walk can name its field: ``NaN``,
+    ``Infinity`` (not JSON at all), a float beyond the double range, an integer of more than 20 digits."""
+
+    def __init__(self, requirement: str) -> None:
+        self.requirement = requirement
+
+
+_FINITE = "a finite number"
+_SAFE = f"an integer within ±{MAX_SAFE_INTEGER}"
+
+
+def _parse_float(text: str) -> float | _Unrepresentable:
+    value = float(text)
+    return value if abs(value) != float("inf") else _Unrepresentable(_FINITE)
+
+
+def _parse_int(text: str) -> int | _Unrepresentable:
+    return int(text) if len(text.lstrip("-")) <= 20 else _Unrepresentable(_SAFE)
+
+
+def _parse_constant(text: str) -> _Unrepresentable:
+    return _Unrepresentable(_FINITE)
+
+
+def parse_body(schema_name: str, raw: bytes) -> dict[str, Any]:
+    """Decode, bound and validate a request body.
+
+    Raises RequestError: 413 over 32 KB, 400 for an empty body, bad JSON/UTF-8, a bound exceeded, a schema
+    violation or a rule broken, always naming the field.
+    """
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+    if not raw.strip():
+        raise RequestError(400, "invalid_body", "the body is empty; a JSON object is required", "body")
+    try:
+        data = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
+    except RecursionError:
+        raise RequestError(400, "invalid_value", f"the body nests deeper than {MAX_DEPTH} levels", "body") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(400, "invalid_json", f"the body is not valid JSON ({_json_reason(exc)})", "body") from None
+    return validate(schema_name, data)
+
+
+def _json_reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return "not UTF-8 text"
+
+
+# -- 2. the shape --------------------------------------------------------------------------------------------
+
+
+def _path(parts: tuple[str, ...]) -> str:
+    """A dotted field path (``context.page.url``); an empty key shows as ``""``, the body itself as ``body``."""
+    return ".".join(part or '""' for part in parts) if parts else "body"
+
+
+def _check_shape(data: Any) -> None:
+    """Walk the whole body without recursion; RequestError for the first node out of bounds."""
+    stack: list[tuple[Any, tuple[str, ...], int]] = [(data, (), 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, dict | list) and depth > MAX_DEPTH:
+            raise RequestError(400, "invalid_value", f"{_path(path)} nests deeper than {MAX_DEPTH} levels", _path(path))
+        if isinstance(node, dict):
+            if len(node) > MAX_KEYS:
+                field = _path(path)
+                raise RequestError(400, "invalid_value", f"{field} has more than {MAX_KEYS} keys", field)
+            for key, value in node.items():
+                child = (*path, key)
+                if _SURROGATE.search(key):
+                    raise _surrogate(child)
+                if not 1 <= len(key.encode("utf-8")) <= MAX_KEY_BYTES:
+                    field = _path(child)
+                    message = f"{field}: a key must be 1 to {MAX_KEY_BYTES} bytes long"
+                    raise RequestError(400, "invalid_value", message, field)
+                stack.append((value, child, depth + 1))
+        elif isinstance(node, list):
+            if len(node) > MAX_ITEMS:
+                field = _path(path)
+                raise RequestError(400, "invalid_value", f"{field} has more than {MAX_ITEMS} items", field)
+            stack.extend((value, (*path, str(index)), depth + 1) for index, value in enumerate(node))
+        elif isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise _surrogate(path)
+            if len(node.encode("utf-8")) > MAX_STRING_BYTES:
+                field = _path(path)
+                raise RequestError(400, "invalid_value", f"{field} is over {MAX_STRING_BYTES} bytes", field)
+        elif isinstance(node, _Unrepresentable):
+            field = _path(path)
+            raise RequestError(400, "invalid_value", f"{field} must be {node.requirement}", field)
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_SAFE_INTEGER:
+            field = _path(path)
+            raise RequestError(400, "invalid_value", f"{field} must be {_SAFE}", field)
+
+
+def _surrogate(path: tuple[str, ...]) -> RequestError:
+    field = _path(path)
+    return RequestError(400, "invalid_value", f"{field} holds an unpaired UTF-16 surrogate (not text)", field)
+
+
+# -- 3. the schema -------------------------------------------------------------------------------------------
+
+
 def _field_of(exc: fastjsonschema.JsonSchemaValueException, data: Any, schema: dict[str, Any]) -> str:
     """Name the offending field as a dotted path (``context.page.url``), resolving required/unknown names."""
     path = [str(p) for p in (exc.path or [])][1:]  # drop the leading "data"
@@ -80,17 +210,18 @@ def _field_of(exc: fastjsonschema.JsonSchemaValueException, data: Any, schema: d
     elif exc.rule == "additionalProperties" and isinstance(node, dict):
         unknown = sorted(set(node) - set(node_schema.get("properties", {})))
         path = [*path, unknown[0]] if unknown else path
-    return ".".join(path)
+    return ".".join(path) or "body"
 
 
 _CODES = {"required": "missing_field", "additionalProperties": "unknown_field", "type": "invalid_type"}
 
 
 def validate(schema_name: str, data: Any) -> dict[str, Any]:
-    """Validate parsed JSON against a component schema of the OpenAPI document; return it or raise 400."""
+    """Validate parsed JSON (bounds, schema, rules); return it or raise RequestError 400 naming the field."""
     check, schema = _validator(schema_name)
     if not isinstance(data, dict):
         raise RequestError(400, "invalid_body", "the body must be a JSON object", "body")
+    _check_shape(data)
     try:
         check(data)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -103,7 +234,7 @@ def validate(schema_name: str, data: Any) -> dict[str, Any]:
         else:
             message = f"{field} {_describe(exc)}"
         raise RequestError(400, code, message, field) from None
-    _check_semantics(data)
+    _check_rules(data)
     return data
 
 
@@ -113,72 +244,33 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
         "type": f"must be of type {definition}",
         "minLength": f"must be at least {definition} characters long",
         "maxLength": f"must be at most {definition} characters long",
+        "maxProperties": f"must have at most {definition} keys",
         "pattern": "has characters or a form that are not allowed",
         "enum": f"must be one of {definition}",
         "format": f"must be a valid {definition}",
     }.get(exc.rule or "", "is not valid")
 
 
-_HOST = re.compile(r"^[^\s:@/]+(:[0-9]{1,5})?$")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# -- 4. the rules --------------------------------------------------------------------------------------------
 
 
-def _unpaired_surrogate(node: Any, path: str = "") -> str | None:
-    """Dotted path of the first string holding an unpaired UTF-16 surrogate (JSON allows ``"\\ud800"``)."""
-    if isinstance(node, str):
-        return path if _SURROGATE.search(node) else None
-    if isinstance(node, dict):
-        for key, value in node.items():
-            child = f"{path}.{key}" if path else str(key)
-            found = _unpaired_surrogate(key, child) or _unpaired_surrogate(value, child)
-            if found is not None:
-                return found
-    if isinstance(node, list):
-        for index, value in enumerate(node):
-            found = _unpaired_surrogate(value, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
-    return None
-
-
-def _check_semantics(data: dict[str, Any]) -> None:
-    broken = _unpaired_surrogate(data)
-    if broken is not None:
-        raise RequestError(400, "invalid_value", f"{broken} holds an unpaired UTF-16 surrogate (not text)", broken)
+def _check_rules(data: dict[str, Any]) -> None:
+    for name in ID_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str) and not usable_id(value):
+            raise RequestError(400, "invalid_value", f"{name} must not be blank (only whitespace)", name)
     timestamp = data.get("timestamp")
-    if timestamp is not None:
+    if isinstance(timestamp, str):
         try:
             when = parse_timestamp(timestamp)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise RequestError(400, "invalid_value", "timestamp is not a real date and time", "timestamp") from None
+        if when < EARLIEST:
+            raise RequestError(400, "invalid_value", "timestamp is before 1970-01-01T00:00:00Z", "timestamp")
         if when - datetime.now(UTC) > MAX_FUTURE:
-            raise RequestError(
-                400, "invalid_value", "timestamp is more than 1 hour in the future", "timestamp"
-            ) from None
+            raise RequestError(400, "invalid_value", "timestamp is more than 1 hour in the future", "timestamp")
     url = data.get("origin_url")
-    if url is not None:
+    if isinstance(url, str):
         host = urlsplit(url).netloc.rsplit("@", 1)[-1]
         if not _HOST.match(host):
             raise RequestError(400, "invalid_value", "origin_url must be an absolute http(s) URL", "origin_url")
-
-
-def parse_body(schema_name: str, raw: bytes) -> dict[str, Any]:
-    """Decode, size-check and validate a request body.
-
-    Raises RequestError: 413 over 32 KB, 400 for an empty body, bad JSON/UTF-8 or a schema violation.
-    """
-    if len(raw) > MAX_BODY_BYTES:
-        raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
-    if not raw.strip():
-        raise RequestError(400, "invalid_body", "the body is empty; a JSON object is required", "body")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RequestError(400, "invalid_json", f"the body is not valid JSON ({_json_reason(exc)})", "body") from None
-    return validate(schema_name, data)
-
-
-def _json_reason(exc: Exception) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-    return "not UTF-8 text"
