@@ -46,6 +46,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .lambda_pool import FunctionUnavailable, InvocationError
+from .segment_sink import LISTEN_BACKLOG
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 _DRAIN_LIMIT = 4 * MAX_BODY_BYTES  # a larger refused body is not read at all: the connection is closed
@@ -140,6 +141,7 @@ def summarize(status: int, body: bytes) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], api: HttpApi) -> None:
         self.api = api
