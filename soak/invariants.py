@@ -113,8 +113,9 @@ class Request:
     """One request a producer made (with all its attempts), as the producer saw it.
 
     ``sent_at`` (first attempt) and ``answered_at`` (final answer; HTTP only) use the clock of ``Connection.at``.
-    ``message_ids`` are a ``delivered`` answer's ids; ``uncertain_attempts`` counts earlier attempts that ended
-    without an answer ruling out processing (transport error, 5xx). ``label`` names the request in reports::
+    ``message_ids`` are a ``delivered`` answer's ids; ``uncertain_attempts`` counts the attempts that ended
+    without an answer ruling out processing (transport error, 5xx): all of them for a ``failed`` request.
+    ``label`` names the request in reports (and must be unique when given)::
 
         Request("conversion", body, "consumed", sent_at=12.5)                   # put on the ConversionQueue
         Request("identify", body, "delivered", 3.0, 3.1, ("m1",), uncertain_attempts=1)   # after a 502
@@ -541,7 +542,9 @@ class _Evaluator:
                     implied.append(self.fact(ws, visitor, "event", str(body["event_id"]), conversion))
                 else:
                     call = self.fact(ws, visitor, "call", request.label or f"#{index}", conversion)
-                    call.extra_slots += request.uncertain_attempts
+                    # Failed: every attempt was uncertain, one of them is the call's own slot.
+                    extra = request.uncertain_attempts - (1 if request.outcome == "failed" else 0)
+                    call.extra_slots += max(extra, 0)
                     implied.append(call)
             for fact in implied:
                 fact.sources.append((request, need))
@@ -696,7 +699,7 @@ class _Evaluator:
                 slots.append((fact, fact.need == "required"))
                 slots += [(fact, False)] * fact.extra_slots
         compatible = {
-            mid: [i for i, (fact, _required) in enumerate(slots) if self.fits(fact.live, mid)] for mid in mids
+            mid: [i for i, (fact, _req) in enumerate(slots) if self.fits(self.senders(fact, mid), mid)] for mid in mids
         }
         owner = _match(mids, compatible, required=[i for i, (_fact, required) in enumerate(slots) if required])
         taken = set(owner.values())
@@ -714,6 +717,14 @@ class _Evaluator:
             else:
                 dead = [f for f in facts if not f.live and self.fits([r for r, _n in f.sources], mid)]
                 self.unclaimed(dead[0] if dead else None, f"{workspace}/{visitor} conversion {conversion}", [mid])
+
+    def senders(self, fact: _Fact, mid: str) -> list[Request]:
+        """Requests that may have sent ``mid`` for ``fact``: a call's message comes from a call made before a
+        delivered answer listed it (once-facts keep every live request: a late value is a NOT_FIRST finding)."""
+        if fact.kind != "call":
+            return fact.live
+        delivered = self.delivered_at.get(mid, math.inf)
+        return [r for r in fact.live if r.sent_at < delivered]
 
     def fits(self, requests: Sequence[Request], mid: str) -> bool:
         """True when every content of ``mid`` could be a conversion message of one of ``requests``."""

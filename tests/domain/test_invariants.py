@@ -266,12 +266,25 @@ def test_a_plain_conversion_is_one_message_per_call_and_more_only_after_uncertai
     assert [v.rule for v in evaluate(two_calls, three, CONNECTIONS).violations] == [inv.SPLIT]
     retried = [Request("conversion", body, "delivered", 1, 2, uncertain_attempts=1), two_calls[1]]
     assert evaluate(retried, three, CONNECTIONS).violations == []
+    gave_up = [Request("conversion", body, "failed", 1, uncertain_attempts=2)]  # two attempts, no answer
+    assert evaluate(gave_up, [], CONNECTIONS).violations == []
+    assert evaluate(gave_up, two, CONNECTIONS).violations == []
+    assert [v.rule for v in evaluate(gave_up, three, CONNECTIONS).violations] == [inv.SPLIT]
+
+
+def test_a_plain_conversion_message_belongs_to_a_call_made_before_its_delivered_answer():
+    body = conversion()
+    later = Request("conversion", body, "queued", 3.0, 3.2, label="later")
+    earlier = Request("conversion", body, "delivered", 1.0, 2.0, ("m1",), label="earlier")
+    sink = [record(identify("m-id")), record(converted("m2")), record(converted("m1"))]
+
+    assert evaluate([later, earlier], sink, CONNECTIONS).violations == []
 
 
 def test_conversion_messages_are_matched_so_that_required_calls_are_covered_first():
     # The failed call (no timestamp: any) fits both messages, the accepted call only the first: a greedy
     # assignment in request order would call the accepted one lost and the failed one split.
-    failed = Request("conversion", conversion(ts=None), "failed", 1)
+    failed = Request("conversion", conversion(ts=None), "failed", 1, uncertain_attempts=1)
     accepted = Request("conversion", conversion(ts=T1), "delivered", 2, 3)
     sink = [record(identify("m-id")), record(converted("m-t1", ts=T1)), record(converted("m-t2", ts=T2))]
 

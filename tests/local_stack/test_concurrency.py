@@ -18,12 +18,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from local_stack.segment_sink import LISTEN_BACKLOG, SegmentSink
 from local_stack.stack import LocalStack
+from soak.netstat import listen_overflows
 from tests.stack_client import TOKEN
 
 pytestmark = pytest.mark.integration
@@ -33,19 +33,6 @@ ROUNDS = 3  # requests per client
 SINK_KEY = "wk_concurrency_test_key"
 
 Request = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
-
-
-def listen_overflows() -> int | None:
-    """The kernel's TcpExt ListenOverflows counter (Linux), or None where it cannot be read."""
-    try:
-        lines = Path("/proc/net/netstat").read_text().splitlines()
-    except OSError:
-        return None
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            counters = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return int(counters.get("ListenOverflows", 0))
-    return None
 
 
 @dataclass
