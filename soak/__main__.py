@@ -5,7 +5,7 @@ connection change, then check every invariant and print the report. Exit status 
 
     make soak                                        # 50 clients, 3,000 requests (a few minutes)
     make soak SOAK_ARGS="--requests 1000 --seed 7"   # shorter, reproducible workload
-    .venv/bin/python -m soak --clients 64 --log /tmp/stack.log
+    .venv/bin/python -m soak --clients 64 --log /tmp/stack.log --dump /tmp/soak.json
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
+from .evidence import dump
 from .run import SoakConfig, run_soak
 
 
@@ -31,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=defaults.max_workers, help="workers per function (default 3)")
     parser.add_argument("--repeat-share", type=float, default=defaults.repeat_share, help="share of repeated bodies")
     parser.add_argument("--queue-share", type=float, default=defaults.queue_share, help="share sent through SQS")
-    parser.add_argument("--log", type=Path, help="write the local stack's log (a line per request) to this file")
+    parser.add_argument(
+        "--log", type=Path, help="write the local stack's log (a line per request, the functions' INFO lines) here"
+    )
+    parser.add_argument(
+        "--dump", type=Path, help="write the evaluator's input here (re-check it with python -m soak.evidence FILE)"
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.requests < 4:
         parser.error("--clients must be at least 1 and --requests at least 4 (one per phase)")
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     def stack_log(line: str) -> None:
         assert log_file is not None
         with lock:
-            log_file.write(line + "\n")
+            log_file.write(f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {line}\n")
 
     config = SoakConfig(
         clients=args.clients,
@@ -60,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         if log_file is not None:
             log_file.close()
     print(report.format(), flush=True)
+    if args.dump:
+        dump(report.evidence(), args.dump)
+        print(f"evidence written to {args.dump} (holds write keys: keep it local)", flush=True)
     return 0 if report.ok else 1
 
 

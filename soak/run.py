@@ -31,7 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,8 +116,21 @@ class SoakReport:
     parked_reasons: Counter[str] = field(default_factory=Counter)
     sink_requests: Counter[int] = field(default_factory=Counter)
     listen_overflows: int | None = None
+    sink_events: list[dict[str, Any]] = field(default_factory=list)
+    parked: list[Parked] = field(default_factory=list)
     evaluation: Evaluation = field(default_factory=Evaluation)
     wall_s: float = 0.0
+
+    def evidence(self) -> dict[str, Any]:
+        """The evaluator's whole input as JSON-ready data (``soak.evidence`` writes and re-reads it)."""
+        return {
+            "seed": self.seed,
+            "cache_s": self.config.timings.connection_cache_s,
+            "requests": [asdict(r) for r in self.requests],
+            "sink_events": self.sink_events,
+            "connections": [asdict(c) for c in self.connections],
+            "parked": [asdict(p) for p in self.parked],
+        }
 
     @property
     def write_keys(self) -> list[str]:
@@ -289,13 +302,14 @@ class _Run:
         report.settle_s = self.settle()
         report.listen_overflows = _delta(overflows_before, listen_overflows())
         self.out("soak: evaluating ...")
-        parked = self.parked()
+        report.parked = self.parked()
         report.sink_requests = Counter(r["status"] for r in self._get_json("/requests"))
+        report.sink_events = self._get_json("/events")
         report.evaluation = evaluate(
             report.requests,
-            self._get_json("/events"),
+            report.sink_events,
             report.connections,
-            parked,
+            report.parked,
             cache_s=config.timings.connection_cache_s,
         )
         return report
@@ -415,7 +429,7 @@ def stack_for(config: SoakConfig) -> LocalStack:
         aws_port=0,
         token=f"soak-{secrets.token_hex(8)}",
         parameters={
-            "LogLevel": "WARNING",
+            "LogLevel": "INFO" if config.stack_log else "WARNING",  # with a log: the functions' line per event
             "HttpDeliveryBudgetSeconds": str(timings.http_budget_s),
             "ConnectionCacheSeconds": str(timings.connection_cache_s),
             "MaxReceiveCount": str(timings.max_receive_count),
