@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .evidence import dump
-from .run import SoakConfig, run_soak
+from .run import SoakConfig, quick_config, run_soak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--duration", type=float, default=defaults.duration_s, help="cap on the driving time in seconds (default 900)"
     )
+    parser.add_argument("--quick", action="store_true", help="the short soak of make test (400 requests, < 1 min)")
     parser.add_argument("--seed", type=int, default=None, help="workload seed (default: random, printed)")
     parser.add_argument("--workers", type=int, default=defaults.max_workers, help="workers per function (default 3)")
     parser.add_argument("--repeat-share", type=float, default=defaults.repeat_share, help="share of repeated bodies")
@@ -51,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             log_file.write(f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {line}\n")
 
-    config = SoakConfig(
+    base = quick_config() if args.quick else defaults
+    config = replace(
+        base,
         clients=args.clients,
-        requests=args.requests,
-        duration_s=args.duration,
+        requests=args.requests if args.requests != defaults.requests or not args.quick else base.requests,
+        duration_s=args.duration if args.duration != defaults.duration_s or not args.quick else base.duration_s,
         seed=args.seed,
         max_workers=args.workers,
         repeat_share=args.repeat_share,

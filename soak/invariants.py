@@ -38,8 +38,10 @@ forwarded: their facts may appear. A request answered ``skipped`` (or ``rejected
 must leave no trace.
 
 **Content** of a messageId = the message without its envelope (``ENVELOPE_FIELDS``: ``context``, ``sentAt``, ...):
-ids, type, event name, properties, traits and timestamp; all records of a messageId must carry one content. The
-values come from the event that sends it: its ``userId``, ``timestamp`` and conversion properties together from
+ids, type, event name, properties, traits and timestamp; all records of a messageId must carry one content.
+Segment keeps the first record of a messageId and drops the rest, so the first content decides which facts
+arrived (a link whose user only a dropped record carried is lost) and is the one whose values are checked.
+They come from the event that sends it: its ``userId``, ``timestamp`` and conversion properties together from
 one request of the fact; the variant from one request sent before the fact was known to be delivered (a
 ``duplicate`` answer, or a ``delivered`` answer listing the messageId) — the first variant.
 
@@ -367,8 +369,13 @@ class _Received:
 
     @property
     def messages(self) -> list[Mapping[str, Any]]:
-        """One message per distinct content."""
+        """One message per distinct content, in the order they first arrived."""
         return list(self.contents.values())
+
+    @property
+    def kept(self) -> Mapping[str, Any]:
+        """The content Segment keeps: the first to arrive (it drops later records of the messageId)."""
+        return next(iter(self.contents.values()))
 
 
 def _match(items: Sequence[str], compatible: Mapping[str, Sequence[int]], required: Sequence[int]) -> dict[str, int]:
@@ -660,11 +667,12 @@ class _Evaluator:
             if mids:
                 self.unclaimed(first, f"{where} identify", mids)
             return
-        anonymous = [m for m in mids if any("userId" not in msg for msg in self.received[m].messages)]
+        # What Segment keeps decides which facts are there: a later content under the same id is dropped.
+        anonymous = [m for m in mids if "userId" not in self.received[m].kept]
         by_user: dict[str, list[str]] = defaultdict(list)
         for mid in mids:
-            for user in sorted({str(msg["userId"]) for msg in self.received[mid].messages if "userId" in msg}):
-                by_user[user].append(mid)
+            if "userId" in self.received[mid].kept:
+                by_user[str(self.received[mid].kept["userId"])].append(mid)
         links = {key: fact for (kind, key), fact in facts.items() if kind == "link"}
         present = bool(anonymous) or any(by_user[u] and links[u].live for u in links if u in by_user)
         if not present and first.need == "required":
@@ -674,11 +682,10 @@ class _Evaluator:
         for user in sorted(set(links) | set(by_user)):
             self.check_once(links.get(user), f"{where} link {user}", by_user.get(user, []))
         for mid in mids:
-            for message in self.received[mid].messages:
-                user = message.get("userId")
-                fact = first if user is None else links.get(str(user))
-                if fact is not None and fact.live:
-                    self.check_content(fact, mid, message, _IDENTIFY_GROUPS, first.live)
+            user = self.received[mid].kept.get("userId")
+            fact = first if user is None else links.get(str(user))
+            if fact is not None and fact.live:
+                self.check_content(fact, mid, _IDENTIFY_GROUPS, first.live)
 
     def check_assignment(self, workspace: str, visitor: str, test: str) -> None:
         fact = self.facts.get((workspace, visitor), {}).get(("assign", test))
@@ -686,8 +693,7 @@ class _Evaluator:
         if self.check_once(fact, f"{workspace}/{visitor} assign {test}", mids):
             assert fact is not None
             for mid in mids:
-                for message in self.received[mid].messages:
-                    self.check_content(fact, mid, message, _ASSIGNMENT_GROUPS, fact.live)
+                self.check_content(fact, mid, _ASSIGNMENT_GROUPS, fact.live)
 
     def check_conversion(self, workspace: str, visitor: str, conversion: str) -> None:
         """Match one visitor's conversion messageIds to its facts: one slot each, more for uncertain calls."""
@@ -709,8 +715,7 @@ class _Evaluator:
         for mid in mids:
             if mid in owner:
                 fact = slots[owner[mid]][0]
-                for message in self.received[mid].messages:
-                    self.check_content(fact, mid, message, _CONVERSION_GROUPS, fact.live)
+                self.check_content(fact, mid, _CONVERSION_GROUPS, fact.live)
             elif compatible[mid]:
                 fact = slots[compatible[mid][0]][0]
                 self.violation(SPLIT, fact.describe(), [mid, *(m for m, s in owner.items() if slots[s][0] is fact)])
@@ -727,22 +732,16 @@ class _Evaluator:
         return [r for r in fact.live if r.sent_at < delivered]
 
     def fits(self, requests: Sequence[Request], mid: str) -> bool:
-        """True when every content of ``mid`` could be a conversion message of one of ``requests``."""
-        return all(
-            any(_gives(r, group, message) for r in requests)
-            for message in self.received[mid].messages
-            for group in _CONVERSION_GROUPS
-        )
+        """True when the content Segment keeps for ``mid`` could be a conversion message of one of ``requests``."""
+        kept = self.received[mid].kept
+        return all(any(_gives(r, group, kept) for r in requests) for group in _CONVERSION_GROUPS)
 
-    def check_content(
-        self,
-        fact: _Fact,
-        mid: str,
-        message: Mapping[str, Any],
-        groups: Sequence[_Group],
-        sources: Sequence[Request],
-    ) -> None:
-        """Each group of values must come from one source sent before the fact was known to be delivered."""
+    def check_content(self, fact: _Fact, mid: str, groups: Sequence[_Group], sources: Sequence[Request]) -> None:
+        """Each group of values Segment keeps must come from one source sent before the fact was known delivered.
+
+        (A later, different content of the messageId is a CONTENTS finding of its own.)
+        """
+        message = self.received[mid].kept
         done = self.done_at(fact, mid)
         first = [r for r in sources if done is None or r.sent_at < done]
         for group in groups:

@@ -61,16 +61,22 @@ Out = Callable[[str], None]
 class Timings:
     """The template's timings, shortened so that crashes and outages resolve within seconds.
 
-    The lease outlives an invocation (a live attempt keeps its claim) and the visibility timeout outlives the
-    lease (a redelivered record finds a crashed attempt's lease expired).
+    The lease outlives an invocation (a live attempt keeps its claim), and a redelivered record finds the lease of
+    the crashed invocation that received it expired (visibility timeout >= function timeout + lease).
     """
 
     function_timeout_s: float = 10.0  # template: 30
     lease_s: int = 12  # template: 90
-    visibility_timeout_s: int = 15  # template: 180
+    visibility_timeout_s: int = 24  # template: 180
     http_budget_s: float = 1.0  # template: 3
     connection_cache_s: int = 2  # template: 60
     max_receive_count: int = 5  # template: 5
+
+    def __post_init__(self) -> None:
+        # As in the template: a lease outlives the invocation that took it, and a record comes back only once
+        # the lease of the invocation that received it has expired (visibility >= function timeout + lease).
+        if not self.function_timeout_s < self.lease_s <= self.visibility_timeout_s - self.function_timeout_s:
+            raise ValueError(f"timings must keep function timeout < lease <= visibility - function timeout: {self}")
 
     @property
     def slow_segment_s(self) -> float:
@@ -88,12 +94,30 @@ class SoakConfig:
     seed: int | None = None
     repeat_share: float = 0.4
     queue_share: float = 0.3
-    kill_every_s: tuple[float, float] = (0.5, 1.5)
+    kill_every_s: tuple[float, float] = (0.5, 2.0)
     flap_every_s: tuple[float, float] = (1.0, 3.0)
     settle_timeout_s: float = 300.0
     max_workers: int = 3  # execution environments per function
     timings: Timings = field(default_factory=Timings)
     stack_log: Out | None = None  # the local stack's own log lines (a line per request), or nothing
+
+
+QUICK_TIMINGS = Timings(
+    function_timeout_s=5.0, lease_s=6, visibility_timeout_s=11, http_budget_s=0.6, connection_cache_s=1
+)
+
+
+def quick_config(**overrides: Any) -> SoakConfig:
+    """A soak of under a minute (what ``make test`` runs): every phase, shorter timings and periods."""
+    settings: dict[str, Any] = {
+        "requests": 320,
+        "duration_s": 30.0,
+        "kill_every_s": (0.4, 1.2),
+        "flap_every_s": (0.6, 1.4),
+        "settle_timeout_s": 45.0,
+        "timings": QUICK_TIMINGS,
+    }
+    return SoakConfig(**(settings | overrides))
 
 
 @dataclass(slots=True)

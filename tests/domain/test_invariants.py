@@ -159,6 +159,21 @@ def test_the_slow_segment_identity_defect_shows_two_contents_and_a_link_under_tw
     assert rules(result) == [(inv.SPLIT, "demo/v1 link u1"), (inv.CONTENTS, "identify anon=v1 user=u1")]
 
 
+def test_a_link_carried_only_by_a_dropped_repeat_of_the_first_identify_is_lost():
+    # The first-seen Identify arrived without user; a later event re-sent it under the same id with its user:
+    # Segment keeps the first record and drops the second, so the visitor is never linked to u1.
+    anonymous = {"workspace_id": "demo", "visitor_id": "v1", "timestamp": T1}
+    requests = [
+        Request("identify", anonymous, "queued", 1.0, 4.0),
+        Request("identify", anonymous | {"user_id": "u1", "timestamp": T2}, "delivered", 5.0, 5.5, ("m-first",)),
+    ]
+    sink = [record(identify("m-first")), record(identify("m-first", user="u1", ts=T2))]
+
+    result = evaluate(requests, sink, CONNECTIONS)
+
+    assert rules(result) == [(inv.LOST, "demo/v1 link u1"), (inv.CONTENTS, "identify anon=v1 user=-")]
+
+
 def test_a_message_for_an_event_answered_skipped_is_reported_unless_an_attempt_was_uncertain():
     body = {"workspace_id": "demo", "visitor_id": "v1", "timestamp": T1}
     sink = [record(identify("m1"))]
