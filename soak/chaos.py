@@ -27,7 +27,7 @@ FAILURES = (503, 500, 429)
 
 
 class _Periodic:
-    """A daemon thread that calls ``step`` after each random pause in ``every_s`` until ``stop``."""
+    """A daemon thread that calls ``step`` at once and after each random pause in ``every_s`` until ``stop``."""
 
     def __init__(self, name: str, rng: random.Random, every_s: tuple[float, float]) -> None:
         self._rng = rng
@@ -36,7 +36,7 @@ class _Periodic:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> Self:
-        """Begin (the first step comes after one pause)."""
+        """Begin: the first step at once, then one after each pause."""
         self._thread.start()
         return self
 
@@ -47,6 +47,7 @@ class _Periodic:
         self.finish()
 
     def _loop(self) -> None:
+        self.step()
         while not self._stop.wait(self._rng.uniform(*self._every_s)):
             self.step()
 

@@ -9,7 +9,8 @@ a connection changed mid-run; then every invariant is checked from what the sink
     print(report.format())
     report.ok                       # no violation, every queue drained, every request answered
 
-Phases, each with its share of the requests, all clients sending as fast as they are answered:
+Phases, each with its share of the requests; in ``load`` all clients send as fast as they are answered, the others
+spread their requests over at least ``min_phase_s`` so that their trouble makers have time to act:
 
 1. ``load``: only the clients (HTTP and SQS, ~40% repeats, both workspaces);
 2. ``kills``: + a random worker process of an ingest function SIGKILLed every ``kill_every_s``;
@@ -96,6 +97,7 @@ class SoakConfig:
     queue_share: float = 0.3
     kill_every_s: tuple[float, float] = (0.5, 2.0)
     flap_every_s: tuple[float, float] = (1.0, 3.0)
+    min_phase_s: float = 20.0  # the chaos phases spread their requests over at least this long (load: no pacing)
     settle_timeout_s: float = 300.0
     max_workers: int = 3  # execution environments per function
     timings: Timings = field(default_factory=Timings)
@@ -114,6 +116,7 @@ def quick_config(**overrides: Any) -> SoakConfig:
         "duration_s": 30.0,
         "kill_every_s": (0.4, 1.2),
         "flap_every_s": (0.6, 1.4),
+        "min_phase_s": 5.0,
         "settle_timeout_s": 45.0,
         "timings": QUICK_TIMINGS,
     }
@@ -217,16 +220,23 @@ class _Dispatcher:
         self._busy = 0
         self._finished = False
         self.taken = 0  # jobs handed out in the current phase
+        self._reserved = 0  # jobs promised to a client (it may still wait for the job's paced start)
         self.in_phase = False
+        self._phase_start = 0.0
+        self._interval_s = 0.0  # pacing: job n of a phase starts n intervals after the phase began
 
     def take(self) -> Job | None:
-        """The next job; blocks between phases; None when the run is over."""
+        """The next job (not before its paced start); blocks between phases; None when the run is over."""
         with self._cond:
             self._cond.wait_for(lambda: self._left > 0 or self._finished)
             if self._finished:
                 return None
             self._left -= 1
             self._busy += 1
+            self._reserved += 1
+            not_before = self._phase_start + self._reserved * self._interval_s
+        time.sleep(max(not_before - time.monotonic(), 0))
+        with self._cond:
             self.taken += 1
         return self._workload.next_job(datetime.now(UTC))
 
@@ -236,16 +246,19 @@ class _Dispatcher:
             self._busy -= 1
             self._cond.notify_all()
 
-    def run_phase(self, budget: int, deadline: float) -> None:
-        """Hand out ``budget`` jobs; return once they are answered (or at ``deadline``, then wait for those out)."""
+    def run_phase(self, budget: int, deadline: float, spread_s: float = 0.0) -> None:
+        """Hand out ``budget`` jobs over at least ``spread_s``; return once they are answered and ``spread_s`` is
+        over (at ``deadline`` no more jobs are handed out; those out are waited for)."""
         with self._cond:
-            self.taken, self._left, self.in_phase = 0, budget, True
+            self.taken, self._reserved, self._left, self.in_phase = 0, 0, budget, True
+            self._phase_start, self._interval_s = time.monotonic(), spread_s / max(budget, 1)
             self._cond.notify_all()
             left_s = max(deadline - time.monotonic(), 0)
             self._cond.wait_for(lambda: self._left == 0 and self._busy == 0, timeout=left_s)
             self._left = 0
             self._cond.wait_for(lambda: self._busy == 0)
             self.in_phase = False
+        time.sleep(max(self._phase_start + spread_s - time.monotonic(), 0))
 
     def finish(self) -> None:
         """No more jobs: every waiting client gets None."""
@@ -314,8 +327,9 @@ class _Run:
                 began = time.monotonic()
                 phase_end = began + (end_of_driving - began) / (len(PHASES) - index)  # a fair share of the time left
                 self.out(f"soak: phase {phase}: {budget} requests ...")
+                spread_s = 0.0 if phase == "load" else config.min_phase_s
                 with self.chaos(phase):
-                    self.dispatcher.run_phase(budget, phase_end)
+                    self.dispatcher.run_phase(budget, max(phase_end, began + spread_s), spread_s)
                 report.phase_s[phase] = time.monotonic() - began
                 report.phase_requests[phase] = self.dispatcher.taken
         finally:
