@@ -88,6 +88,8 @@ class Killer(_Periodic):
 class SegmentFlapper(_Periodic):
     """Switches the sink between failing (503/500/429), slow (``slow_delay_s`` per request) and healthy.
 
+    ``slow_delay_s=None`` leaves the slow mode out (failing and healthy only).
+
     Uses the sink's fault switch over HTTP (``POST /faults``, ``DELETE /faults``), as an operator would.
     """
 
@@ -96,13 +98,13 @@ class SegmentFlapper(_Periodic):
         sink_url: str,
         rng: random.Random,
         every_s: tuple[float, float] = (1.0, 3.0),
-        slow_delay_s: float = 1.5,
+        slow_delay_s: float | None = 1.5,
     ) -> None:
         super().__init__("soak-segment-flapper", rng, every_s)
         self._url = f"{sink_url}/faults"
-        self._slow_delay_s = slow_delay_s
+        self._slow_delay_s = slow_delay_s or 0.0
         self._http = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.1), timeout=10)
-        self._modes = ("failing", "slow", "healthy")
+        self._modes = ("failing", "slow", "healthy") if slow_delay_s else ("failing", "healthy")
         self._next = 0
         self.periods: Counter[str] = Counter()
 

@@ -97,6 +97,7 @@ class SoakConfig:
     queue_share: float = 0.3
     kill_every_s: tuple[float, float] = (0.5, 2.0)
     flap_every_s: tuple[float, float] = (1.0, 3.0)
+    slow_segment: bool = True  # the flapping includes Segment slower than the HTTP budget
     min_phase_s: float = 20.0  # the chaos phases spread their requests over at least this long (load: no pacing)
     settle_timeout_s: float = 300.0
     max_workers: int = 3  # execution environments per function
@@ -361,7 +362,7 @@ class _Run:
             killer = Killer(self.stack.worker_pids, INGEST_FUNCTIONS, random.Random(rng.random()), config.kill_every_s)
             killer.start()
         if phase in ("flaky-segment", "everything"):
-            slow = config.timings.slow_segment_s
+            slow = config.timings.slow_segment_s if config.slow_segment else None
             flapper = SegmentFlapper(self.stack.sink.url, random.Random(rng.random()), config.flap_every_s, slow)
             flapper.start()
         if phase == "everything":
