@@ -378,11 +378,22 @@ class _Received:
         return next(iter(self.contents.values()))
 
 
+def _augment[A, B](start: A, edges: Mapping[A, Sequence[B]], mate: dict[A, B], back: dict[B, A], seen: set[B]) -> bool:
+    """Kuhn's augmenting path from ``start``: a vertex of one side matched before stays matched (to another)."""
+    for other in edges[start]:
+        if other not in seen:
+            seen.add(other)
+            if other not in back or _augment(back[other], edges, mate, back, seen):
+                mate[start], back[other] = other, start
+                return True
+    return False
+
+
 def _match(items: Sequence[str], compatible: Mapping[str, Sequence[int]], required: Sequence[int]) -> dict[str, int]:
     """A maximum matching of items to slots that covers as many ``required`` slots as any matching can.
 
-    Augmenting paths (Kuhn): a matched vertex stays matched, so the required slots matched first stay matched
-    while the remaining items are matched to any slot.
+    Augmenting paths keep matched vertices matched, so the required slots matched first stay matched while the
+    remaining items are matched to any slot.
     """
     items_of: dict[int, list[str]] = defaultdict(list)
     for item in items:
@@ -390,35 +401,12 @@ def _match(items: Sequence[str], compatible: Mapping[str, Sequence[int]], requir
             items_of[slot].append(item)
     slot_of: dict[str, int] = {}
     item_in: dict[int, str] = {}
-
-    def assign(item: str, slot: int) -> None:
-        slot_of[item] = slot
-        item_in[slot] = item
-
-    def from_slot(slot: int, seen: set[str]) -> bool:
-        for item in items_of[slot]:
-            if item not in seen:
-                seen.add(item)
-                if item not in slot_of or from_slot(slot_of[item], seen):
-                    assign(item, slot)
-                    return True
-        return False
-
-    def from_item(item: str, seen: set[int]) -> bool:
-        for slot in compatible[item]:
-            if slot not in seen:
-                seen.add(slot)
-                if slot not in item_in or from_item(item_in[slot], seen):
-                    assign(item, slot)
-                    return True
-        return False
-
     for slot in required:
-        from_slot(slot, set())
+        _augment(slot, items_of, item_in, slot_of, set())
     for item in items:
         if item not in slot_of:
-            from_item(item, set())
-    return {item: slot for slot, item in item_in.items()}
+            _augment(item, compatible, slot_of, item_in, set())
+    return dict(slot_of)
 
 
 class _Evaluator:

@@ -2,7 +2,8 @@
 
 Each test drives the local stack over HTTP as a platform would, in the one order that shows the defect, then
 hands what the producer saw and what the sink received to ``soak.invariants.evaluate``, which must find nothing.
-They fail today (``xfail(strict=True)``): the core (``layers/forwarder/segment_forwarder``) is being rewritten in
+They fail today (``xfail(strict=True, raises=InvariantBroken)``: only the evaluator's verdict is the expected
+failure, a broken precondition fails for real): the core (``layers/forwarder/segment_forwarder``) is being rewritten in
 parallel; when a fix lands, its test passes, strict xfail turns that into a failure, and the marker goes.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from local_stack.stack import LocalStack
+from soak.clients import ROUTES
 from soak.invariants import Connection, Outcome, Request, evaluate
 from tests.stack_client import Api, events_of, new_id, queue_depth, wait_for
 
@@ -46,26 +48,44 @@ class _Producer:
         self.started = time.monotonic()
         self.requests: list[Request] = []
 
-    def post(self, kind: str, path: str, body: dict[str, Any], uncertain_attempts: int = 0) -> tuple[int, Any]:
+    def post(self, kind: str, body: dict[str, Any], uncertain_attempts: int = 0) -> tuple[int, Any]:
         sent_at = time.monotonic() - self.started
-        status, answer = self.api.post(path, body)
+        status, answer = self.api.post(ROUTES[kind], body)
         outcome: Outcome = answer["status"] if status in (200, 202) else "failed"
         ids = tuple(answer.get("message_ids", ())) if outcome == "delivered" else ()
         answered_at = time.monotonic() - self.started
         self.requests.append(Request(kind, body, outcome, sent_at, answered_at, ids, uncertain_attempts))  # type: ignore[arg-type]
         return status, answer
 
-    def violations(self, stack: LocalStack, visitor: str) -> str:
+    def check(self, stack: LocalStack, visitor: str) -> None:
         """The evaluator's verdict on this visitor's requests."""
-        return _violations(stack, self.requests, visitor)
+        check_invariants(stack, self.requests, visitor)
 
 
-def _violations(stack: LocalStack, requests: list[Request], visitor: str) -> str:
-    """The evaluator's verdict on one visitor once the queues are empty: one violation a line, or ""."""
+class InvariantBroken(AssertionError):
+    """The evaluator found violations (the expected failure; a failed precondition is a plain AssertionError)."""
+
+
+def check_invariants(stack: LocalStack, requests: list[Request], visitor: str) -> None:
+    """Once the queues are empty, raise InvariantBroken with one violation a line if the evaluator finds any."""
     for queue in ("IdentifyQueue", "AssignmentQueue", "ConversionQueue"):
         wait_for(lambda q=queue: queue_depth(stack, stack.queue_url(q)) == 0, timeout_s=30)
     connections = [Connection(w, stack.write_key(w), r) for w, r in stack.connected_workspaces().items()]
-    return "\n".join(map(str, evaluate(requests, events_of(stack, visitor), connections).violations))
+    violations = evaluate(requests, events_of(stack, visitor), connections).violations
+    if violations:
+        raise InvariantBroken("\n".join(map(str, violations)))
+
+
+def _slow_segment_then_again(
+    stack: LocalStack, producer: _Producer, kind: str, first: dict[str, Any], again: dict[str, Any], messages: int
+) -> None:
+    """``first`` meets a Segment slower than the HTTP budget: answered queued, yet Segment gets its ``messages``
+    late; ``again`` (the same visitor) comes once they arrived, before the queue retries ``first``."""
+    with stack.pollers_paused():
+        stack.sink.set_fault(status=None, count=1, delay_s=SLOWER_THAN_THE_BUDGET_S)  # slow, then accepted
+        assert producer.post(kind, first) == (202, {"status": "queued"})
+        wait_for(lambda: len(events_of(stack, first["visitor_id"])) == messages, timeout_s=10)
+        producer.post(kind, again)
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +97,7 @@ def _healthy_sink(stack: LocalStack):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=InvariantBroken,
     reason="core defect: after a Segment call slower than the HTTP budget the claims are released although Segment "
     "got the Identify (with the user), so a later event re-sends the first-seen Identify under the same id with "
     "another content, and the queued event sends the user link under a second messageId",
@@ -87,17 +108,14 @@ def test_a_user_link_reaches_segment_under_one_message_id_after_a_slow_segment_c
     with_user = {"workspace_id": "demo", "visitor_id": visitor, "user_id": user, "timestamp": _timestamp(2)}
     anonymous = {"workspace_id": "demo", "visitor_id": visitor, "timestamp": _timestamp(1)}
 
-    with stack.pollers_paused():
-        stack.sink.set_fault(status=None, count=1, delay_s=SLOWER_THAN_THE_BUDGET_S)  # slow, then accepted
-        assert producer.post("identify", "/v1/identify", with_user) == (202, {"status": "queued"})
-        wait_for(lambda: events_of(stack, visitor), timeout_s=10)  # Segment did receive it, late
-        producer.post("identify", "/v1/identify", anonymous)
+    _slow_segment_then_again(stack, producer, "identify", with_user, anonymous, messages=1)
 
-    assert producer.violations(stack, visitor) == ""
+    producer.check(stack, visitor)
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=InvariantBroken,
     reason="core defect: after a Segment call slower than the HTTP budget the claim is released although Segment "
     "got the Experiment Viewed, so the next assignment of that test re-sends its messageId with its own timestamp "
     "and names (Segment keeps the first, the records disagree)",
@@ -110,17 +128,14 @@ def test_experiment_viewed_keeps_one_content_after_a_slow_segment_call(stack, ap
     again = {"workspace_id": "demo", "visitor_id": visitor, "test_id": "t-slow", "variant_id": "a"}
     again |= {"timestamp": _timestamp(1)}
 
-    with stack.pollers_paused():
-        stack.sink.set_fault(status=None, count=1, delay_s=SLOWER_THAN_THE_BUDGET_S)
-        assert producer.post("assignment", "/v1/assignments", first) == (202, {"status": "queued"})
-        wait_for(lambda: len(events_of(stack, visitor)) == 2, timeout_s=10)
-        producer.post("assignment", "/v1/assignments", again)
+    _slow_segment_then_again(stack, producer, "assignment", first, again, messages=2)
 
-    assert producer.violations(stack, visitor) == ""
+    producer.check(stack, visitor)
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=InvariantBroken,
     reason="core defect: a crashed attempt leaves the visitor's Identify claimed (live lease); the client's retry "
     "finds it in flight and lets the Track go ahead, and nothing ever sends the Identify",
 )
@@ -140,14 +155,15 @@ def test_the_identify_of_a_crashed_attempt_is_not_lost_when_the_client_retries(s
         os.kill(pid, signal.SIGKILL)
     caller.join(timeout=10)
     assert answers == [(502, {"message": "Internal Server Error"})]  # the client saw a 5xx: it retries
-    status, _answer = producer.post("conversion", "/v1/conversions", body, uncertain_attempts=1)
+    status, _answer = producer.post("conversion", body, uncertain_attempts=1)
     assert status == 200
 
-    assert producer.violations(stack, visitor) == ""
+    producer.check(stack, visitor)
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=InvariantBroken,
     reason="core defect: in one SQS batch, an event whose own fact an earlier event of the batch holds follows it "
     "and never claims its own identity facts, so the user link it carries is never sent",
 )
@@ -164,4 +180,4 @@ def test_a_user_link_is_sent_when_the_same_one_per_visitor_conversion_is_in_the_
             sqs.send_message(QueueUrl=stack.queue_url("ConversionQueue"), MessageBody=json.dumps(body))
     requests = [Request("conversion", anonymous, "consumed", 0.0), Request("conversion", with_user, "consumed", 0.1)]
 
-    assert _violations(stack, requests, visitor) == ""
+    check_invariants(stack, requests, visitor)
