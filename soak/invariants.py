@@ -759,15 +759,3 @@ def evaluate(
 ) -> Evaluation:
     """Check every invariant; see the module docstring. ``sink_events`` are the sink's ``GET /events`` records."""
     return _Evaluator(requests, sink_events, connections, parked, cache_s).run()
-
-
-def find_violations(
-    requests: Sequence[Request],
-    sink_events: Sequence[Mapping[str, Any]],
-    connections: Sequence[Connection],
-    parked: Sequence[Parked] = (),
-    *,
-    cache_s: float = 0.0,
-) -> list[Violation]:
-    """The violations alone: ``evaluate(...).violations``."""
-    return evaluate(requests, sink_events, connections, parked, cache_s=cache_s).violations
