@@ -34,6 +34,7 @@ class _Periodic:
         self._every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.errors: list[str] = []  # steps that failed (the soak reports them and fails)
 
     def start(self) -> Self:
         """Begin: the first step at once, then one after each pause."""
@@ -47,9 +48,15 @@ class _Periodic:
         self.finish()
 
     def _loop(self) -> None:
-        self.step()
+        self._step()
         while not self._stop.wait(self._rng.uniform(*self._every_s)):
+            self._step()
+
+    def _step(self) -> None:
+        try:
             self.step()
+        except Exception as exc:  # a broken trouble maker must not pass for a quiet phase
+            self.errors.append(f"{self._thread.name}: {type(exc).__name__}: {exc}")
 
     def step(self) -> None:
         """One action (subclasses)."""

@@ -144,6 +144,7 @@ class SoakReport:
     parked_reasons: Counter[str] = field(default_factory=Counter)
     sink_requests: Counter[int] = field(default_factory=Counter)
     listen_overflows: int | None = None
+    errors: list[str] = field(default_factory=list)  # the soak's own failures (a chaos step, a connection change)
     sink_events: list[dict[str, Any]] = field(default_factory=list)
     parked: list[Parked] = field(default_factory=list)
     evaluation: Evaluation = field(default_factory=Evaluation)
@@ -168,7 +169,8 @@ class SoakReport:
     @property
     def ok(self) -> bool:
         """No violation, the queues drained, every request got an answer below 500 or reached its queue."""
-        return self.evaluation.ok and self.settle_s is not None and not self.tally.outcomes.get("failed")
+        answered = not self.tally.outcomes.get("failed")
+        return self.evaluation.ok and self.settle_s is not None and answered and not self.errors
 
     def format(self, max_violations: int = 40) -> str:
         """The report as printed by ``make soak``."""
@@ -196,6 +198,7 @@ class SoakReport:
             f"  violations    {len(ev.violations)}{_counts(Counter(ev.by_rule()), '')}",
             f"  wall time     {self.wall_s:.1f}s",
         ]
+        lines += [f"  SOAK ERROR    {error}" for error in self.errors]
         for violation in ev.violations[:max_violations]:
             lines.append(f"    {violation}")
         if len(ev.violations) > max_violations:
@@ -366,7 +369,7 @@ class _Run:
             flapper = SegmentFlapper(self.stack.sink.url, random.Random(rng.random()), config.flap_every_s, slow)
             flapper.start()
         if phase == "everything":
-            changer = threading.Thread(target=self.change_connections, name="soak-connections", daemon=True)
+            changer = threading.Thread(target=self.changing_connections, name="soak-connections", daemon=True)
             changer.start()
         try:
             yield
@@ -376,9 +379,18 @@ class _Run:
             if killer is not None:
                 killer.stop()
                 self.report.kills += killer.kills
+                self.report.errors += killer.errors
             if flapper is not None:
                 flapper.stop()
                 self.report.segment_periods += flapper.periods
+                self.report.errors += flapper.errors
+
+    def changing_connections(self) -> None:
+        """``change_connections`` in a thread: a failure is reported, not lost with the thread."""
+        try:
+            self.change_connections()
+        except Exception as exc:
+            self.report.errors.append(f"connection change: {type(exc).__name__}: {exc}")
 
     def change_connections(self) -> None:
         """``demo`` to a new key in the other region at once; ``demo-eu`` off at 1/3 of the phase, on at 2/3."""

@@ -47,6 +47,7 @@ def test_a_short_soak_keeps_every_invariant():
     for key in report.write_keys:
         register_write_key(key)  # the report and the log must never show them
     print(report.format())
+    assert not report.errors, report.errors  # every kill, fault switch and connection change worked
     assert report.settle_s is not None, "the queues did not drain"
     assert report.tally.outcomes["failed"] == 0, "a request never got an answer below 500"
     assert report.tally.transport_errors.total() == 0, "the stack reset or refused a connection"
