@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests security test validate build run send-sqs bench soak clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -28,9 +28,10 @@ help:
 python-check:
 	@test -n "$(PY313)" || { echo "error: python3.13 not found. Install it (pyenv install 3.13.0) or set PY313=/path/to/python3.13" >&2; exit 1; }
 
-$(VENV)/.installed: requirements-dev.txt layers/forwarder/requirements.txt | python-check
+# The producer client (client/) is installed editable: its tests and the README's examples use it as a user would.
+$(VENV)/.installed: requirements-dev.txt layers/forwarder/requirements.txt client/pyproject.toml | python-check
 	@test -x $(PY) || $(PY313) -m venv $(VENV)
-	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -r requirements-dev.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -r requirements-dev.txt -e ./client 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $@
 
 $(SAM_VENV)/.installed: | python-check
@@ -49,9 +50,12 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/forwarder/segment_forwarder functions
+	$(VENV)/bin/mypy --strict --ignore-missing-imports --python-version 3.11 client/segment_forwarder_client
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
-# over the local stack; local-stack = the local stack's and the sink's own tests. `make test` runs them all.
+# over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client's
+# tests (tests/client on its own, tests/integration/test_client*.py against the local stack). `make test` runs them all.
 unit: venv
 	$(PY) -m pytest tests/domain -q
 
@@ -64,6 +68,9 @@ integration: venv
 local-stack-tests: venv
 	$(PY) -m pytest tests/local_stack -q
 
+client-tests: venv
+	$(PY) -m pytest tests/client tests/integration/test_client.py tests/integration/test_client_unavailable.py -q
+
 validate: $(SAM_VENV)/.installed
 	$(SAM) validate --region $(AWS_DEFAULT_REGION)
 	$(SAM) validate --lint --region $(AWS_DEFAULT_REGION)
@@ -73,13 +80,13 @@ build: $(SAM_VENV)/.installed venv
 
 # checkov: template.yaml (skips, with their reasons, in each resource's Metadata), then the template as the SAM
 # transform expands it (the generated IAM roles, Lambda permissions and API definition; Metadata passed through).
-# bandit: the Lambda code, medium and high severity.
+# bandit: the Lambda code and the producer client, medium and high severity.
 security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
 	$(CHECKOV) -f template.yaml
 	@mkdir -p $(dir $(TRANSFORMED))
 	$(PY) tests/component/test_security.py --passthrough-metadata > $(TRANSFORMED)
 	$(CHECKOV) -f $(TRANSFORMED)
-	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions -ll
+	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions client/segment_forwarder_client -ll
 
 test: lint security validate build
 	$(PY) -m pytest -q

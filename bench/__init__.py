@@ -1,4 +1,4 @@
-"""Benchmarks of the forwarder (§11), printed by ``make bench`` (``python -m bench``); never packaged.
+"""Benchmarks of the forwarder, printed by ``make bench`` (``python -m bench``); never packaged.
 
 Modules: ``workload`` (the deterministic SQS stream and its expected outcome), ``typical_app`` (the *typical
 stack* compared against), ``aws_endpoint`` (moto in its own process), ``throughput`` (both stacks on the same

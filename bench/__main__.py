@@ -1,4 +1,4 @@
-"""``make bench`` / ``python -m bench``: the benchmark table of §11, measured in one run.
+"""``make bench`` / ``python -m bench``: the benchmark table, measured in one run.
 
 1. throughput of a stream of SQS batches: the forwarder's functions vs the *typical stack* (``typical_app``),
    on the same moto endpoint and Segment sink, warm, median of ``--runs``;

@@ -73,6 +73,10 @@ def main() -> None:
 
     from moto.server import ThreadedMotoServer
 
+    from local_stack.moto_dynamodb import make_atomic
+
+    make_atomic()
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer(ip_address=sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1", port=0, verbose=False)
     server.start()

@@ -216,8 +216,8 @@ class StackEnvironment:
 
     @property
     def secret_prefix(self) -> str:
-        """The template's SecretPrefix."""
-        return self.template.parameters["SecretPrefix"]
+        """The template's effective secret prefix."""
+        return self.template.secret_prefix
 
     def _create_idempotency_table(self) -> None:
         client = self.session.client("dynamodb")

@@ -1,4 +1,4 @@
-"""The *typical stack* of the benchmark (§11): the SQS handler a team would write first with off-the-shelf parts.
+"""The *typical stack* of the benchmark: the SQS handler a team would write first with off-the-shelf parts.
 
 It is written like a Lambda ``app.py`` (module-level setup, one ``handler``) and is never packaged or deployed.
 Per SQS batch (Powertools ``BatchProcessor``, partial batch responses):

@@ -8,7 +8,7 @@
 
 Each batch holds one kind (each function has its own queue) and records of several workspaces. About a quarter
 of the records are duplicates: exact repeats of an earlier body (a producer retry or an SQS redelivery) and
-identifies of visitors already identified. Every other record creates new facts (§6), so both stacks must
+identifies of visitors already identified. Every other record creates new facts, so both stacks must
 deliver exactly the same Segment messages. Conversions always carry a dedup key (``event_id`` or
 ``one_per_visitor``): a conversion without one is forwarded on every call by design, which would make the
 duplicate share differ between the stacks.
@@ -44,12 +44,12 @@ class Batch:
 
 @dataclass(slots=True)
 class Workload:
-    """A stream and its expected outcome, computed with the rules of §2 and §6."""
+    """A stream and its expected outcome, computed with the product's dedup rules."""
 
     batches: list[Batch] = field(default_factory=list)
     events: int = 0
     duplicates: int = 0  # records that must send nothing
-    new_facts: int = 0  # §6 "once" facts first seen (IDENTIFY, IDENTIFY#U#, ASSIGN#, CONV#, EVENT#)
+    new_facts: int = 0  # "once" facts first seen (IDENTIFY, IDENTIFY#U#, ASSIGN#, CONV#, EVENT#)
     messages: int = 0  # Segment messages a correct forwarder sends
     segment_floor: int = 0  # sum over batches of the workspaces that have something to send
 

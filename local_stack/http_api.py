@@ -4,7 +4,7 @@
 
     routes = [Route.parse("POST", "/v1/assignments", "AssignmentFunction"), ...]   # from Template.http_routes()
     api = HttpApi(routes, invoke=lambda function, event: pools[function].invoke(event), token="local-dev-token",
-                  port=3000, log=print).start()
+                  credentials=("testing", "testing"), port=3000, log=print).start()
     api.url            # "http://127.0.0.1:3000"
     api.stop()
 
@@ -13,8 +13,17 @@ What API Gateway does before and after the function, as a client sees it:
 * a request over 10 MB: ``413 {"message":"Request Entity Too Large"}`` (the body is not read);
 * no route for the method and path (paths are matched exactly, ``{name}`` matches one segment):
   ``404 {"message":"Not Found"}``;
-* a route without ``Authorization: Bearer <token>`` (the local stand-in for IAM): ``401 {"message":"Unauthorized"}``
-  and the function does not run;
+* authentication, before the function runs (it does not run when refused):
+
+  - ``Authorization: AWS4-HMAC-SHA256 ...``: SigV4 for service ``execute-api``, verified as API Gateway's IAM
+    authorization does, against the local dummy credentials (``local_stack/sigv4.py``); a refusal is ``403`` with
+    API Gateway's message and ``x-amzn-ErrorType`` (e.g. "The request signature we calculated does not match the
+    signature you provided. ...", "Signature expired: ...");
+  - ``Authorization: Bearer <token>``: the local token; another token, an empty one or another scheme:
+    ``401 {"message":"Unauthorized"}``;
+  - no ``Authorization`` header: ``403 {"message":"Forbidden"}``, API Gateway's answer to an unsigned request on
+    an IAM-authorized route;
+
 * otherwise one payload-2.0 event (``version``, ``routeKey``, ``rawPath``, ``rawQueryString``, ``cookies``,
   lower-cased ``headers``, ``queryStringParameters``, ``requestContext``, ``pathParameters``, ``body``,
   ``isBase64Encoded``: base64 when the body is not UTF-8 text) is passed to the function and its
@@ -47,6 +56,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .lambda_pool import FunctionUnavailable, InvocationError
 from .segment_sink import LISTEN_BACKLOG
+from .sigv4 import SigV4Identity, SigV4Refusal, SigV4Verifier, is_sigv4
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 _DRAIN_LIMIT = 4 * MAX_BODY_BYTES  # a larger refused body is not read at all: the connection is closed
@@ -300,6 +310,7 @@ class HttpApi:
         routes: list[Route],
         invoke: InvokeFn,
         token: str,
+        credentials: tuple[str, str],
         host: str = "127.0.0.1",
         port: int = 3000,
         log: LogFn | None = None,
@@ -308,6 +319,7 @@ class HttpApi:
         self.routes = routes
         self._invoke = invoke
         self._token = token
+        self._verifier = SigV4Verifier(credentials[0], credentials[1], region)
         self.host = host
         self._requested_port = port
         self._log = log
@@ -355,11 +367,27 @@ class HttpApi:
 
     # -- requests -------------------------------------------------------------------------------------------
 
-    def _authorized(self, header: str | None) -> bool:
+    def _authenticate(
+        self, request: _Handler, raw_path: str, raw_query: str, body: bytes
+    ) -> SigV4Identity | dict[str, Any] | None:
+        """The SigV4 caller, None for the right bearer token, or the gateway's refusal (an answer)."""
+        header = request.headers.get("Authorization")
         if not header:
-            return False
+            return _encode_answer(_gateway_error(403, "Forbidden"))
+        if is_sigv4(header):
+            headers: dict[str, list[str]] = {}
+            for name, value in request.headers.items():
+                headers.setdefault(name.lower(), []).append(value)
+            outcome = self._verifier.verify(request.command, raw_path, raw_query, headers, body)
+            if isinstance(outcome, SigV4Refusal):
+                answer = _encode_answer(_gateway_error(outcome.status, outcome.message))
+                answer["headers"]["x-amzn-ErrorType"] = outcome.error_type
+                return answer
+            return outcome
         scheme, _, value = header.strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token.encode())
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token.encode()):
+            return None
+        return _encode_answer(_gateway_error(401, "Unauthorized"))
 
     def handle(self, request: _Handler, raw_path: str, raw_query: str) -> dict[str, Any]:
         """Answer one request (status, headers, cookies, body bytes, request id)."""
@@ -368,11 +396,13 @@ class HttpApi:
         route, params = self._route(request.command, raw_path)
         if route is None:
             answer = _encode_answer(_gateway_error(404, "Not Found"))
-        elif not self._authorized(request.headers.get("Authorization")):
-            answer = _encode_answer(_gateway_error(401, "Unauthorized"))
         else:
-            event = self._event(request, route, params or {}, raw_path, raw_query, body, request_id)
-            answer = self._call(route, event)
+            caller = self._authenticate(request, raw_path, raw_query, body)
+            if isinstance(caller, dict):
+                answer = caller
+            else:
+                event = self._event(request, route, params or {}, raw_path, raw_query, body, request_id, caller)
+                answer = self._call(route, event)
         answer["request_id"] = request_id
         return answer
 
@@ -407,6 +437,7 @@ class HttpApi:
         raw_query: str,
         body: bytes,
         request_id: str,
+        caller: SigV4Identity | None,
     ) -> dict[str, Any]:
         headers: dict[str, str] = {}
         cookies: list[str] = []
@@ -448,6 +479,19 @@ class HttpApi:
             },
             "isBase64Encoded": False,
         }
+        if caller is not None:  # what an IAM-authorized route adds (payload 2.0)
+            user_id = "AIDALOCALSTACKCALLER"
+            event["requestContext"]["authorizer"] = {
+                "iam": {
+                    "accessKey": caller.access_key,
+                    "accountId": ACCOUNT_ID,
+                    "callerId": user_id,
+                    "cognitoIdentity": None,
+                    "principalOrgId": None,
+                    "userArn": f"arn:aws:iam::{ACCOUNT_ID}:user/local",
+                    "userId": user_id,
+                }
+            }
         if cookies:
             event["cookies"] = cookies
         if raw_query:

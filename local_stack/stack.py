@@ -6,7 +6,7 @@ each function's environment, handler, timeout and layers, the HTTP routes and th
     from local_stack.stack import LocalStack
 
     with LocalStack(api_port=0, sink_port=0, aws_port=0, token="t") as stack:   # 0: any free port
-        stack.api_url                          # "http://127.0.0.1:<port>"  (Authorization: Bearer t)
+        stack.api_url                          # "http://127.0.0.1:<port>"  (SigV4 testing/testing, or Bearer t)
         stack.sink                             # the SegmentSink: .events(), .set_fault(...), .url
         stack.aws_endpoint                     # "http://127.0.0.1:<port>" for boto3 (dummy credentials)
         stack.client("sqs")                    # a boto3 client on that endpoint
@@ -53,6 +53,7 @@ from moto.server import ThreadedMotoServer
 
 from .http_api import HttpApi, Route, port_is_free
 from .lambda_pool import FunctionPool, FunctionSpec
+from .moto_dynamodb import make_atomic
 from .segment_sink import SegmentSink
 from .sqs_poller import LONG_POLL_S, SqsPoller
 from .template import ACCOUNT_ID, TEMPLATE_PATH, Resource, Template
@@ -94,9 +95,14 @@ class PortInUseError(OSError):
 
 
 class _MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever."""
+    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB's item
+    operations atomic as on AWS (``moto_dynamodb``)."""
 
     error: BaseException | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        make_atomic()
+        super().__init__(*args, **kwargs)
 
     def _server_entry(self) -> None:
         try:
@@ -205,6 +211,7 @@ class LocalStack:
                 [Route.parse(method, path, function) for method, path, function in self.template.http_routes()],
                 invoke=self._invoke,
                 token=self.token,
+                credentials=(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]),
                 host=self.host,
                 port=self._ports["api"],
                 log=self.emit,
@@ -323,8 +330,8 @@ class LocalStack:
 
     @property
     def secret_prefix(self) -> str:
-        """Workspace secrets are ``<prefix>/<workspace_id>``."""
-        return self.template.parameters["SecretPrefix"]
+        """Workspace secrets are ``<prefix>/<workspace_id>`` (the template's effective prefix)."""
+        return self.template.secret_prefix
 
     def write_key(self, workspace: str) -> str:
         """Write key a connected demo workspace sends with (a local key, or the real one for ``demo``)."""
@@ -517,7 +524,8 @@ class LocalStack:
         )
         lines = [
             f"Segment forwarder local stack ready in {ready_s or self.ready_s or 0:.1f}s (from template.yaml)",
-            f"  HTTP API      {self.api_url}   (Authorization: Bearer {self.token})",
+            f"  HTTP API      {self.api_url}   (SigV4: execute-api, {REGION}, the AWS endpoint's dummy credentials;"
+            f" or Authorization: Bearer {self.token})",
             f"  Segment sink  {self.sink.url}/   (events: {self.sink.url}/events)",
             f"  AWS endpoint  {self.aws_endpoint}   (moto; AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)",
             "  Routes        "
@@ -545,6 +553,8 @@ class LocalStack:
             f"  curl -s -X POST {self.api_url}/v1/assignments -H 'Authorization: Bearer {self.token}' "
             f"-H 'Content-Type: application/json' -d '{example}'",
             '  make send-sqs KIND=identify BODY=\'{"workspace_id":"demo","visitor_id":"v-1002"}\'   (the queue path)',
+            f"  python: ForwarderClient({self.api_url!r}, region={REGION!r}, credentials=('testing', 'testing'))"
+            "   (segment_forwarder_client, signed as on AWS)",
             f"  open {self.sink.url}/   (what Segment received)",
             "Ctrl-C stops everything.",
         ]

@@ -8,8 +8,9 @@
     stack.http_routes()                                       # [("POST", "/v1/assignments", "AssignmentFunction"), ...]
     stack.sqs_sources()                                       # [SqsSource(function, queue, batch_size, window)]
 
-Parameters take their defaults unless overridden. Intrinsic functions used by the template (Ref, GetAtt, Sub)
-are resolved against the created resources.
+Parameters take their defaults unless overridden. Intrinsic functions used by the template (Ref, GetAtt, Sub in
+both forms, If with the Conditions section's Equals/Not/And/Or/Condition) are resolved against the created
+resources. ``stack.secret_prefix`` is the effective prefix of the workspace secrets (the ``SecretPrefix`` output).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
         if suffix == "GetAtt":
@@ -102,7 +103,7 @@ class Template:
     # -- intrinsic functions ---------------------------------------------------------------------------------
 
     def resolve(self, value: Any, created: dict[str, Resource]) -> Any:
-        """Resolve Ref / Fn::GetAtt / Fn::Sub against parameters, pseudo parameters and created resources."""
+        """Resolve Ref / Fn::GetAtt / Fn::Sub / Fn::If against parameters, conditions and created resources."""
         if isinstance(value, list):
             return [self.resolve(v, created) for v in value]
         if not isinstance(value, dict):
@@ -113,9 +114,46 @@ class Template:
             logical_id, attribute = value["Fn::GetAtt"]
             return created[logical_id].attributes[attribute]
         if "Fn::Sub" in value:
-            text = value["Fn::Sub"]
-            return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1), created), text)
+            return self._substitute(value["Fn::Sub"], created)
+        if "Fn::If" in value:
+            condition, when_true, when_false = value["Fn::If"]
+            return self.resolve(when_true if self.condition(condition) else when_false, created)
         return {k: self.resolve(v, created) for k, v in value.items()}
+
+    def condition(self, name: str) -> bool:
+        """The value of a condition of the Conditions section."""
+        return self._evaluate(self.document.get("Conditions", {})[name])
+
+    def _evaluate(self, expression: Any) -> bool:
+        if isinstance(expression, dict) and len(expression) == 1:
+            ((function, args),) = expression.items()
+            if function == "Condition":
+                return self.condition(args)
+            if function == "Fn::Equals":
+                left, right = (str(self.resolve(arg, {})) for arg in args)
+                return left == right
+            if function == "Fn::Not":
+                return not self._evaluate(args[0])
+            if function == "Fn::And":
+                return all(self._evaluate(arg) for arg in args)
+            if function == "Fn::Or":
+                return any(self._evaluate(arg) for arg in args)
+        raise ValueError(f"unsupported condition expression: {expression!r}")
+
+    def _substitute(self, spec: str | list[Any], created: dict[str, Resource]) -> str:
+        text, variables = (spec, {}) if isinstance(spec, str) else (spec[0], spec[1])
+        values = {name: str(self.resolve(value, created)) for name, value in variables.items()}
+
+        def replace(found: re.Match[str]) -> str:
+            name = found.group(1)
+            return values[name] if name in values else self._sub(name, created)
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+    @property
+    def secret_prefix(self) -> str:
+        """The effective prefix of the workspace secrets (``<prefix>/<workspace_id>``): the ``SecretPrefix`` output."""
+        return str(self.resolve(self.document["Outputs"]["SecretPrefix"]["Value"], {}))
 
     def _pseudo(self) -> dict[str, str]:
         return {

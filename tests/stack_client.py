@@ -24,9 +24,12 @@ from typing import Any
 import pytest
 import urllib3
 
-from local_stack.stack import LocalStack
+from local_stack.stack import DUMMY_CREDENTIALS, REGION, LocalStack
+from segment_forwarder_client import ForwarderClient, QueueProducer, RetryPolicy
 
 TOKEN = "integration-token"
+LOCAL_CREDENTIALS = (DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+FAST_RETRY = RetryPolicy(max_attempts=6, base_s=0.05, cap_s=0.5, budget_s=20)
 
 
 def new_id(prefix: str) -> str:
@@ -81,6 +84,20 @@ class Api:
     def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
         """POST a JSON body."""
         return self.request("POST", path, body, **kwargs)
+
+
+def signed_client(stack: LocalStack, **kwargs: Any) -> ForwarderClient:
+    """The producer client on the stack's API, signing with the local dummy credentials (short backoffs)."""
+    kwargs.setdefault("retry", FAST_RETRY)
+    kwargs.setdefault("credentials", LOCAL_CREDENTIALS)
+    return ForwarderClient(stack.api_url, region=REGION, **kwargs)
+
+
+def queue_producer(stack: LocalStack, **kwargs: Any) -> QueueProducer:
+    """The queue producer on the stack's three queues and AWS endpoint (local dummy credentials)."""
+    kwargs.setdefault("retry", FAST_RETRY)
+    urls = {kind: stack.queue_url(f"{kind.title()}Queue") for kind in ("identify", "assignment", "conversion")}
+    return QueueProducer(urls, region=REGION, credentials=LOCAL_CREDENTIALS, endpoint_url=stack.aws_endpoint, **kwargs)
 
 
 def events_of(stack: LocalStack, visitor: str, region: str | None = None) -> list[dict[str, Any]]:

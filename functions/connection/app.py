@@ -1,4 +1,4 @@
-"""Lambda entry point of the connection function: a workspace's Segment connection (§7).
+"""Lambda entry point of the connection function: a workspace's Segment connection.
 
 HTTP API routes:
     PUT    /v1/workspaces/{workspace_id}/segment       connect (write key + region)

@@ -6,20 +6,26 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.client
+import botocore.exceptions
 import pytest
 from moto import mock_aws
 
 from local_stack.invoke import LambdaContext, load_module, sqs_record
+from local_stack.moto_dynamodb import make_atomic
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
+from tests.domain.fakes import Crash
 
 ROOT = Path(__file__).resolve().parents[2]
+make_atomic()  # moto's conditional writes atomic, as DynamoDB's are
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
@@ -65,7 +71,11 @@ class Stack:
     session: Any
     template: Template
     monkeypatch: pytest.MonkeyPatch
-    prefix: str = "segment-forwarder"
+
+    @property
+    def prefix(self) -> str:
+        """Where the functions look for workspace secrets: the template's effective prefix."""
+        return self.template.secret_prefix
 
     def connect(self, workspace: str, write_key: str, region: str = "us") -> None:
         from tests.leak_check import register_write_key  # here: imported by pytest_plugins first (assert rewrite)
@@ -172,3 +182,54 @@ def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
         stack.connect("ws-eu", "key-eu-0002", region="eu")
         yield stack
     sink.clear_faults()
+
+
+CRASH_BEFORE, CRASH_AFTER = "crash before the call", "crash after the call"
+
+
+@dataclass
+class AwsFaults:
+    """Faults at botocore's API-call boundary: the next calls of an operation fail as AWS would, or the process
+    "dies" (``Crash``, a BaseException nothing handles) before or after AWS did the call.
+
+    ``calls`` counts every call by ``service:Operation``. Nothing of the project is patched, only botocore.
+    """
+
+    failing: dict[str, list[str]]
+    calls: Counter[str]
+
+    def fail(self, operation: str, code: str = "ThrottlingException", count: int = 1) -> None:
+        """Make the next ``count`` calls of ``operation`` (e.g. ``dynamodb:BatchWriteItem``) fail with ``code``."""
+        self.failing.setdefault(operation, []).extend([code] * count)
+
+    def crash(self, operation: str, *, after: bool = False) -> None:
+        """Die at the next call of ``operation``: before it reaches AWS, or after AWS did it."""
+        self.failing.setdefault(operation, []).append(CRASH_AFTER if after else CRASH_BEFORE)
+
+    def clear(self) -> None:
+        """No more faults."""
+        self.failing.clear()
+
+
+@pytest.fixture
+def aws_faults(monkeypatch: pytest.MonkeyPatch) -> AwsFaults:
+    """Inject AWS errors (and count calls) at ``BaseClient._make_api_call``, below every boto3 client."""
+    faults = AwsFaults({}, Counter())
+    original = botocore.client.BaseClient._make_api_call
+
+    def call(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        name = f"{self.meta.service_model.service_name}:{operation_name}"
+        faults.calls[name] += 1
+        pending = faults.failing.get(name)
+        code = pending.pop(0) if pending else None
+        if code == CRASH_BEFORE:
+            raise Crash(f"before {name}")
+        if code is not None and code != CRASH_AFTER:
+            raise botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "injected"}}, operation_name)
+        answer = original(self, operation_name, api_params)
+        if code == CRASH_AFTER:
+            raise Crash(f"after {name}")
+        return answer
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
+    return faults

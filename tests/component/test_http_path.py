@@ -1,7 +1,8 @@
-"""The HTTP path through the ingest handlers: every answer of §3, and what reaches Segment (the sink)."""
+"""The HTTP path through the ingest handlers: every answer of the API, and what reaches Segment (the sink)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -49,7 +50,7 @@ def test_other_variant_of_same_test_keeps_the_first_variant(stack):
     status, body = stack.post("assignment", {**ASSIGNMENT, "variant_id": "c"}, handler)
 
     assert (status, body) == (200, {"status": "duplicate"})
-    assert stack.item("WS#ws-us#V#v-1", "ASSIGN#t-1")["variant_id"] == "b"
+    assert json.loads(stack.item("WS#ws-us#V#v-1", "ASSIGN#t-1")["content"])["properties"]["variant_id"] == "b"
     assert [t["properties"]["variant_id"] for t in stack.tracks()] == ["b"]
 
 
@@ -98,7 +99,7 @@ def test_body_over_32_kb_is_413(stack):
     assert stack.sink.events() == []
 
 
-def test_message_over_32_kb_after_enrichment_is_413_and_claims_are_released(stack):
+def test_message_over_32_kb_after_enrichment_is_413_before_anything_is_claimed(stack):
     # Just under the body limit; the Segment message (context + library + ids) goes over 32 KB.
     context = {"custom": "x" * (32 * 1024 - 200)}
     status, body = stack.post("assignment", {**ASSIGNMENT, "context": context})
@@ -106,7 +107,8 @@ def test_message_over_32_kb_after_enrichment_is_413_and_claims_are_released(stac
     assert status == 413
     assert body["error"]["field"] == "body"
     assert stack.sink.events() == []
-    assert stack.item("WS#ws-us#V#v-1", "ASSIGN#t-1")["lease_until"] == "0"
+    assert stack.item("WS#ws-us#V#v-1", "ASSIGN#t-1") is None
+    assert stack.item("WS#ws-us#V#v-1", "IDENTIFY") is None
 
 
 def test_eu_workspace_goes_to_the_eu_host_only(stack):
@@ -206,8 +208,8 @@ def test_event_id_makes_a_conversion_idempotent(stack):
     item = stack.item("WS#ws-us#V#v-1", "EVENT#e-1")
     once = stack.item("WS#ws-us#V#v-1", "IDENTIFY")
     # EVENT# facts live for hours, once-per-visitor facts for the dedup TTL (days).
-    assert int(item["expires_at"]) - int(item["updated_at"]) == 72 * 3600
-    assert int(once["expires_at"]) - int(once["updated_at"]) == 400 * 86400
+    assert int(item["expires_at"]) - int(item["first_attempt_at"]) == 72 * 3600
+    assert int(once["expires_at"]) - int(once["first_attempt_at"]) == 400 * 86400
 
 
 def test_base64_body_is_accepted(stack):

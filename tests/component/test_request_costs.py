@@ -1,4 +1,4 @@
-"""What each event costs in AWS and Segment requests (the floor of §11: one conditional write per new fact,
+"""What each event costs in AWS and Segment requests (the floor: one conditional write per new fact,
 one Segment request per workspace per batch). AWS calls are counted at botocore's API-call boundary."""
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def test_new_assignment_for_an_unseen_visitor(stack, aws_calls):
     assert answer_status == 200
 
     assert body["status"] == "delivered"
-    # claim ASSIGN#t-1, claim IDENTIFY, one BatchWriteItem marking both SENT; the secret is cached
-    assert dict(aws_calls) == {"dynamodb:PutItem": 2, "dynamodb:BatchWriteItem": 1}
+    # claim ASSIGN#t-1 and IDENTIFY (concurrently), one BatchWriteItem marking both SENT; the secret is cached
+    assert dict(aws_calls) == {"dynamodb:UpdateItem": 2, "dynamodb:BatchWriteItem": 1}
     assert len(stack.sink.requests()) == 1
 
 
@@ -52,7 +52,8 @@ def test_duplicate_assignment(stack, aws_calls):
     assert answer_status == 200
 
     assert body == {"status": "duplicate"}
-    assert dict(aws_calls) == {"dynamodb:PutItem": 1}  # the failed claim answers with the old item
+    # both claims (ASSIGN#t-1, IDENTIFY) fail and answer with the old items: nothing to send or mark
+    assert dict(aws_calls) == {"dynamodb:UpdateItem": 2}
     assert stack.sink.requests() == []
 
 
@@ -78,4 +79,8 @@ def test_sqs_batch_of_ten_for_two_workspaces(stack, aws_calls):
 
     assert len(stack.sink.requests()) == 2  # one per workspace
     # 20 claims (ASSIGN + IDENTIFY per event), 20 facts marked SENT in one BatchWriteItem (25 a request)
-    assert dict(aws_calls) == {"dynamodb:PutItem": 20, "dynamodb:BatchWriteItem": 1, "secretsmanager:GetSecretValue": 1}
+    assert dict(aws_calls) == {
+        "dynamodb:UpdateItem": 20,
+        "dynamodb:BatchWriteItem": 1,
+        "secretsmanager:GetSecretValue": 1,
+    }

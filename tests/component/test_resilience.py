@@ -1,4 +1,4 @@
-"""Exactly once and nothing lost under concurrency, crashes and Segment outages (§6 invariants)."""
+"""Exactly once and nothing lost under concurrency, crashes and Segment outages."""
 
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ def test_twenty_four_concurrent_identical_assignments_send_one_experiment_viewed
     statuses = sorted(body["status"] for _, body in answers)
     assert statuses.count("delivered") == 1
     assert set(statuses) <= {"delivered", "duplicate", "queued"}
-    # Whatever was queued (in flight elsewhere at the time) is a duplicate once processed.
+    # Queued: every 202 (its fact in flight elsewhere at the time), and a copy of any duplicate that found the
+    # visitor's Identify in flight (it comes back until that is recorded SENT). Duplicates once processed.
     queued = stack.drain("assignment")
-    assert len(queued) == statuses.count("queued")
+    assert len(queued) >= statuses.count("queued")
     if queued:
         answer = stack.handler("assignment")({"Records": stack.as_records(queued)}, LambdaContext())
         assert answer == {"batchItemFailures": []}
@@ -131,7 +132,7 @@ def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id
     template = Template.load()
     resources = template.create_resources(session)
     session.client("secretsmanager").create_secret(
-        Name="segment-forwarder/ws-us", SecretString=json.dumps({"write_key": "key-us-0001", "region": "us"})
+        Name=f"{template.secret_prefix}/ws-us", SecretString=json.dumps({"write_key": "key-us-0001", "region": "us"})
     )
     env = template.function_environment("AssignmentFunction", resources)
     env.update(
@@ -150,13 +151,14 @@ def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         item = dynamodb.get_item(TableName=env["DEDUP_TABLE"], Key=key).get("Item")
-        if item and item["status"]["S"] == "PENDING":
+        if item and item.get("status", {}).get("S") == "PENDING":
             break
         time.sleep(0.05)
     else:
         process.kill()
         pytest.fail("the first attempt never claimed")
-    time.sleep(0.3)
+    while sink.fault() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until its Segment request arrived (and hangs there)
     process.send_signal(signal.SIGKILL)  # the process dies after the claim, before marking anything sent
     process.wait()
     claimed_id = item["message_id"]["S"]

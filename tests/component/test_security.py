@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +62,15 @@ ROUTES = {
     ("delete", "/v1/workspaces/{workspace_id}/segment"): CONNECTION,
     ("post", "/v1/workspaces/{workspace_id}/segment/test"): CONNECTION,
 }
+# The effective secret prefix: segment-forwarder/<stack name> unless the SecretPrefix parameter is set.
+EFFECTIVE_PREFIX = {
+    "Fn::If": ["StackSecretPrefix", {"Fn::Sub": "segment-forwarder/${AWS::StackName}"}, {"Ref": "SecretPrefix"}]
+}
 SECRETS_UNDER_PREFIX = {
-    "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretPrefix}/*"
+    "Fn::Sub": [
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${Prefix}/*",
+        {"Prefix": EFFECTIVE_PREFIX},
+    ]
 }
 DEDUP_TABLE = {"Fn::GetAtt": ["DedupTable", "Arn"]}
 # Secrets Manager actions that change nothing; every other one writes (Create/Put/Update/Delete/Restore/Tag...).
@@ -109,8 +117,13 @@ def sam_transform(passthrough_metadata: bool = False) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def resources() -> dict[str, dict[str, Any]]:
-    return sam_transform()["Resources"]
+def transformed() -> dict[str, Any]:
+    return sam_transform()
+
+
+@pytest.fixture(scope="module")
+def resources(transformed: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return transformed["Resources"]
 
 
 def of_type(resources: dict[str, dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -248,6 +261,77 @@ def test_each_role_touches_only_its_services(resources):
     for function in [*INGEST, CONNECTION]:
         services = {a.split(":")[0] for s in statements(role_of(resources, function)) for a in as_list(s["Action"])}
         assert services == ({"dynamodb", "sqs", "secretsmanager"} if function in INGEST else {"secretsmanager"})
+
+
+# -- stacks never share secrets ------------------------------------------------------------------------------
+
+
+def test_the_secret_prefix_defaults_to_one_per_stack_and_every_use_spells_the_same(transformed, resources):
+    parameter = transformed["Parameters"]["SecretPrefix"]
+    assert parameter["Default"] == ""
+    assert transformed["Conditions"]["StackSecretPrefix"] == {"Fn::Equals": [{"Ref": "SecretPrefix"}, ""]}
+    for name, function in of_type(resources, "AWS::Lambda::Function").items():
+        assert function["Properties"]["Environment"]["Variables"]["SECRET_PREFIX"] == EFFECTIVE_PREFIX, name
+    assert transformed["Outputs"]["SecretPrefix"]["Value"] == EFFECTIVE_PREFIX
+    # Every secretsmanager grant is under the effective prefix (the tests above check each role's grants).
+    grants_seen = [r for f in [*INGEST, CONNECTION] for _, r in grants(role_of(resources, f), "secretsmanager")]
+    assert grants_seen and all(r == SECRETS_UNDER_PREFIX for r in grants_seen)
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "parameter", "prefix"),
+    [
+        ("segment-forwarder", "", "segment-forwarder/segment-forwarder"),
+        ("segment-forwarder-staging", "", "segment-forwarder/segment-forwarder-staging"),
+        ("segment-forwarder-staging", "acme/prod-forwarder", "acme/prod-forwarder"),
+    ],
+)
+def test_two_stacks_read_and_write_different_secrets_unless_told_otherwise(stack_name, parameter, prefix):
+    from local_stack.template import Template
+
+    template = Template.load(TEMPLATE, parameters={"SecretPrefix": parameter}, stack_name=stack_name)
+    resolved = template.resolve(SECRETS_UNDER_PREFIX, {})
+
+    assert template.secret_prefix == prefix
+    assert resolved == f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{prefix}/*"
+    env = template.resolve(template.document["Globals"]["Function"]["Environment"]["Variables"]["SECRET_PREFIX"], {})
+    assert env == prefix
+
+
+def test_outputs_name_the_api_and_every_queue_and_dlq_by_arn(transformed):
+    outputs = {name: output["Value"] for name, output in transformed["Outputs"].items()}
+
+    assert outputs["ApiId"] == {"Ref": "ForwarderApi"}
+    assert outputs["ApiExecuteArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${ForwarderApi}/*"
+    }
+    for kind in INGEST.values():
+        for queue in (f"{kind}Queue", f"{kind}DeadLetterQueue"):
+            assert outputs[f"{queue}Arn"] == {"Fn::GetAtt": [queue, "Arn"]}
+            assert outputs[f"{queue}Url"] == {"Ref": queue}
+
+
+def test_the_readmes_two_caller_policies_cover_every_route_once_and_split_ingest_from_connections():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    policies = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.S) if "execute-api:Invoke" in b]
+    assert len(policies) == 2
+    routes_of = []
+    for policy in policies:
+        routes = []
+        for statement in policy["Statement"]:
+            if statement["Action"] == "execute-api:Invoke":
+                for arn in statement["Resource"]:
+                    method, path = re.fullmatch(
+                        r"arn:aws:execute-api:REGION:ACCOUNT:API_ID/\*/([A-Z]+)(/.*)", arn
+                    ).groups()
+                    routes.append((method.lower(), path.replace("/*/", "/{workspace_id}/")))
+        routes_of.append(routes)
+    ingest, admin = routes_of
+    assert sorted(ingest + admin) == sorted(ROUTES), "the policies must name every route exactly once"
+    assert {ROUTES[r] for r in ingest} == set(INGEST)
+    assert {ROUTES[r] for r in admin} == {CONNECTION}
+    [queues] = [s for s in policies[0]["Statement"] if s["Action"] == "sqs:SendMessage"]
+    assert len(queues["Resource"]) == 3
 
 
 # -- data at rest and configuration ---------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _body_schema(case: schemathesis.Case) -> dict[str, Any] | None:
 
 
 def _breaks_prose_rules(body: dict[str, Any]) -> bool:
-    """The rules §3 states beyond the schema: timestamp a real date at most 1 h ahead; origin_url absolute."""
+    """The rules the API states beyond the schema: timestamp a real date at most 1 h ahead; origin_url absolute."""
     timestamp = body.get("timestamp")
     if isinstance(timestamp, str):
         try:

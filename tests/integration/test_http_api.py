@@ -196,17 +196,17 @@ def test_eu_workspace_reaches_only_the_eu_endpoint_with_its_own_key(stack, api):
 
 
 @pytest.mark.parametrize(
-    "auth",
+    ("auth", "refusal"),
     [
-        {"token": ""},
-        {"token": "wrong-token"},
-        {"authorization": "Basic aW50ZWdyYXRpb24tdG9rZW46"},
-        {"authorization": "Bearer"},
+        ({"token": ""}, (403, {"message": "Forbidden"})),  # API Gateway's answer to an unsigned request (IAM)
+        ({"token": "wrong-token"}, (401, {"message": "Unauthorized"})),
+        ({"authorization": "Basic aW50ZWdyYXRpb24tdG9rZW46"}, (401, {"message": "Unauthorized"})),
+        ({"authorization": "Bearer"}, (401, {"message": "Unauthorized"})),
     ],
     ids=["no-token", "wrong-token", "basic-scheme", "empty-bearer"],
 )
 @pytest.mark.parametrize("path", ["/v1/identify", "/v1/assignments", "/v1/conversions"])
-def test_requests_without_the_token_are_refused_before_the_function_runs(stack, api, auth, path):
+def test_requests_without_the_token_are_refused_before_the_function_runs(stack, api, auth, refusal, path):
     visitor = new_id("v")
     body = {
         "workspace_id": "demo",
@@ -219,14 +219,14 @@ def test_requests_without_the_token_are_refused_before_the_function_runs(stack, 
     }
     before = len(stack.sink.requests())
 
-    assert api.post(path, body, **auth) == (401, {"message": "Unauthorized"})
-    assert api.post(path, raw=b"not json", **auth) == (401, {"message": "Unauthorized"})
+    assert api.post(path, body, **auth) == refusal
+    assert api.post(path, raw=b"not json", **auth) == refusal
     assert len(stack.sink.requests()) == before
     assert events_of(stack, visitor) == []
 
 
 def test_connection_routes_require_the_token_too(stack, api):
-    assert api.request("GET", "/v1/workspaces/demo/segment", token="") == (401, {"message": "Unauthorized"})
+    assert api.request("GET", "/v1/workspaces/demo/segment", token="") == (403, {"message": "Forbidden"})
     assert api.request("DELETE", "/v1/workspaces/demo/segment", token="nope") == (401, {"message": "Unauthorized"})
 
 

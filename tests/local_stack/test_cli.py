@@ -22,6 +22,7 @@ import pytest
 import urllib3
 
 from local_stack.http_api import port_is_free
+from segment_forwarder_client import ForwarderClient, Status
 from tests.stack_client import new_id
 
 pytestmark = pytest.mark.integration
@@ -129,6 +130,19 @@ def test_the_curl_of_the_banner_is_delivered_to_the_sink(running):
     events = json.loads(http.request("GET", f"{sink}/events?region=us").data)
     mine = [e["message"] for e in events if e["message"].get("anonymousId") == body["visitor_id"]]
     assert [(m["type"], m.get("event")) for m in mine] == [("identify", None), ("track", "Experiment Viewed")]
+
+
+def test_the_python_line_of_the_banner_signs_and_is_delivered(running):
+    found = running.read_until(
+        r"python: ForwarderClient\('([^']+)', region='([^']+)', credentials=\('(\w+)', '(\w+)'\)\)"
+    )
+    url, region, access_key, secret_key = found.groups()
+    client = ForwarderClient(url, region=region, credentials=(access_key, secret_key))
+
+    result = client.identify("demo", new_id("v"))
+
+    assert result.status == Status.DELIVERED
+    running.read_until(r"POST /v1/identify 200 delivered 1 msg \d+ms")
 
 
 def test_send_sqs_puts_a_message_on_the_running_stacks_queue(running):

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from local_stack.stack import LocalStack
 from tests.stack_client import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
@@ -170,6 +174,30 @@ def test_the_function_gets_an_api_gateway_v2_event(stack, api: Api):
     assert context["stage"] == "$default"
     assert context["accountId"] == "123456789012"
     assert {"apiId", "domainName", "requestId", "time", "timeEpoch"} <= set(context)
+
+
+def test_a_sigv4_signed_request_carries_the_iam_caller_and_a_bearer_one_none(stack, api: Api):
+    url = f"{stack.api_url}/v1/identify"
+    signed = AWSRequest(method="POST", url=url, data=b"{}", headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials("testing", "testing"), "execute-api", "us-east-1").add_auth(signed)
+
+    response = urllib3.request("POST", url, body=b"{}", headers=dict(signed.headers.items()), timeout=10)
+    status, answer = api.post("/v1/identify", {})
+
+    assert response.status == 200
+    assert response.json()["event"]["requestContext"]["authorizer"] == {
+        "iam": {
+            "accessKey": "testing",
+            "accountId": "123456789012",
+            "callerId": "AIDALOCALSTACKCALLER",
+            "cognitoIdentity": None,
+            "principalOrgId": None,
+            "userArn": "arn:aws:iam::123456789012:user/local",
+            "userId": "AIDALOCALSTACKCALLER",
+        }
+    }
+    assert status == 200
+    assert "authorizer" not in answer["event"]["requestContext"]
 
 
 def test_the_function_runs_in_its_own_lambda_like_environment(stack, api: Api, code):

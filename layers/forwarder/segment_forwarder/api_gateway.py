@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import Any
 
 from .errors import RequestError
 
 
-def request_body(event: dict) -> bytes:
+def request_body(event: dict[str, Any]) -> bytes:
     """The request body as bytes (API Gateway base64-encodes bodies that are not text)."""
     body = event.get("body") or ""
     if event.get("isBase64Encoded"):
@@ -23,10 +24,10 @@ def request_body(event: dict) -> bytes:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise RequestError(400, "invalid_body", "the body is not valid base64", "body") from None
-    return body.encode("utf-8", "surrogatepass")
+    return str(body).encode("utf-8", "surrogatepass")
 
 
-def json_response(status: int, body: dict | None) -> dict:
+def json_response(status: int, body: dict[str, Any] | None) -> dict[str, Any]:
     """An HTTP API answer with a JSON body, or an empty body (204) without a content type."""
     if body is None:
         return {"statusCode": status, "headers": {}, "body": ""}

@@ -11,9 +11,10 @@ HTTP API (payload format 2.0) routes, bound in ``functions/connection/app.py``::
     answer = handler(api_gateway_v2_event, lambda_context)   # {"statusCode", "headers", "body"}
 
 The connection is the secret ``<SECRET_PREFIX>/<workspace_id>`` with SecretString ``{"write_key", "region"}``
-(§7); this function is its only writer. A disconnect schedules the secret for deletion with a recovery window,
-so reconnecting soon after restores it and stores the new key. The ingest functions cache connections for
-``CONNECTION_CACHE_SECONDS``, so a change reaches them within that time.
+(stored and read by ``connections.ConnectionStore``); this function is its only writer. A disconnect schedules
+the secret for deletion with a recovery window, so reconnecting soon after restores it and stores the new key.
+The ingest functions cache connections for ``CONNECTION_CACHE_SECONDS``, so a change reaches them within that
+time.
 
 The write key is never answered (only ``write_key_hint``, an ellipsis and its last 4 characters), never
 logged, never put in a metric or an exception message.
@@ -21,7 +22,6 @@ logged, never put in a metric or an exception message.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import traceback
@@ -34,14 +34,12 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
 
-from . import LIBRARY
 from .api_gateway import json_response, request_body
 from .config import AWS_CLIENT_CONFIG, Settings
-from .connections import Connection, parse_secret, secret_name
+from .connections import Connection, ConnectionStore, ConnectionUnavailableError
 from .errors import ConnectionConfigError, RequestError
-from .events import iso_ms
+from .messages import connection_test_content, iso_ms, with_delivery
 from .segment import SegmentClient
 from .validation import is_valid, parse_body
 
@@ -50,25 +48,17 @@ metrics = Metrics()
 
 CONNECTION_ROUTE = "/v1/workspaces/{workspace_id}/segment"
 TEST_ROUTE = "/v1/workspaces/{workspace_id}/segment/test"
-RECOVERY_WINDOW_DAYS = 7  # a disconnect can be undone by reconnecting within this window (Secrets Manager: 7-30)
-TEST_EVENT = "Segment Connection Test"
-TEST_ANONYMOUS_ID = "segment-forwarder-connection-test"
 TEST_SAFETY_S = 1.0  # time kept for answering after the test send's deadline
 MIN_TEST_BUDGET_S = 0.5
-
-# Secrets Manager: ResourceNotFound = no secret; InvalidRequest = scheduled for deletion (or another state error).
-_NOT_FOUND = "ResourceNotFoundException"
-_INVALID_STATE = "InvalidRequestException"
-_EXISTS = "ResourceExistsException"
 _RAW_PATH = re.compile(r"^/v1/workspaces/(?P<workspace_id>[^/]*)/segment(?P<test>/test)?/?$")
 
 
 @dataclass(slots=True)
 class Runtime:
-    """What an execution environment keeps warm: settings, the Secrets Manager client, the Segment client."""
+    """What an execution environment keeps warm: settings, the connection store, the Segment client."""
 
     settings: Settings
-    secrets: Any
+    connections: ConnectionStore
     segment: SegmentClient
 
     @classmethod
@@ -79,7 +69,7 @@ class Runtime:
         """
         settings = Settings.from_env()
         secrets = boto3.session.Session().client("secretsmanager", config=AWS_CLIENT_CONFIG)
-        return cls(settings, secrets, SegmentClient(settings.endpoints))
+        return cls(settings, ConnectionStore(secrets, settings.secret_prefix), SegmentClient(settings.endpoints))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +77,7 @@ class Answer:
     """An HTTP answer, the outcome word logged (and counted) for it, and more to log (never the key)."""
 
     status: int
-    body: dict | None
+    body: dict[str, Any] | None
     outcome: str
     log: dict[str, Any] = field(default_factory=dict)
 
@@ -105,7 +95,7 @@ def _get_runtime() -> Runtime:
 @metrics.log_metrics
 # log_event=False explicitly: the event carries the write key, even if POWERTOOLS_LOGGER_LOG_EVENT is set.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
-def handler(event: dict, context: Any) -> dict:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Serve one connection route (API Gateway HTTP API v2 event) and log one structured line about it.
 
     Answers: PUT 200 ``{"connected": true, "region", "write_key_hint"}``; GET 200 ``{"connected": false}`` or
@@ -132,8 +122,8 @@ def handler(event: dict, context: Any) -> dict:
         answer = op(_get_runtime(), valid_workspace, event, context)
     except RequestError as exc:
         answer = Answer(exc.status, exc.as_body(), exc.code, {"field": exc.field, "detail": exc.message})
-    except (ClientError, BotoCoreError) as exc:
-        logger.error("Secrets Manager failed", extra={"error": _aws_error_code(exc)})
+    except ConnectionUnavailableError as exc:
+        logger.error("Secrets Manager failed", extra={"error": str(exc)})
         failure = RequestError(503, "unavailable", "Secrets Manager could not be reached; retry the call", None)
         answer = Answer(503, failure.as_body(), "unavailable")
     except ConnectionConfigError as exc:
@@ -167,81 +157,39 @@ def handler(event: dict, context: Any) -> dict:
 # -- operations ----------------------------------------------------------------------------------------------
 
 
-def _connect(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
+def _connect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
     """PUT: store the write key and region, creating, replacing or restoring the secret as needed."""
     body = parse_body("ConnectRequest", request_body(event))
     connection = Connection(body["write_key"], str(body.get("region") or "us").lower())
-    value = json.dumps({"write_key": connection.write_key, "region": connection.region})
-    name = secret_name(runtime.settings.secret_prefix, workspace_id)
-    outcome = _store(runtime.secrets, name, workspace_id, value)
+    outcome = runtime.connections.save(workspace_id, connection)
     return Answer(200, _connected(connection), outcome, {"region": connection.region})
 
 
-def _store(secrets: Any, name: str, workspace_id: str, value: str) -> str:
-    """Write the secret; returns ``connected`` (new), ``reconnected`` (replaced) or ``restored`` (was deleted).
-
-    A secret scheduled for deletion (a disconnect shortly before) is restored first: it cannot be written or
-    created again while deleted.
-    """
-    try:
-        secrets.create_secret(
-            Name=name,
-            SecretString=value,
-            Description=f"Segment connection of workspace {workspace_id} (write key and region)",
-        )
-        return "connected"
-    except ClientError as exc:
-        if _aws_error_code(exc) not in (_EXISTS, _INVALID_STATE):
-            raise
-    outcome = "reconnected"
-    if "DeletedDate" in secrets.describe_secret(SecretId=name):
-        secrets.restore_secret(SecretId=name)
-        outcome = "restored"
-    secrets.put_secret_value(SecretId=name, SecretString=value)
-    return outcome
-
-
-def _status(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
+def _status(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
     """GET: whether the workspace is connected, with its region and key hint."""
-    connection = _read(runtime, workspace_id)
+    connection = runtime.connections.read(workspace_id)
     if connection is None:
         return Answer(200, {"connected": False}, "not_connected")
     return Answer(200, _connected(connection), "connected", {"region": connection.region})
 
 
-def _disconnect(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
-    """DELETE: schedule the secret for deletion (recoverable for RECOVERY_WINDOW_DAYS); 204 even if absent."""
-    name = secret_name(runtime.settings.secret_prefix, workspace_id)
-    try:
-        runtime.secrets.delete_secret(SecretId=name, RecoveryWindowInDays=RECOVERY_WINDOW_DAYS)
-    except ClientError as exc:
-        code = _aws_error_code(exc)
-        if code == _NOT_FOUND:
-            return Answer(204, None, "not_connected")
-        if code == _INVALID_STATE and "DeletedDate" in runtime.secrets.describe_secret(SecretId=name):
-            return Answer(204, None, "not_connected")  # already disconnected
-        raise
-    return Answer(204, None, "disconnected")
+def _disconnect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
+    """DELETE: schedule the secret for deletion (recoverable for a while by reconnecting); 204 even if absent."""
+    removed = runtime.connections.remove(workspace_id)
+    return Answer(204, None, "disconnected" if removed else "not_connected")
 
 
-def _test(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Answer:
+def _test(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
     """POST .../test: send one "Segment Connection Test" Track to the workspace's source, in its region only.
 
     Segment answers 200 even to a wrong write key, so the user checks Segment's debugger for the event.
     """
-    connection = _read(runtime, workspace_id)
+    connection = runtime.connections.read(workspace_id)
     if connection is None:
         raise RequestError(404, "not_connected", f"workspace {workspace_id} has no Segment connection", None)
     message_id = str(uuid.uuid4())
-    message = {
-        "type": "track",
-        "event": TEST_EVENT,
-        "anonymousId": TEST_ANONYMOUS_ID,
-        "properties": {"workspace_id": workspace_id, "sent_by": LIBRARY["name"]},
-        "messageId": message_id,
-        "timestamp": iso_ms(datetime.now(UTC)),
-        "context": {"library": LIBRARY},
-    }
+    content = connection_test_content(workspace_id, timestamp=iso_ms(datetime.now(UTC)))
+    message = with_delivery(content, message_id, {})
     remaining_s = context.get_remaining_time_in_millis() / 1000
     budget = max(min(runtime.settings.http_delivery_budget_seconds, remaining_s - TEST_SAFETY_S), MIN_TEST_BUDGET_S)
     result = runtime.segment.send(
@@ -259,7 +207,7 @@ def _test(runtime: Runtime, workspace_id: str, event: dict, context: Any) -> Ans
     raise RequestError(502, "segment_rejected", f"Segment refused the test event with status {result.status}", None)
 
 
-_OPERATIONS: dict[tuple[str, str], Callable[[Runtime, str, dict, Any], Answer]] = {
+_OPERATIONS: dict[tuple[str, str], Callable[[Runtime, str, dict[str, Any], Any], Answer]] = {
     ("PUT", CONNECTION_ROUTE): _connect,
     ("GET", CONNECTION_ROUTE): _status,
     ("DELETE", CONNECTION_ROUTE): _disconnect,
@@ -270,28 +218,11 @@ _OPERATIONS: dict[tuple[str, str], Callable[[Runtime, str, dict, Any], Answer]] 
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-def _read(runtime: Runtime, workspace_id: str) -> Connection | None:
-    """The stored connection; None when there is no secret or it is scheduled for deletion.
-
-    Raises ConnectionConfigError when the secret is malformed, ClientError/BotoCoreError when Secrets Manager fails.
-    """
-    name = secret_name(runtime.settings.secret_prefix, workspace_id)
-    try:
-        value = runtime.secrets.get_secret_value(SecretId=name)
-    except ClientError as exc:
-        if _aws_error_code(exc) in (_NOT_FOUND, _INVALID_STATE):
-            return None
-        raise
-    if "SecretString" not in value:
-        raise ConnectionConfigError("the workspace secret is binary, not a JSON SecretString")
-    return parse_secret(value["SecretString"])
-
-
-def _connected(connection: Connection) -> dict:
+def _connected(connection: Connection) -> dict[str, Any]:
     return {"connected": True, "region": connection.region, "write_key_hint": connection.hint}
 
 
-def _route_of(event: dict) -> tuple[str, str, str | None]:
+def _route_of(event: dict[str, Any]) -> tuple[str, str, str | None]:
     """(method, route template, workspace_id) of an HTTP API v2 event; the template is "" for an unknown path.
 
     The route comes from ``routeKey``; with a ``$default`` route the raw path is matched instead.
@@ -317,12 +248,6 @@ def _check_workspace_id(workspace_id: str | None) -> str:
             400, "invalid_value", "workspace_id must be 1-64 characters of A-Za-z0-9_-", "workspace_id"
         ) from None
     return str(workspace_id)
-
-
-def _aws_error_code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code") or "ClientError")
-    return type(exc).__name__
 
 
 def _metric_name(outcome: str) -> str:

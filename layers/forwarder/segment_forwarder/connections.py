@@ -1,4 +1,7 @@
-"""Workspace connections: the write key and region of each workspace, in Secrets Manager (§7).
+"""Workspace connections: the write key and region of each workspace, in Secrets Manager. The only module that
+talks to Secrets Manager.
+
+The secret ``<prefix>/<workspace_id>`` holds ``{"write_key": "...", "region": "us"|"eu"}``.
 
 Read side (ingest functions), through Powertools' parameters utility and its cache::
 
@@ -7,28 +10,48 @@ Read side (ingest functions), through Powertools' parameters utility and its cac
 
 "Not connected" is cached as well, so a workspace that has no connection does not cost a Secrets Manager call
 per event; a new, changed or removed connection is seen within ``max_age`` seconds.
+
+Write side (the connection function, the only writer), uncached::
+
+    store = ConnectionStore(secretsmanager_client, prefix="segment-forwarder")
+    store.save("demo", Connection("<write key>", "eu"))    # "connected" | "reconnected" | "restored"
+    store.read("demo")                                      # Connection | None
+    store.remove("demo")                                    # True if it was connected
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConnectionConfigError
 
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager.client import SecretsManagerClient
+else:
+    SecretsManagerClient = Any
+
 REGIONS = ("us", "eu")
+RECOVERY_WINDOW_DAYS = 7  # a disconnect can be undone by reconnecting within this window (Secrets Manager: 7-30)
 MIN_HINT_KEY_CHARS = 8  # a shorter key would be (nearly) shown whole by its last 4 characters
 _NOT_CONNECTED = ""  # cached stand-in for a missing (or deleted) secret
 # Secrets Manager answers ResourceNotFound for a missing secret and InvalidRequest for one scheduled for deletion.
-_GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
+_NOT_FOUND = "ResourceNotFoundException"
+_INVALID_STATE = "InvalidRequestException"
+_EXISTS = "ResourceExistsException"
+_GONE_CODES = frozenset({_NOT_FOUND, _INVALID_STATE})
 
 
 class ConnectionUnavailableError(Exception):
-    """Secrets Manager could not be read (network, throttling, permissions): retry later."""
+    """Secrets Manager could not be reached or refused the call (network, throttling, permissions): retry later.
+
+    The message is the AWS error code only (never a value).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +106,7 @@ class _ConnectionSecrets(SecretsProvider):
 class Connections:
     """Cached read access to workspace connections."""
 
-    def __init__(self, client: Any, prefix: str, max_age: int) -> None:
+    def __init__(self, client: SecretsManagerClient, prefix: str, max_age: int) -> None:
         self._provider = _ConnectionSecrets(boto3_client=client)
         self._prefix = prefix
         self._max_age = max_age
@@ -103,6 +126,76 @@ class Connections:
             raise ConnectionConfigError("the workspace secret is binary, not a JSON SecretString")
         return parse_secret(str(value))
 
-    def clear(self) -> None:
-        """Forget cached connections (the connection function calls this after a change)."""
-        self._provider.clear_cache()
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "ClientError")
+    return type(exc).__name__
+
+
+class ConnectionStore:
+    """Uncached read and write access to workspace connections (the connection function).
+
+    Every method raises ConnectionUnavailableError when Secrets Manager fails, and ``read`` raises
+    ConnectionConfigError for a stored secret that cannot be used.
+    """
+
+    def __init__(self, client: SecretsManagerClient, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def read(self, workspace_id: str) -> Connection | None:
+        """The stored connection; None when there is no secret or it is scheduled for deletion."""
+        try:
+            value = self._client.get_secret_value(SecretId=secret_name(self._prefix, workspace_id))
+        except ClientError as exc:
+            if _error_code(exc) in _GONE_CODES:
+                return None
+            raise ConnectionUnavailableError(_error_code(exc)) from None
+        except BotoCoreError as exc:
+            raise ConnectionUnavailableError(_error_code(exc)) from None
+        if "SecretString" not in value:
+            raise ConnectionConfigError("the workspace secret is binary, not a JSON SecretString")
+        return parse_secret(value["SecretString"])
+
+    def save(self, workspace_id: str, connection: Connection) -> str:
+        """Store the connection: ``connected`` (new secret), ``reconnected`` (replaced) or ``restored`` (a
+        secret scheduled for deletion, by a disconnect shortly before, is restored first and then written)."""
+        name = secret_name(self._prefix, workspace_id)
+        value = json.dumps({"write_key": connection.write_key, "region": connection.region})
+        try:
+            try:
+                self._client.create_secret(
+                    Name=name,
+                    SecretString=value,
+                    Description=f"Segment connection of workspace {workspace_id} (write key and region)",
+                )
+                return "connected"
+            except ClientError as exc:
+                if _error_code(exc) not in (_EXISTS, _INVALID_STATE):
+                    raise
+            outcome = "reconnected"
+            if "DeletedDate" in self._client.describe_secret(SecretId=name):
+                self._client.restore_secret(SecretId=name)
+                outcome = "restored"
+            self._client.put_secret_value(SecretId=name, SecretString=value)
+        except (ClientError, BotoCoreError) as exc:
+            raise ConnectionUnavailableError(_error_code(exc)) from None
+        return outcome
+
+    def remove(self, workspace_id: str) -> bool:
+        """Schedule the secret for deletion (recoverable for RECOVERY_WINDOW_DAYS); False if not connected."""
+        name = secret_name(self._prefix, workspace_id)
+        try:
+            try:
+                self._client.delete_secret(SecretId=name, RecoveryWindowInDays=RECOVERY_WINDOW_DAYS)
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code == _NOT_FOUND:
+                    return False
+                if code == _INVALID_STATE and "DeletedDate" in self._client.describe_secret(SecretId=name):
+                    return False  # already disconnected
+                raise
+        except (ClientError, BotoCoreError) as exc:
+            raise ConnectionUnavailableError(_error_code(exc)) from None
+        return True

@@ -1,71 +1,109 @@
-"""Dedup and delivery state in DynamoDB: one item per "once" fact (§6). The only module that talks to the table.
+"""The dedup table (DynamoDB): one item per "once" fact. The only module that talks to the table.
 
-A claim is one conditional PutItem. It wins when the item is absent, expired (TTL deletion lags), or PENDING
-with an expired lease (a crashed attempt); otherwise the old item comes back with the error (ALL_OLD)::
+A claim is one conditional UpdateItem. It wins when the item is absent or PENDING with an expired lease (a
+crashed or failed attempt); an item past its expiry (TTL deletion lags by days) is replaced as if absent. The
+first claim records the fact's content and message id; a later claim keeps them (``if_not_exists``), so every
+resend carries what the first attempt recorded. A claim that loses gets the item as it stands (ALL_OLD)::
 
-    store = DedupStore(dynamodb_client, "table", lease_seconds=90)
-    claim = store.claim(Fact(pk, "ASSIGN#t1", message_id, ttl_seconds, variant_id="b"))
-    if claim.state is ClaimState.CLAIMED:
-        ...send...
-        store.mark_sent([claim])        # one BatchWriteItem per 25 facts
-    # or, when delivery failed:
-        store.release([claim])          # the retry can claim again at once
+    store = DedupStore(dynamodb_client, "table", lease_seconds=90, visitor_ttl_seconds=..., event_ttl_seconds=...)
+    claims = store.claim_all(claim_requests(events))        # {slot: Claim}, concurrently
+    claims[slot].answer.state                                # CLAIMED / SENT / IN_FLIGHT / UNAVAILABLE / INVALID
+    store.mark_sent([(claims[slot], message_id)])           # BatchWriteItem, 25 a request
+    store.release([claims[slot]])                           # a retry can claim at once
+
+Item: ``pk = WS#<workspace>#V#<visitor>``, ``sk`` = the fact's key (a fact id too long for a key is replaced by
+its SHA-256, the id kept in ``fact_name``), ``status`` (PENDING | SENT), ``message_id``, ``content`` (JSON),
+``first_attempt_at``, ``delivered_at``, ``attempts``, ``lease_until``, ``claim_token``, ``updated_at`` and
+``expires_at`` (the TTL attribute).
 """
 
 from __future__ import annotations
 
-import enum
+import hashlib
+import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-PENDING, SENT = "PENDING", "SENT"
-_CLAIM_CONDITION = "attribute_not_exists(pk) OR expires_at < :now OR (#status = :pending AND lease_until < :now)"
+from .facts import ClaimAnswer, ClaimRequest, ClaimState, Fact, Slot
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, WriteRequestTypeDef
+
+    Item = dict[str, AttributeValueTypeDef]
+else:
+    DynamoDBClient = Any
+    Item = dict[str, Any]
+
+PENDING: Final = "PENDING"
+SENT: Final = "SENT"
+_CLAIM_UPDATE = (
+    "SET #status = :pending, lease_until = :lease, claim_token = :token, updated_at = :now, "
+    "message_id = if_not_exists(message_id, :message_id), content = if_not_exists(content, :content), "
+    "first_attempt_at = if_not_exists(first_attempt_at, :now), expires_at = if_not_exists(expires_at, :expires) "
+    "ADD attempts :one"
+)
+_CLAIM_CONDITION = "attribute_not_exists(pk) OR (#status = :pending AND lease_until < :now AND expires_at > :now)"
 _BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_RETRIES = 5
+MAX_KEY_NAME_BYTES = 200  # a fact id longer than this (UTF-8) is hashed inside the sort key (limit 1,024 bytes)
+# The table refused the request itself: retrying the same request can never succeed.
+PERMANENT_ERRORS = frozenset({"ValidationException", "SerializationException"})
+CLAIM_THREADS = 16
 
 
 class DedupUnavailableError(Exception):
     """DynamoDB could not be reached or refused the request (throttled, ...): retry later."""
 
 
-class ClaimState(enum.Enum):
-    """Outcome of a claim."""
-
-    CLAIMED = "claimed"  # this attempt owns the fact and must send it
-    SENT = "sent"  # already delivered: a duplicate
-    IN_FLIGHT = "in_flight"  # another attempt holds a live lease
-
-
-@dataclass(frozen=True, slots=True)
-class Fact:
-    """A "once" fact of one visitor: the DynamoDB item it lives in and what it records."""
-
-    pk: str
-    sk: str
-    message_id: str
-    ttl_seconds: int
-    variant_id: str | None = None
-    user_id: str | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A fact as the table answered: ``recorded`` is the item's attributes as they stood (ALL_OLD), if any."""
+    """A claim's answer, and (for the store) the item as it stands after the claim and its lease token."""
 
-    fact: Fact
-    state: ClaimState
+    slot: Slot
+    answer: ClaimAnswer
+    item: Item = field(default_factory=dict, repr=False)
     token: str = ""
-    recorded: dict[str, str] = field(default_factory=dict)
 
 
-def _plain(item: dict[str, Any]) -> dict[str, str]:
-    """DynamoDB attribute values (all S or N here) to plain strings."""
-    return {name: next(iter(value.values())) for name, value in item.items()}
+def partition_key(workspace_id: str, visitor_id: str) -> str:
+    """The partition key of every fact of one visitor."""
+    return f"WS#{workspace_id}#V#{visitor_id}"
+
+
+def sort_key(fact: Fact) -> str:
+    """The fact's key, with an id too long for a DynamoDB key replaced by its SHA-256."""
+    if len(fact.name.encode("utf-8")) <= MAX_KEY_NAME_BYTES:
+        return fact.key
+    return f"{fact.kind.value}#sha256:{hashlib.sha256(fact.name.encode('utf-8')).hexdigest()}"
+
+
+def _key(slot: Slot) -> Item:
+    return {"pk": {"S": partition_key(slot.workspace_id, slot.visitor_id)}, "sk": {"S": sort_key(slot.fact)}}
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "ClientError")
+    return type(exc).__name__
+
+
+def _content(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    raw = item.get("content", {}).get("S")
+    if raw is None:
+        return None
+    content = json.loads(raw)
+    return content if isinstance(content, dict) else None
+
+
+def _number(item: Mapping[str, Any], name: str) -> int:
+    return int(item.get(name, {}).get("N", "0"))
 
 
 class DedupStore:
@@ -73,81 +111,144 @@ class DedupStore:
 
     def __init__(
         self,
-        client: Any,
+        client: DynamoDBClient,
         table_name: str,
+        *,
         lease_seconds: int,
+        visitor_ttl_seconds: int,
+        event_ttl_seconds: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._table = table_name
         self._lease = lease_seconds
+        self._ttl = {True: visitor_ttl_seconds, False: event_ttl_seconds}
         self._clock = clock
+        self._pool: ThreadPoolExecutor | None = None
 
-    def _item(self, fact: Fact, status: str, now: int, token: str = "") -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "pk": {"S": fact.pk},
-            "sk": {"S": fact.sk},
-            "status": {"S": status},
-            "message_id": {"S": fact.message_id},
-            "updated_at": {"N": str(now)},
-            "expires_at": {"N": str(now + fact.ttl_seconds)},
-        }
-        if fact.variant_id is not None:
-            item["variant_id"] = {"S": fact.variant_id}
-        if fact.user_id is not None:
-            item["user_id"] = {"S": fact.user_id}
-        if status == PENDING:
-            item["lease_until"] = {"N": str(now + self._lease)}
-            item["claim_token"] = {"S": token}
-        return item
+    def _map[T, R](self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` concurrently (one thread pool per store, kept across invocations)."""
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=CLAIM_THREADS, thread_name_prefix="dedup")
+        return list(self._pool.map(fn, items))
 
-    def claim(self, fact: Fact) -> Claim:
-        """Try to own ``fact``. Raises DedupUnavailableError when DynamoDB fails.
+    # -- claims --------------------------------------------------------------------------------------------
 
-        A reclaim of a crashed attempt keeps what that attempt recorded (the first variant of an assignment),
-        so the resend carries the same content under the same message id.
-        """
-        now = int(self._clock())
+    def claim_all(self, requests: Sequence[ClaimRequest]) -> dict[Slot, Claim]:
+        """Claim every requested fact, concurrently. Never raises: failures are UNAVAILABLE / INVALID answers."""
+        return {claim.slot: claim for claim in self._map(self.claim, requests)}
+
+    def claim(self, request: ClaimRequest) -> Claim:
+        """Try to own one fact, recording ``request.content`` if the claim creates it."""
+        slot, now = request.slot, int(self._clock())
         token = uuid.uuid4().hex
+        content = json.dumps(request.content, separators=(",", ":"), ensure_ascii=False)
+        values: Item = {
+            ":pending": {"S": PENDING},
+            ":lease": {"N": str(now + self._lease)},
+            ":token": {"S": token},
+            ":now": {"N": str(now)},
+            ":message_id": {"S": slot.message_id},
+            ":content": {"S": content},
+            ":expires": {"N": str(now + self._ttl[slot.fact.per_visitor])},
+            ":one": {"N": "1"},
+        }
+        update = _CLAIM_UPDATE
+        if sort_key(slot.fact) != slot.fact.key:
+            update = update.replace(" ADD", ", fact_name = :name ADD")
+            values[":name"] = {"S": slot.fact.name}
         try:
-            answer = self._client.put_item(
+            answer = self._client.update_item(
                 TableName=self._table,
-                Item=self._item(fact, PENDING, now, token),
+                Key=_key(slot),
+                UpdateExpression=update,
                 ConditionExpression=_CLAIM_CONDITION,
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":now": {"N": str(now)}, ":pending": {"S": PENDING}},
-                ReturnValues="ALL_OLD",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise DedupUnavailableError(exc.response.get("Error", {}).get("Code", "ClientError")) from exc
-            recorded = _plain(exc.response.get("Item", {}))
-            state = ClaimState.SENT if recorded.get("status") == SENT else ClaimState.IN_FLIGHT
-            return Claim(fact, state, recorded=recorded)
-        except Exception as exc:  # network errors, timeouts
-            raise DedupUnavailableError(type(exc).__name__) from exc
-        recorded = _plain(answer.get("Attributes", {}))
-        if recorded.get("variant_id") and recorded["variant_id"] != fact.variant_id:
-            fact = replace(fact, variant_id=recorded["variant_id"])
-        return Claim(fact, ClaimState.CLAIMED, token, recorded)
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                return self._failed(slot, exc)
+            failed: Any = exc.response  # ReturnValuesOnConditionCheckFailure=ALL_OLD adds the item
+            old: Item = dict(failed.get("Item") or {})
+            if _number(old, "expires_at") <= now:
+                return self._replace_expired(request, old, values, token)
+            state = ClaimState.SENT if old.get("status", {}).get("S") == SENT else ClaimState.IN_FLIGHT
+            return Claim(slot, ClaimAnswer(state, _content(old)), old)
+        except (BotoCoreError, OSError) as exc:  # network errors, timeouts
+            return self._failed(slot, exc)
+        item: Item = dict(answer.get("Attributes") or {})
+        return Claim(slot, ClaimAnswer(ClaimState.CLAIMED, _content(item)), item, token)
 
-    def mark_sent(self, claims: Sequence[Claim]) -> None:
-        """Record delivered facts as SENT (BatchWriteItem, 25 a request). Raises DedupUnavailableError.
+    def _replace_expired(self, request: ClaimRequest, old: Item, values: Item, token: str) -> Claim:
+        """An item past its expiry is a fact of a former life: replace it, unless another attempt did first."""
+        slot, now = request.slot, int(values[":now"]["N"])
+        item: Item = {
+            **_key(slot),
+            "status": {"S": PENDING},
+            "message_id": values[":message_id"],
+            "content": values[":content"],
+            "first_attempt_at": {"N": str(now)},
+            "updated_at": {"N": str(now)},
+            "expires_at": values[":expires"],
+            "lease_until": values[":lease"],
+            "claim_token": {"S": token},
+            "attempts": {"N": "1"},
+        }
+        if ":name" in values:
+            item["fact_name"] = values[":name"]
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR expires_at = :old",
+                ExpressionAttributeValues={":old": old.get("expires_at", {"N": "0"})},
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return Claim(slot, ClaimAnswer(ClaimState.IN_FLIGHT, _content(old)), old)
+            return self._failed(slot, exc)
+        except (BotoCoreError, OSError) as exc:
+            return self._failed(slot, exc)
+        return Claim(slot, ClaimAnswer(ClaimState.CLAIMED, request.content), item, token)
 
-        Unconditional on purpose: the message went out under the fact's deterministic id, so SENT is true
-        whoever holds the lease now.
+    @staticmethod
+    def _failed(slot: Slot, exc: Exception) -> Claim:
+        code = _error_code(exc)
+        state = ClaimState.INVALID if code in PERMANENT_ERRORS else ClaimState.UNAVAILABLE
+        return Claim(slot, ClaimAnswer(state, reason=code))
+
+    # -- settling ------------------------------------------------------------------------------------------
+
+    def mark_sent(self, marks: Iterable[tuple[Claim, str]]) -> None:
+        """Record facts as SENT by the message with the given id (BatchWriteItem, 25 a request).
+
+        Unconditional on purpose: the message went out under the fact's one id with its recorded content, so
+        SENT is true whoever holds the lease now. Raises DedupUnavailableError when not every item was written.
         """
-        now = int(self._clock())
-        requests = [{"PutRequest": {"Item": self._item(c.fact, SENT, now)}} for c in claims]
+        now = str(int(self._clock()))
+        requests: list[WriteRequestTypeDef] = []
+        for claim, message_id in marks:
+            item = {k: v for k, v in claim.item.items() if k not in ("lease_until", "claim_token")}
+            item.update(
+                status={"S": SENT},
+                message_id={"S": message_id},
+                delivered_at={"N": now},
+                updated_at={"N": now},
+            )
+            requests.append({"PutRequest": {"Item": item}})
         for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
             pending = requests[start : start + _BATCH_WRITE_LIMIT]
             for attempt in range(_UNPROCESSED_RETRIES + 1):
                 try:
                     answer = self._client.batch_write_item(RequestItems={self._table: pending})
-                except Exception as exc:
-                    raise DedupUnavailableError(type(exc).__name__) from exc
-                pending = answer.get("UnprocessedItems", {}).get(self._table, [])
+                except (ClientError, BotoCoreError, OSError) as exc:
+                    raise DedupUnavailableError(_error_code(exc)) from exc
+                pending = cast("list[WriteRequestTypeDef]", answer.get("UnprocessedItems", {}).get(self._table, []))
                 if not pending:
                     break
                 time.sleep(min(0.05 * 2**attempt, 0.5))
@@ -155,20 +256,23 @@ class DedupStore:
                 raise DedupUnavailableError(f"{len(pending)} items unprocessed")
 
     def release(self, claims: Sequence[Claim]) -> None:
-        """Give up leases after a failed delivery so a retry can claim at once (best effort, conditional)."""
-        for claim in claims:
-            try:
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"pk": {"S": claim.fact.pk}, "sk": {"S": claim.fact.sk}},
-                    UpdateExpression="SET lease_until = :zero",
-                    ConditionExpression="claim_token = :token AND #status = :pending",
-                    ExpressionAttributeNames={"#status": "status"},
-                    ExpressionAttributeValues={
-                        ":zero": {"N": "0"},
-                        ":token": {"S": claim.token},
-                        ":pending": {"S": PENDING},
-                    },
-                )
-            except Exception:  # noqa: S112 - the lease then simply expires; nothing is lost
-                continue
+        """Give up leases after a failed delivery so a retry can claim at once (best effort: else the lease
+        simply expires). Only this attempt's lease is released (conditional on its token)."""
+        self._map(self._release, [claim for claim in claims if claim.token])
+
+    def _release(self, claim: Claim) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_key(claim.slot),
+                UpdateExpression="SET lease_until = :zero",
+                ConditionExpression="claim_token = :token AND #status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":zero": {"N": "0"},
+                    ":token": {"S": claim.token},
+                    ":pending": {"S": PENDING},
+                },
+            )
+        except (ClientError, BotoCoreError, OSError):
+            return  # the lease then simply expires; nothing is lost

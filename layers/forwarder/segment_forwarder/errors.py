@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RequestError(Exception):
     """A request that can never succeed as sent (HTTP 4xx; on the SQS path: straight to the DLQ).
@@ -17,8 +19,8 @@ class RequestError(Exception):
         self.message = message
         self.field = field
 
-    def as_body(self) -> dict:
-        """The JSON error answer of §3: ``{"error": {"code", "message", "field"}}``."""
+    def as_body(self) -> dict[str, Any]:
+        """The JSON error answer of every route: ``{"error": {"code", "message", "field"}}``."""
         return {"error": {"code": self.code, "message": self.message, "field": self.field}}
 
 

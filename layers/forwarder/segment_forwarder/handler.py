@@ -5,15 +5,15 @@
     handler = make_handler("assignment")   # in functions/assignment/app.py
 
 The first invocation builds the execution environment's runtime (settings, boto3 clients, the Segment
-connection pool, the connection cache); later invocations reuse it.
+connection pool, the connection cache); later invocations reuse it. The handler only parses, calls the
+forwarder and shapes the answer; one record's failure never touches another record of the batch.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +23,15 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .api_gateway import json_response, request_body
-from .config import AWS_CLIENT_CONFIG, Settings
+from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
-from .dedup import DedupStore
+from .dedup import Claim, DedupStore
 from .errors import RequestError
 from .events import SCHEMAS, Event, Kind
-from .forwarding import Forwarder, Outcome
+from .facts import Outcome, largest_message
+from .forwarding import Forwarder
+from .messages import MAX_MESSAGE_BYTES
+from .queues import DELIVERY_ID_ATTRIBUTE, Parked, Queues, QueueUnavailableError
 from .segment import SegmentClient
 from .validation import parse_body
 
@@ -38,7 +41,8 @@ metrics = Metrics()
 SQS_SAFETY_S = 3.0  # time kept for marking sent, the DLQ and answering Lambda
 HTTP_SAFETY_S = 1.5
 _SQS_MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "segment-forwarder:sqs-message-id")
-DELIVERY_ID_ATTRIBUTE = "delivery_id"
+
+Record = Mapping[str, Any]
 
 
 @dataclass(slots=True)
@@ -46,43 +50,47 @@ class Runtime:
     """Everything an execution environment keeps warm between invocations."""
 
     settings: Settings
-    forwarder: Forwarder
-    sqs: Any
+    forwarder: Forwarder[Claim]
+    queues: Queues
 
     @classmethod
     def from_env(cls) -> Runtime:
         """Build clients once; boto3 reads the region and (locally) AWS_ENDPOINT_URL from the environment."""
-        settings = Settings.from_env()
+        settings = Settings.from_env(required=INGEST_VARIABLES)
         session = boto3.session.Session()
         store = DedupStore(
-            session.client("dynamodb", config=AWS_CLIENT_CONFIG), settings.table_name, settings.lease_seconds
+            session.client("dynamodb", config=AWS_CLIENT_CONFIG),
+            settings.table_name,
+            lease_seconds=settings.lease_seconds,
+            visitor_ttl_seconds=settings.dedup_ttl_seconds,
+            event_ttl_seconds=settings.event_id_ttl_seconds,
         )
         connections = Connections(
             session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
             settings.secret_prefix,
             settings.connection_cache_seconds,
         )
-        forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints), settings)
-        return cls(settings, forwarder, session.client("sqs", config=AWS_CLIENT_CONFIG))
+        forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints))
+        queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.queue_url, settings.dlq_url)
+        return cls(settings, forwarder, queues)
 
 
-def make_handler(kind: Kind) -> Callable[[dict, Any], dict]:
+def make_handler(kind: Kind) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda handler of an ingest function (HTTP API v2 events and SQS batches)."""
-    schema = SCHEMAS[kind]
     runtime: Runtime | None = None
     metrics.set_default_dimensions(kind=kind)
 
     @metrics.log_metrics
     @logger.inject_lambda_context(clear_state=True)
-    def handler(event: dict, context: Any) -> dict:
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         nonlocal runtime
         if runtime is None:
             runtime = Runtime.from_env()
         logger.append_keys(kind=kind)
         remaining_s = context.get_remaining_time_in_millis() / 1000
         if "Records" in event:
-            return _handle_sqs(runtime, kind, schema, event["Records"], remaining_s)
-        return _handle_http(runtime, kind, schema, event, remaining_s)
+            return _handle_sqs(runtime, kind, event["Records"], remaining_s)
+        return _handle_http(runtime, kind, event, remaining_s)
 
     return handler
 
@@ -90,129 +98,132 @@ def make_handler(kind: Kind) -> Callable[[dict, Any], dict]:
 # -- HTTP path -----------------------------------------------------------------------------------------------
 
 
-def _handle_http(runtime: Runtime, kind: Kind, schema: str, event: dict, remaining_s: float) -> dict:
+def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remaining_s: float) -> dict[str, Any]:
     received_at = datetime.now(UTC)
     try:
-        body = parse_body(schema, request_body(event))
+        event = _checked(Event.from_body(kind, parse_body(SCHEMAS[kind], request_body(request)), received_at))
     except RequestError as exc:
         metrics.add_metric("Rejected", MetricUnit.Count, 1)
         logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": exc.status})
         return json_response(exc.status, exc.as_body())
-    delivery_id = str(uuid.uuid4())
-    forward_event = Event.from_body(kind, body, received_at, delivery_id)
     budget = min(runtime.settings.http_delivery_budget_seconds, max(remaining_s - HTTP_SAFETY_S, 0.5))
     try:
-        outcome = runtime.forwarder.forward([forward_event], deadline=time.monotonic() + budget)[0]
+        outcome = runtime.forwarder.forward([event], deadline=time.monotonic() + budget)[0]
     except Exception:  # a bug must not lose an accepted event: log it and let the queue retry
         logger.exception("forwarding failed")
         outcome = Outcome("retry", reason="internal_error")
-    _record(forward_event, outcome, "http")
+    _record(event, outcome, "http")
+    if outcome.status in ("delivered", "duplicate") and not outcome.complete:
+        _enqueue(runtime, event, "incomplete")  # the queue's copy comes back until every fact is recorded
     if outcome.status == "delivered":
         return json_response(200, {"status": "delivered", "message_ids": list(outcome.message_ids)})
     if outcome.status == "duplicate":
         return json_response(200, {"status": "duplicate"})
     if outcome.status == "skipped":
         return json_response(200, {"status": "skipped", "reason": outcome.reason})
-    if outcome.status == "rejected" and outcome.http_status is not None:
-        return json_response(
-            outcome.http_status,
-            RequestError(outcome.http_status, "payload_too_large", outcome.reason, "body").as_body(),
-        )
     # Not delivered now: the queue takes over (a permanent Segment refusal ends in the DLQ with its reason).
-    queued = {**body, "timestamp": forward_event.timestamp}
-    try:
-        runtime.sqs.send_message(
-            QueueUrl=runtime.settings.queue_url,
-            MessageBody=json.dumps(queued),
-            MessageAttributes={DELIVERY_ID_ATTRIBUTE: {"DataType": "String", "StringValue": delivery_id}},
-        )
-    except Exception as exc:
-        logger.error("could not queue the event", extra={"error": type(exc).__name__, "reason": outcome.reason})
+    if not _enqueue(runtime, event, outcome.reason):
         metrics.add_metric("Unavailable", MetricUnit.Count, 1)
         return json_response(
-            503,
-            RequestError(503, "unavailable", "not delivered and not queued; retry the call", None).as_body(),
+            503, RequestError(503, "unavailable", "not delivered and not queued; retry the call", None).as_body()
         )
     metrics.add_metric("Queued", MetricUnit.Count, 1)
     return json_response(202, {"status": "queued"})
 
 
+def _enqueue(runtime: Runtime, event: Event, reason: str) -> bool:
+    """Put the event on the function's queue with the delivery id this attempt used; False if that failed."""
+    try:
+        runtime.queues.enqueue(event.queue_body(), delivery_id=event.delivery_id)
+    except QueueUnavailableError as exc:
+        logger.error("could not queue the event", extra={"error": str(exc), "reason": reason})
+        return False
+    return True
+
+
 # -- SQS path ------------------------------------------------------------------------------------------------
 
 
-def _handle_sqs(runtime: Runtime, kind: Kind, schema: str, records: list[dict], remaining_s: float) -> dict:
+def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaining_s: float) -> dict[str, Any]:
     events: list[Event] = []
-    forwarded: list[dict] = []
-    dead: list[tuple[dict, str, str, str | None]] = []  # record, code, message, field
+    accepted: list[Record] = []
+    parked: list[Parked] = []
     for record in records:
         try:
-            body = parse_body(schema, record.get("body", "").encode("utf-8", "surrogatepass"))
+            events.append(_event_of(kind, record))
+            accepted.append(record)
         except RequestError as exc:
-            dead.append((record, exc.code, exc.message, exc.field))
-            continue
-        attributes = record.get("attributes", {})
-        sent_ms = attributes.get("SentTimestamp")
-        received_at = datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else datetime.now(UTC)
-        delivery_attr = record.get("messageAttributes", {}).get(DELIVERY_ID_ATTRIBUTE, {})
-        delivery_id = delivery_attr.get("stringValue") or str(
-            uuid.uuid5(_SQS_MESSAGE_ID_NAMESPACE, record["messageId"])
-        )
-        events.append(Event.from_body(kind, body, received_at, delivery_id))
-        forwarded.append(record)
-
+            parked.append(Parked(record, exc.code, exc.message, exc.field))
+        except Exception as exc:  # a bug in reading one record parks that record alone
+            logger.exception("could not read the record", extra={"message_id": record.get("messageId")})
+            parked.append(Parked(record, "unexpected_error", type(exc).__name__))
     deadline = time.monotonic() + max(remaining_s - SQS_SAFETY_S, 1.0)
-    outcomes = runtime.forwarder.forward(events, deadline) if events else []
     failures: list[str] = []
-    for record, event, outcome in zip(forwarded, events, outcomes, strict=True):
+    for record, event, result in zip(accepted, events, _forward_isolated(runtime, events, deadline), strict=True):
+        if isinstance(result, BaseException):
+            parked.append(Parked(record, "unexpected_error", type(result).__name__, delivery_id=event.delivery_id))
+            continue
+        outcome = result if result.complete else Outcome("retry", result.message_ids, "incomplete")
         _record(event, outcome, "sqs")
         if outcome.status == "rejected":
-            dead.append((record, "rejected", outcome.reason, None))
+            parked.append(Parked(record, "rejected", outcome.reason, delivery_id=event.delivery_id))
         elif outcome.status == "retry":
             receives = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
             if receives >= runtime.settings.max_receive_count:
-                dead.append((record, "retries_exhausted", outcome.reason, None))
+                parked.append(Parked(record, "retries_exhausted", outcome.reason, delivery_id=event.delivery_id))
             else:
-                failures.append(record["messageId"])
-    failures.extend(_dead_letter(runtime, dead))
+                failures.append(str(record["messageId"]))
+    failures.extend(_park(runtime, parked))
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
 
-def _dead_letter(runtime: Runtime, dead: list[tuple[dict, str, str, str | None]]) -> list[str]:
-    """Move records to the DLQ with their reason (10 a request); return the ids that could not be moved."""
-    failed: list[str] = []
-    for start in range(0, len(dead), 10):
-        chunk = dead[start : start + 10]
-        entries = []
-        for index, (record, code, message, field) in enumerate(chunk):
-            attributes = {
-                "error_code": code,
-                "error_message": message[:1000] or code,
-                "source_message_id": record["messageId"],
-                "receive_count": record.get("attributes", {}).get("ApproximateReceiveCount", "1"),
-            }
-            if field:
-                attributes["error_field"] = field
-            entries.append(
-                {
-                    "Id": str(index),
-                    "MessageBody": record.get("body") or "(empty body)",
-                    "MessageAttributes": {
-                        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
-                    },
-                }
-            )
-            logger.warning(
-                "dead-lettered",
-                extra={"code": code, "reason": message, "field": field, "message_id": record["messageId"]},
-            )
-        try:
-            answer = runtime.sqs.send_message_batch(QueueUrl=runtime.settings.dlq_url, Entries=entries)
-            failed.extend(chunk[int(entry["Id"])][0]["messageId"] for entry in answer.get("Failed", []))
-        except Exception as exc:
-            logger.error("could not reach the dead-letter queue", extra={"error": type(exc).__name__})
-            failed.extend(record["messageId"] for record, *_ in chunk)
-    if len(dead) > len(failed):
-        metrics.add_metric("DeadLettered", MetricUnit.Count, len(dead) - len(failed))
+def _event_of(kind: Kind, record: Record) -> Event:
+    """The record's event; its delivery id is the one the HTTP attempt used, else derived from the SQS id."""
+    body = parse_body(SCHEMAS[kind], str(record.get("body", "")).encode("utf-8", "surrogatepass"))
+    sent_ms = record.get("attributes", {}).get("SentTimestamp")
+    received_at = datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else datetime.now(UTC)
+    carried = record.get("messageAttributes", {}).get(DELIVERY_ID_ATTRIBUTE, {}).get("stringValue")
+    delivery_id = carried or str(uuid.uuid5(_SQS_MESSAGE_ID_NAMESPACE, str(record["messageId"])))
+    return _checked(Event.from_body(kind, body, received_at, delivery_id))
+
+
+def _checked(event: Event) -> Event:
+    """The event, if every message it could send is within Segment's limit; else RequestError 413."""
+    if largest_message(event) > MAX_MESSAGE_BYTES:
+        message = f"the Segment message built from the body is over {MAX_MESSAGE_BYTES} bytes"
+        raise RequestError(413, "payload_too_large", message, "body")
+    return event
+
+
+def _forward_isolated(runtime: Runtime, events: list[Event], deadline: float) -> list[Outcome | BaseException]:
+    """Forward the batch; should that raise (a bug), forward its halves alone until the event that raises
+    is found, so one event's failure never fails its neighbours."""
+    if not events:
+        return []
+    try:
+        return list(runtime.forwarder.forward(events, deadline))
+    except Exception as exc:
+        if len(events) == 1:
+            logger.exception("forwarding failed", extra={"visitor_id": events[0].visitor_id})
+            return [exc]
+    middle = len(events) // 2
+    return _forward_isolated(runtime, events[:middle], deadline) + _forward_isolated(runtime, events[middle:], deadline)
+
+
+def _park(runtime: Runtime, parked: Sequence[Parked]) -> list[str]:
+    """Park records in the DLQ; return the ids that could not be parked (they stay failures and come back)."""
+    if not parked:
+        return []
+    for item in parked:
+        logger.warning(
+            "dead-lettered",
+            extra={"code": item.code, "reason": item.message, "field": item.field, "message_id": item.message_id},
+        )
+    failed = runtime.queues.park(parked)
+    if failed:
+        logger.error("could not reach the dead-letter queue", extra={"records": len(failed)})
+    if len(parked) > len(failed):
+        metrics.add_metric("DeadLettered", MetricUnit.Count, len(parked) - len(failed))
     return failed
 
 
@@ -225,7 +236,6 @@ def _record(event: Event, outcome: Outcome, path: str) -> None:
             "path": path,
             "workspace_id": event.workspace_id,
             "visitor_id": event.visitor_id,
-            "fact": event.fact_key,
             "message_ids": list(outcome.message_ids),
             "reason": outcome.reason or None,
         },

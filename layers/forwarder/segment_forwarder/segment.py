@@ -1,4 +1,4 @@
-"""Segment's HTTP tracking API, ``/v1/batch`` only, over one pooled urllib3 connection set (§5).
+"""Segment's HTTP tracking API, ``/v1/batch`` only, over one pooled urllib3 connection set.
 
 ::
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -24,9 +25,10 @@ from typing import Any
 import urllib3
 
 from . import __version__
-from .events import iso_ms
+from .messages import MAX_MESSAGE_BYTES, iso_ms, message_size
 
-MAX_MESSAGE_BYTES = 32 * 1024
+__all__ = ["MAX_MESSAGE_BYTES", "SegmentClient", "SendOutcome", "is_retryable", "split_batches"]
+
 MAX_REQUEST_BYTES = 475 * 1024  # Segment's limit is 500 KB; keep room for the envelope
 MAX_BATCH_MESSAGES = 2_500
 RETRYABLE = frozenset({408, 410, 429, 460})
@@ -34,11 +36,6 @@ NOT_RETRYABLE_5XX = frozenset({501, 505})
 BACKOFF_BASE_S, BACKOFF_CAP_S, RETRY_AFTER_CAP_S = 0.5, 60.0, 300.0
 MIN_ATTEMPT_S = 0.25  # do not start an attempt with less time than this left
 USER_AGENT = f"segment-forwarder/{__version__}"
-
-
-def message_size(message: dict[str, Any]) -> int:
-    """Bytes of a message as it is sent (compact JSON)."""
-    return len(json.dumps(message, separators=(",", ":")).encode())
 
 
 def is_retryable(status: int) -> bool:
@@ -53,12 +50,13 @@ def split_batches(
 ) -> Iterator[list[int]]:
     """Group units (the messages of one event, kept together and in order) into request-sized batches.
 
-    Yields lists of unit indexes. Every single message must already be at most MAX_MESSAGE_BYTES.
+    Yields lists of unit indexes. Sizes are measured as ``message_size`` does (the conservative encoding),
+    plus the separator between messages. Every single message must already be at most MAX_MESSAGE_BYTES.
     """
     batch: list[int] = []
     size = count = 0
     for index, unit in enumerate(units):
-        unit_size = sum(message_size(m) + 1 for m in unit)
+        unit_size = sum(message_size(m) + 2 for m in unit)
         if batch and (size + unit_size > max_bytes or count + len(unit) > max_messages):
             yield batch
             batch, size, count = [], 0, 0
@@ -70,7 +68,7 @@ def split_batches(
 
 
 @dataclass(frozen=True, slots=True)
-class SendResult:
+class SendOutcome:
     """What became of one batch: ``ok``; else ``retryable`` tells a later attempt may succeed."""
 
     ok: bool
@@ -93,7 +91,7 @@ class SegmentClient:
         """The batch URL of a region; a region without an endpoint is a KeyError (never another region)."""
         return f"{self._endpoints[region]}/v1/batch"
 
-    def send(self, write_key: str, region: str, messages: list[dict[str, Any]], deadline: float) -> SendResult:
+    def send(self, write_key: str, region: str, messages: list[dict[str, Any]], deadline: float) -> SendOutcome:
         """Send one batch (already within the limits) with retries until success, a final answer or ``deadline``."""
         url = self.endpoint(region)
         token = base64.b64encode(f"{write_key}:".encode()).decode()
@@ -127,13 +125,13 @@ class SegmentClient:
                 status, retry_after = None, None
                 reason = f"segment unreachable: {type(exc).__name__}"
             if status is not None and 200 <= status < 300:
-                return SendResult(True, False, status, "delivered", requests)
+                return SendOutcome(True, False, status, "delivered", requests)
             if status is not None and not is_retryable(status):
-                return SendResult(False, False, status, reason, requests)
+                return SendOutcome(False, False, status, reason, requests)
             wait = retry_after if retry_after is not None else _backoff(attempt)
             attempt += 1
             if time.monotonic() + wait + MIN_ATTEMPT_S > deadline:
-                return SendResult(False, True, status, reason, requests)
+                return SendOutcome(False, True, status, reason, requests)
             time.sleep(wait)
 
 
@@ -143,10 +141,11 @@ def _backoff(attempt: int) -> float:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds of a Retry-After header (delta-seconds form), capped; None when absent or unreadable."""
+    """Seconds of a Retry-After header (delta-seconds form), capped; None when absent, unreadable or not finite."""
     if not value:
         return None
     try:
-        return min(max(float(value), 0.0), RETRY_AFTER_CAP_S)
+        seconds = float(value)
     except ValueError:
         return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S) if math.isfinite(seconds) else None

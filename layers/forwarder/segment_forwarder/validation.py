@@ -4,7 +4,7 @@ Schemas are compiled with fastjsonschema on first use per route, so a function c
 
     from segment_forwarder.validation import parse_body
 
-    body = parse_body("AssignmentRequest", raw_bytes)  # dict, or raises RequestError(400/413, ...)
+    body = parse_body("AssignmentRequest", raw_bytes)  # dict[str, Any], or raises RequestError(400/413, ...)
 
 Beyond the schema, two rules JSON Schema cannot state are checked here: a timestamp at most one hour in the
 future that is also a real date, and an ``origin_url`` with a host.
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import fastjsonschema
 
 from .errors import RequestError
+from .events import parse_timestamp
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 MAX_BODY_BYTES = 32 * 1024
@@ -31,12 +32,13 @@ MAX_FUTURE = timedelta(hours=1)
 
 
 @cache
-def openapi_document() -> dict:
+def openapi_document() -> dict[str, Any]:
     """The parsed OpenAPI document shipped with the package."""
-    return json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    document: dict[str, Any] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    return document
 
 
-def _inline_refs(node: Any, components: dict) -> Any:
+def _inline_refs(node: Any, components: dict[str, Any]) -> Any:
     """Replace ``#/components/schemas/X`` references by the schemas they name (the document has no cycles)."""
     if isinstance(node, dict):
         ref = node.get("$ref")
@@ -49,7 +51,7 @@ def _inline_refs(node: Any, components: dict) -> Any:
 
 
 @cache
-def _validator(schema_name: str) -> tuple[Callable[[Any], Any], dict]:
+def _validator(schema_name: str) -> tuple[Callable[[Any], Any], dict[str, Any]]:
     components = openapi_document()["components"]["schemas"]
     schema = _inline_refs(components[schema_name], components)
     return fastjsonschema.compile(schema, use_default=False), schema
@@ -65,7 +67,7 @@ def is_valid(schema_name: str, value: Any) -> bool:
     return True
 
 
-def _field_of(exc: fastjsonschema.JsonSchemaValueException, data: Any, schema: dict) -> str:
+def _field_of(exc: fastjsonschema.JsonSchemaValueException, data: Any, schema: dict[str, Any]) -> str:
     """Name the offending field as a dotted path (``context.page.url``), resolving required/unknown names."""
     path = [str(p) for p in (exc.path or [])][1:]  # drop the leading "data"
     node_schema, node = schema, data
@@ -84,7 +86,7 @@ def _field_of(exc: fastjsonschema.JsonSchemaValueException, data: Any, schema: d
 _CODES = {"required": "missing_field", "additionalProperties": "unknown_field", "type": "invalid_type"}
 
 
-def validate(schema_name: str, data: Any) -> dict:
+def validate(schema_name: str, data: Any) -> dict[str, Any]:
     """Validate parsed JSON against a component schema of the OpenAPI document; return it or raise 400."""
     check, schema = _validator(schema_name)
     if not isinstance(data, dict):
@@ -117,11 +119,6 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
     }.get(exc.rule or "", "is not valid")
 
 
-def parse_timestamp(value: str) -> datetime:
-    """Parse an ISO-8601 timestamp with a zone (already pattern-checked) to an aware UTC datetime."""
-    return datetime.fromisoformat(value).astimezone(UTC)
-
-
 _HOST = re.compile(r"^[^\s:@/]+(:[0-9]{1,5})?$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -144,7 +141,7 @@ def _unpaired_surrogate(node: Any, path: str = "") -> str | None:
     return None
 
 
-def _check_semantics(data: dict) -> None:
+def _check_semantics(data: dict[str, Any]) -> None:
     broken = _unpaired_surrogate(data)
     if broken is not None:
         raise RequestError(400, "invalid_value", f"{broken} holds an unpaired UTF-16 surrogate (not text)", broken)
@@ -165,7 +162,7 @@ def _check_semantics(data: dict) -> None:
             raise RequestError(400, "invalid_value", "origin_url must be an absolute http(s) URL", "origin_url")
 
 
-def parse_body(schema_name: str, raw: bytes) -> dict:
+def parse_body(schema_name: str, raw: bytes) -> dict[str, Any]:
     """Decode, size-check and validate a request body.
 
     Raises RequestError: 413 over 32 KB, 400 for an empty body, bad JSON/UTF-8 or a schema violation.

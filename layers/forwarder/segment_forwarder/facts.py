@@ -1,0 +1,418 @@
+"""The dedup core (pure: no AWS, no HTTP, no clock): what an event claims, and what each answer means.
+
+Every event needs a few *facts*, each a "once" fact of one visitor that lives in one item of the dedup table:
+
+============  =====================  ==========================================================================
+kind          key                    delivered by
+============  =====================  ==========================================================================
+IDENTIFY      ``IDENTIFY``           the visitor's first Identify (any event kind; carries the user id if the
+                                     first event had one)
+LINK          ``IDENTIFY#U#<user>``  an Identify with ``userId``, once per (visitor, user) - or by the first
+                                     Identify itself when that one recorded the same user id
+ASSIGNMENT    ``ASSIGN#<test>``      "Experiment Viewed" with the first variant
+CONVERSION    ``CONV#<conversion>``  "Conversion Triggered" of a one-per-visitor conversion
+EVENT         ``EVENT#<event_id>``   "Conversion Triggered" of a conversion sent with an ``event_id``
+============  =====================  ==========================================================================
+
+A conversion with neither is always sent, under its delivery id. The first claim of a fact records its
+*content* (the message without ``messageId`` and ``context``); every send of the fact, by any later event, sends
+that recorded content under the fact's one message id (UUIDv5 of workspace, visitor and key).
+
+One call (an HTTP request or an SQS batch) goes through four steps; the caller does the I/O in between::
+
+    requests = claim_requests(events)               # each distinct fact of the call once, first event's content
+    answers = {r.slot: store.claim(r) for r in requests}        # CLAIMED / SENT / IN_FLIGHT / UNAVAILABLE ...
+    plan = plan_call(events, answers)               # per event: deliveries to send, earlier ones it needs
+    settled = settle(plan, results)                 # outcomes; facts to mark SENT and to release
+
+What a claim answer means for an event:
+
+* ``SENT``: delivered before - nothing to send for it.
+* ``CLAIMED``: this call owns the fact and sends its recorded content - once, by the first event of the call
+  that needs it; later events of the call that need it wait for that delivery.
+* ``IN_FLIGHT``: another attempt holds it. For the event's *primary* fact (its own fact; for an identify event
+  its Identify and link) the event is retried later, nothing sent; for a visitor's identity fact the Track goes
+  ahead, and the event comes back later all the same (``complete`` is False) to make sure that fact was
+  delivered: an event is done only when every fact it needs is recorded SENT.
+* ``UNAVAILABLE`` / ``INVALID``: the table failed (retry later) or refused the request (never succeeds).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .events import Event
+from .messages import (
+    Content,
+    Message,
+    conversion_triggered_content,
+    experiment_viewed_content,
+    identify_content,
+    message_id,
+    message_size,
+    with_delivery,
+)
+
+
+class FactKind(enum.StrEnum):
+    """The kinds of "once" facts; the value is the prefix of the fact's key."""
+
+    IDENTIFY = "IDENTIFY"
+    LINK = "IDENTIFY#U"
+    ASSIGNMENT = "ASSIGN"
+    CONVERSION = "CONV"
+    EVENT = "EVENT"
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A "once" fact about a visitor: a kind and the id it is about (user, test, conversion or event id)."""
+
+    kind: FactKind
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        """The fact's key (``IDENTIFY``, ``IDENTIFY#U#u-42``, ``ASSIGN#t-1``, ...); message ids derive from it."""
+        return self.kind.value if self.kind is FactKind.IDENTIFY else f"{self.kind.value}#{self.name}"
+
+    @property
+    def per_visitor(self) -> bool:
+        """Whether the fact lives as long as visitor facts do (else as long as an ``event_id`` idempotency record)."""
+        return self.kind is not FactKind.EVENT
+
+
+IDENTIFY = Fact(FactKind.IDENTIFY)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One fact of one visitor of one workspace: one item of the dedup table, one message id forever."""
+
+    workspace_id: str
+    visitor_id: str
+    fact: Fact
+
+    @property
+    def message_id(self) -> str:
+        """The one messageId every send of this fact carries."""
+        return message_id(self.workspace_id, self.visitor_id, self.fact.key)
+
+
+class ClaimState(enum.Enum):
+    """What the dedup table answered to a claim."""
+
+    CLAIMED = "claimed"  # this call owns the fact and must send it
+    SENT = "sent"  # delivered before
+    IN_FLIGHT = "in_flight"  # another attempt holds a live lease
+    UNAVAILABLE = "unavailable"  # the table could not be reached or throttled: retry later
+    INVALID = "invalid"  # the table refused the request itself: it never succeeds
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimAnswer:
+    """A claim's answer: the state and the content the fact records (this call's, if it created the fact)."""
+
+    state: ClaimState
+    content: Content | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """A fact an event needs, the content the event would record for it, and whether it is the event's purpose."""
+
+    slot: Slot
+    content: Content
+    primary: bool
+
+
+def _slot(event: Event, fact: Fact) -> Slot:
+    return Slot(event.workspace_id, event.visitor_id, fact)
+
+
+def own_fact(event: Event) -> Fact | None:
+    """The event's own fact, or None for a conversion that is forwarded on every call."""
+    if event.kind == "assignment":
+        return Fact(FactKind.ASSIGNMENT, event.test_id)
+    if event.kind == "conversion":
+        if event.one_per_visitor:
+            return Fact(FactKind.CONVERSION, event.conversion_id)
+        if event.event_id is not None:
+            return Fact(FactKind.EVENT, event.event_id)
+        return None
+    return IDENTIFY
+
+
+def track_content(event: Event) -> Content:
+    """The content of an assignment's or a conversion's Track, as this event would record it."""
+    if event.kind == "assignment":
+        return experiment_viewed_content(
+            event.visitor_id,
+            user_id=event.user_id,
+            timestamp=event.timestamp,
+            test_id=event.test_id,
+            variant_id=event.variant_id,
+            test_name=event.test_name,
+            variant_name=event.variant_name,
+        )
+    if event.kind == "conversion":
+        return conversion_triggered_content(
+            event.visitor_id,
+            user_id=event.user_id,
+            timestamp=event.timestamp,
+            conversion_id=event.conversion_id,
+            conversion_type=event.conversion_type,
+            origin_url=event.origin_url,
+        )
+    raise ValueError("an identify event has no Track")
+
+
+def needs_of(event: Event) -> tuple[Need, ...]:
+    """The facts an event needs, in the order their messages go out: Identify, link, then the Track's fact."""
+    identify = event.kind == "identify"
+    needs = [Need(_slot(event, IDENTIFY), _identify(event, event.user_id), primary=identify)]
+    if event.user_id is not None:
+        link = Fact(FactKind.LINK, event.user_id)
+        needs.append(Need(_slot(event, link), _identify(event, event.user_id), primary=identify))
+    own = own_fact(event)
+    if own is not None and own.kind is not FactKind.IDENTIFY:
+        needs.append(Need(_slot(event, own), track_content(event), primary=True))
+    return tuple(needs)
+
+
+def largest_message(event: Event) -> int:
+    """Size (as Segment measures it) of the largest message this event could send, with its own content.
+
+    Checked at the edge, before anything is claimed: an event whose message would be over Segment's limit is
+    refused (HTTP 413, SQS dead-letter queue) instead of failing later.
+    """
+    contents = [need.content for need in needs_of(event)]
+    if own_fact(event) is None:
+        contents.append(track_content(event))
+    longest_id = "00000000-0000-0000-0000-000000000000"
+    return max(message_size(with_delivery(content, longest_id, event.context)) for content in contents)
+
+
+def _identify(event: Event, user_id: str | None) -> Content:
+    return identify_content(event.visitor_id, user_id=user_id, timestamp=event.timestamp)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """One claim to make: a fact, and the content to record if the claim creates it."""
+
+    slot: Slot
+    content: Content
+
+
+def claim_requests(events: Sequence[Event]) -> list[ClaimRequest]:
+    """Each distinct fact the events need, once, with the content of the first event (in order) that needs it."""
+    requests: dict[Slot, ClaimRequest] = {}
+    for event in events:
+        for need in needs_of(event):
+            requests.setdefault(need.slot, ClaimRequest(need.slot, need.content))
+    return list(requests.values())
+
+
+Status = Literal["delivered", "duplicate", "skipped", "retry", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one event.
+
+    ``retry``: not delivered now, a later attempt may succeed (HTTP: queue it; SQS: the record comes back).
+    ``rejected``: can never succeed as it is (SQS: the dead-letter queue, with ``reason``).
+    ``complete`` False (with ``delivered`` or ``duplicate``): what this call could send went out, but a fact the
+    event needs is not recorded SENT yet (another attempt holds it, or the marks could not be written); the
+    event must come back later to make sure (HTTP: a copy is queued; SQS: the record is retried).
+    """
+
+    status: Status
+    message_ids: tuple[str, ...] = ()
+    reason: str = ""
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message to send, and the facts it delivers (none for a conversion without a fact)."""
+
+    message: Message
+    slots: tuple[Slot, ...]
+
+    @property
+    def message_id(self) -> str:
+        """The message's id."""
+        return str(self.message["messageId"])
+
+
+@dataclass(frozen=True, slots=True)
+class EventPlan:
+    """One event's part of a call: the deliveries it sends (in order), those of earlier events it needs, or a
+    ``verdict`` reached without sending anything for it; ``waits`` when a fact it needs is held elsewhere."""
+
+    deliveries: tuple[Delivery, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    verdict: Outcome | None = None
+    waits: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """What a call sends, per event, and the facts to settle without a send."""
+
+    events: tuple[EventPlan, ...]
+    mark_now: tuple[tuple[Slot, str], ...] = ()  # delivered already (by the message with that id)
+    release_now: tuple[Slot, ...] = ()  # claimed by this call but not to be sent now
+
+
+@dataclass(slots=True)
+class _Draft:
+    message: Message
+    slots: list[Slot] = field(default_factory=list)
+
+
+def covers_link(identify: ClaimAnswer | None, user_id: str) -> bool:
+    """Whether the visitor's first Identify, as recorded, carries ``user_id`` (and so is the link too)."""
+    return identify is not None and identify.content is not None and identify.content.get("userId") == user_id
+
+
+def _verdict(needs: Sequence[Need], answers: Mapping[Slot, ClaimAnswer]) -> Outcome | None:
+    for need in needs:
+        answer = answers[need.slot]
+        if answer.state is ClaimState.UNAVAILABLE:
+            return Outcome("retry", reason=f"dedup_unavailable: {answer.reason}")
+        if answer.state is ClaimState.INVALID:
+            return Outcome("rejected", reason=f"dedup_refused: {answer.reason}")
+    if any(need.primary and answers[need.slot].state is ClaimState.IN_FLIGHT for need in needs):
+        return Outcome("retry", reason="in_flight")
+    return None
+
+
+def plan_call(events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer]) -> CallPlan:
+    """Decide, from the claim answers, which messages each event sends (``answers`` holds every slot of
+    ``claim_requests(events)``).
+
+    Each fact claimed by this call is sent once, by the first event (in order) that needs it and has no
+    verdict; a later event that needs it depends on that delivery. A link covered by the first Identify
+    rides on it (or, when that Identify is already SENT, is marked delivered at once).
+    """
+    carriers: dict[Slot, _Draft] = {}  # the delivery of this call that carries each claimed fact
+    plans: list[tuple[list[_Draft], list[_Draft], Outcome | None, bool]] = []
+    mark_now: list[tuple[Slot, str]] = []
+    for event in events:
+        needs = needs_of(event)
+        verdict = _verdict(needs, answers)
+        own: list[_Draft] = []
+        earlier: list[_Draft] = []
+        waits = False
+        if verdict is None:
+            for need in needs:
+                answer = answers[need.slot]
+                if answer.state is not ClaimState.CLAIMED:
+                    waits = waits or answer.state is ClaimState.IN_FLIGHT  # not primary: the Track goes ahead
+                    continue
+                carrier = carriers.get(need.slot)
+                if carrier is None and need.slot.fact.kind is FactKind.LINK:
+                    identify_slot = _slot(event, IDENTIFY)
+                    identify = answers[identify_slot]
+                    if covers_link(identify, need.slot.fact.name):
+                        if identify.state is ClaimState.CLAIMED:
+                            carrier = carriers[identify_slot]  # the Identify this call sends carries the link
+                            carrier.slots.append(need.slot)
+                            carriers[need.slot] = carrier
+                        elif identify.state is ClaimState.SENT:
+                            mark_now.append((need.slot, identify_slot.message_id))
+                        else:  # IN_FLIGHT: its claimer sends the Identify that links; released below
+                            waits = True
+                        continue
+                if carrier is None:
+                    content = answer.content if answer.content is not None else need.content
+                    carrier = _Draft(with_delivery(content, need.slot.message_id, event.context), [need.slot])
+                    carriers[need.slot] = carrier
+                    own.append(carrier)
+                elif carrier not in own and carrier not in earlier:
+                    earlier.append(carrier)
+            if own_fact(event) is None:
+                if not event.delivery_id:
+                    raise ValueError("a conversion without a dedup fact needs a delivery id")
+                own.append(_Draft(with_delivery(track_content(event), event.delivery_id, event.context)))
+        plans.append((own, earlier, verdict, waits))
+    frozen: dict[int, Delivery] = {}
+
+    def freeze(draft: _Draft) -> Delivery:
+        return frozen.setdefault(id(draft), Delivery(draft.message, tuple(draft.slots)))
+
+    event_plans = tuple(
+        EventPlan(tuple(map(freeze, own)), tuple(freeze(d).message_id for d in earlier), verdict, waits)
+        for own, earlier, verdict, waits in plans
+    )
+    marked = {slot for slot, _ in mark_now}
+    release_now = tuple(
+        slot
+        for slot, answer in answers.items()
+        if answer.state is ClaimState.CLAIMED and slot not in carriers and slot not in marked
+    )
+    return CallPlan(event_plans, tuple(mark_now), release_now)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What Segment made of one delivery: ``ok``, else whether a later attempt may succeed, and why."""
+
+    ok: bool
+    retryable: bool = True
+    reason: str = ""
+
+
+NOT_SENT = SendResult(False, True, "not_sent")
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The outcome of each event, and the facts to mark SENT (with the id of the message that delivered them)
+    or to release (so that a retry can claim them at once)."""
+
+    outcomes: tuple[Outcome, ...]
+    marks: tuple[tuple[Slot, str], ...]
+    releases: tuple[Slot, ...]
+
+
+def settle(plan: CallPlan, results: Mapping[str, SendResult]) -> Settlement:
+    """Outcomes from what Segment answered per message id (a delivery without a result was not sent).
+
+    An event is delivered when its own deliveries and those it depends on are; ``retry`` when one failed but a
+    later attempt may succeed; ``rejected`` when one of its own can never be accepted; ``duplicate`` when it
+    had nothing to send. A delivered or duplicate event that waits on a fact held elsewhere is not complete.
+    """
+    marks = list(plan.mark_now)
+    releases = list(plan.release_now)
+    outcomes: list[Outcome] = []
+    for event in plan.events:
+        for delivery in event.deliveries:
+            if results.get(delivery.message_id, NOT_SENT).ok:
+                marks.extend((slot, delivery.message_id) for slot in delivery.slots)
+            else:
+                releases.extend(delivery.slots)
+        if event.verdict is not None:
+            outcomes.append(event.verdict)
+            continue
+        own = [results.get(d.message_id, NOT_SENT) for d in event.deliveries]
+        needed = [results.get(message_id, NOT_SENT) for message_id in event.depends_on]
+        refused = next((r for r in own if not r.ok and not r.retryable), None)
+        failed = next((r for r in own + needed if not r.ok), None)
+        if refused is not None:
+            outcomes.append(Outcome("rejected", reason=refused.reason))
+        elif failed is not None:
+            outcomes.append(Outcome("retry", reason=failed.reason))
+        elif event.deliveries:
+            ids = tuple(d.message_id for d in event.deliveries)
+            outcomes.append(Outcome("delivered", ids, complete=not event.waits))
+        else:
+            outcomes.append(Outcome("duplicate", complete=not event.waits))
+    return Settlement(tuple(outcomes), tuple(marks), tuple(releases))

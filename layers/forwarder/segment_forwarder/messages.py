@@ -1,0 +1,133 @@
+"""Segment messages: what the forwarder sends, built in one place (pure: no I/O, no clock).
+
+A message is its *content* (what a fact records the first time it is claimed: type, ids, event name,
+properties, timestamp) plus the ``messageId`` and the ``context`` added when it is sent::
+
+    content = identify_content("v-1", user_id="u-42", timestamp="2026-11-29T12:00:00.000Z")
+    message = with_delivery(content, message_id("demo", "v-1", "IDENTIFY"), {"ip": "203.0.113.7"})
+    message_size(message) <= MAX_MESSAGE_BYTES
+
+Message ids are UUIDv5 of (workspace, visitor, fact key), so every resend of a fact carries the same id and
+Segment drops the repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from . import LIBRARY
+
+Content = dict[str, Any]
+Message = dict[str, Any]
+
+MAX_MESSAGE_BYTES = 32 * 1024  # Segment's limit for one message, alone or in a batch
+# Fixed namespace of this forwarder's message ids: uuid5(NAMESPACE_URL, "segment-forwarder:message-id").
+MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "segment-forwarder:message-id")
+EXPERIMENT_VIEWED = "Experiment Viewed"
+CONVERSION_TRIGGERED = "Conversion Triggered"
+CONNECTION_TEST = "Segment Connection Test"
+CONNECTION_TEST_ANONYMOUS_ID = "segment-forwarder-connection-test"
+
+
+def iso_ms(moment: datetime) -> str:
+    """UTC ISO-8601 with milliseconds, as Segment expects: ``2026-11-29T12:00:00.000Z``."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def message_id(workspace_id: str, visitor_id: str, fact_key: str) -> str:
+    """Deterministic Segment messageId of a visitor's fact: a resend after a crash carries the same id.
+
+    Workspace ids cannot contain a newline and visitor ids no control character, so the join is unambiguous.
+    """
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{workspace_id}\n{visitor_id}\n{fact_key}"))
+
+
+def message_size(message: Mapping[str, Any]) -> int:
+    """Bytes of a message as Segment's official clients encode it: ``json.dumps`` defaults (``", "`` and
+    ``": "`` separators, non-ASCII escaped as ``\\uXXXX``).
+
+    The conservative measure, shared with the local Segment sink: the same message encoded compactly in UTF-8
+    (as the forwarder sends it) is never larger, so a message within the limit here is within it however it
+    is measured downstream.
+    """
+    return len(json.dumps(message, allow_nan=False))
+
+
+def _ids(anonymous_id: str, user_id: str | None) -> Content:
+    ids: Content = {"anonymousId": anonymous_id}
+    if user_id is not None:
+        ids["userId"] = user_id
+    return ids
+
+
+def identify_content(visitor_id: str, *, user_id: str | None, timestamp: str) -> Content:
+    """An Identify of the visitor (``anonymousId``), linking it to ``user_id`` when given."""
+    return {"type": "identify", **_ids(visitor_id, user_id), "timestamp": timestamp}
+
+
+def experiment_viewed_content(
+    visitor_id: str,
+    *,
+    user_id: str | None,
+    timestamp: str,
+    test_id: str,
+    variant_id: str,
+    test_name: str | None = None,
+    variant_name: str | None = None,
+) -> Content:
+    """ "Experiment Viewed" with the product's names and Segment's A/B spec names (experiment_*, variation_*)."""
+    properties: Content = {
+        "test_id": test_id,
+        "variant_id": variant_id,
+        "experiment_id": test_id,
+        "variation_id": variant_id,
+    }
+    if test_name is not None:
+        properties["test_name"] = properties["experiment_name"] = test_name
+    if variant_name is not None:
+        properties["variant_name"] = properties["variation_name"] = variant_name
+    return _track(EXPERIMENT_VIEWED, visitor_id, user_id, timestamp, properties)
+
+
+def conversion_triggered_content(
+    visitor_id: str,
+    *,
+    user_id: str | None,
+    timestamp: str,
+    conversion_id: str,
+    conversion_type: str,
+    origin_url: str,
+) -> Content:
+    """ "Conversion Triggered" with the conversion's id, type and the page it happened on."""
+    properties: Content = {
+        "conversion_id": conversion_id,
+        "conversion_type": conversion_type,
+        "origin_url": origin_url,
+    }
+    return _track(CONVERSION_TRIGGERED, visitor_id, user_id, timestamp, properties)
+
+
+def connection_test_content(workspace_id: str, *, timestamp: str) -> Content:
+    """The Track the connection test route sends, so the user can find it in Segment's source debugger."""
+    properties: Content = {"workspace_id": workspace_id, "sent_by": LIBRARY["name"]}
+    return _track(CONNECTION_TEST, CONNECTION_TEST_ANONYMOUS_ID, None, timestamp, properties)
+
+
+def _track(event: str, anonymous_id: str, user_id: str | None, timestamp: str, properties: Content) -> Content:
+    return {
+        "type": "track",
+        "event": event,
+        **_ids(anonymous_id, user_id),
+        "properties": properties,
+        "timestamp": timestamp,
+    }
+
+
+def with_delivery(content: Mapping[str, Any], message_id: str, context: Mapping[str, Any]) -> Message:
+    """The message to send: recorded content, its message id, and the sender's context with ``library`` set."""
+    return {**content, "messageId": message_id, "context": {**context, "library": LIBRARY}}

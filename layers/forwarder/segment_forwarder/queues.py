@@ -1,0 +1,118 @@
+"""The function's SQS queues: queue an event the HTTP path could not deliver, park records in the dead-letter
+queue with their reason. The only module that talks to SQS::
+
+    queues = Queues(sqs_client, queue_url="…", dlq_url="…")
+    queues.enqueue(event.queue_body(), delivery_id=event.delivery_id)   # QueueUnavailableError on failure
+    not_parked = queues.park([Parked(record, "invalid_value", "visitor_id …", "visitor_id")])
+
+Reasons travel as message attributes (``error_code``, ``error_message``, ``error_field``, ``source_message_id``,
+``receive_count``, ``delivery_id``), always valid SQS text of bounded length, whatever the input held.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageBatchRequestEntryTypeDef
+else:
+    SQSClient = Any
+
+DELIVERY_ID_ATTRIBUTE = "delivery_id"
+MAX_ATTRIBUTE_CHARS = 1000
+_BATCH_LIMIT = 10
+# SQS accepts #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF in bodies and attribute values.
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class QueueUnavailableError(Exception):
+    """SQS could not be reached or refused the message."""
+
+
+def sqs_text(value: str, limit: int | None = MAX_ATTRIBUTE_CHARS) -> str:
+    """``value`` as text SQS accepts: characters it refuses (lone surrogates, most control characters) become
+    U+FFFD, and at most ``limit`` characters are kept (all of them when None)."""
+    return _NOT_SQS_TEXT.sub("\ufffd", value if limit is None else value[:limit])
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A record to park in the dead-letter queue, and why."""
+
+    record: Mapping[str, Any]
+    code: str
+    message: str
+    field: str | None = None
+    delivery_id: str | None = None
+
+    @property
+    def message_id(self) -> str:
+        """The SQS message id of the record."""
+        return str(self.record["messageId"])
+
+    def attributes(self) -> dict[str, str]:
+        """The reason as message attributes (valid SQS text, bounded)."""
+        attributes = {
+            "error_code": self.code,
+            "error_message": self.message or self.code,
+            "source_message_id": self.message_id,
+            "receive_count": str(self.record.get("attributes", {}).get("ApproximateReceiveCount", "1")),
+        }
+        if self.field:
+            attributes["error_field"] = self.field
+        if self.delivery_id:
+            attributes[DELIVERY_ID_ATTRIBUTE] = self.delivery_id
+        return {name: sqs_text(value) or "-" for name, value in attributes.items()}
+
+
+def _string_attributes(values: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
+    return {name: {"DataType": "String", "StringValue": value} for name, value in values.items()}
+
+
+class Queues:
+    """The function's own queue and its dead-letter queue."""
+
+    def __init__(self, client: SQSClient, queue_url: str, dlq_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+        self._dlq_url = dlq_url
+
+    def enqueue(self, body: Mapping[str, Any], *, delivery_id: str) -> None:
+        """Put an event on the function's queue, with the delivery id its first attempt used."""
+        try:
+            self._client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=json.dumps(body),
+                MessageAttributes=_string_attributes({DELIVERY_ID_ATTRIBUTE: delivery_id}),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueUnavailableError(type(exc).__name__) from None
+
+    def park(self, parked: Sequence[Parked]) -> list[str]:
+        """Move records to the dead-letter queue with their reason (10 a request); return the SQS message ids
+        of those that could not be moved."""
+        failed: list[str] = []
+        for start in range(0, len(parked), _BATCH_LIMIT):
+            chunk = parked[start : start + _BATCH_LIMIT]
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                {
+                    "Id": str(index),
+                    "MessageBody": sqs_text(str(item.record.get("body") or ""), None) or "(empty body)",
+                    "MessageAttributes": _string_attributes(item.attributes()),
+                }
+                for index, item in enumerate(chunk)
+            ]
+            try:
+                answer = self._client.send_message_batch(QueueUrl=self._dlq_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                failed.extend(item.message_id for item in chunk)
+                continue
+            failed.extend(chunk[int(entry["Id"])].message_id for entry in answer.get("Failed", []))
+        return failed

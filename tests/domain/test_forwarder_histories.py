@@ -1,0 +1,196 @@
+"""The real ``Forwarder`` over random histories, with in-memory fakes of its ports (hypothesis).
+
+A history is a stream of events for a few visitors, users, tests and conversions, delivered in random batches
+(as SQS does, redelivering what was not consumed), with random faults at every step: a crash after the claims,
+after Segment accepted, or after the marks; a claim the table cannot answer; Segment failing, or accepting and
+then timing out; a mark that fails or is half written; leases expiring; and attempts interleaved (one paused in
+its Segment call while another runs, then resuming after its lease expired). Then the faults stop and the
+remaining events are redelivered until every one is consumed.
+
+The model (``tests/model.py``) checks, from what Segment received and from the product's rules alone, that
+every fact reached Segment under exactly one messageId with one content (repeats of a messageId are allowed:
+Segment drops them), with its workspace's key and region; that every fact of a consumed event is recorded SENT,
+and only under a messageId Segment accepted with that content (else a later resend, beyond Segment's dedup
+window, would duplicate it); and the history checks that every event is consumed (nothing accepted is lost).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from segment_forwarder.connections import Connection
+from segment_forwarder.events import Event
+from segment_forwarder.facts import needs_of
+from segment_forwarder.forwarding import Forwarder
+from tests.model import Received, Recorded, violations
+
+from .fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore
+
+HISTORIES = 400
+LEASE_S = 90
+WORKSPACES = {"ws-a": Connection("key-a-0001", "us"), "ws-b": Connection("key-b-0002", "eu")}
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> list[Event]:
+    """A stream of 1-14 events over 2 workspaces, 2 visitors, 2 users, 2 tests and 1 conversion id."""
+    stream = []
+    for index in range(draw(st.integers(1, 14))):
+        kind = draw(st.sampled_from(["identify", "assignment", "conversion"]))
+        workspace = draw(st.sampled_from(sorted(WORKSPACES)))
+        body: dict[str, Any] = {
+            "workspace_id": workspace,
+            "visitor_id": f"{workspace}:{draw(st.sampled_from(['v-1', 'v-2']))}",  # tells its workspace
+            "timestamp": (START + timedelta(seconds=index)).isoformat(),
+        }
+        user = draw(st.sampled_from([None, "u-1", "u-2"]))
+        if user is not None:
+            body["user_id"] = user
+        if kind == "assignment":
+            body.update(test_id=draw(st.sampled_from(["t-1", "t-2"])), variant_id=draw(st.sampled_from("ab")))
+        if kind == "conversion":
+            body.update(conversion_id="c-1", conversion_type="CLICK", origin_url=f"https://shop.example/{index}")
+            mode = draw(st.sampled_from(["once", "event", "plain"]))
+            if mode == "once":
+                body["one_per_visitor"] = True
+            elif mode == "event":
+                body["event_id"] = draw(st.sampled_from(["e-1", "e-2"]))
+        stream.append(Event.from_body(kind, body, START, delivery_id=f"delivery-{index}"))
+    return stream
+
+
+@dataclass(frozen=True)
+class Step:
+    """One invocation: which pending events it gets, and what goes wrong in it."""
+
+    skip: int
+    take: int
+    crash_at: str | None
+    segment: tuple[str, ...]
+    mark: str
+    unavailable: int | None  # index of a claim request that the table cannot answer
+    advance_s: int
+    interleave: bool = False
+    resume_after_s: int = 0
+
+
+steps = st.lists(
+    st.builds(
+        Step,
+        skip=st.integers(0, 3),
+        take=st.integers(1, 5),
+        crash_at=st.sampled_from([None, None, "after_claim", "after_send", "after_mark"]),
+        segment=st.lists(st.sampled_from(["ok", "ok", "fail", "accept_then_fail"]), max_size=3).map(tuple),
+        mark=st.sampled_from(["ok", "ok", "ok", "fail", "partial"]),
+        unavailable=st.one_of(st.none(), st.integers(0, 4)),
+        advance_s=st.sampled_from([0, 0, 30, LEASE_S + 1]),
+        interleave=st.booleans(),
+        resume_after_s=st.sampled_from([0, LEASE_S + 1]),
+    ),
+    max_size=8,
+)
+
+
+@dataclass
+class History:
+    """The forwarder, its fakes, and which events are still pending (not consumed)."""
+
+    stream: list[Event]
+    clock: Clock = field(default_factory=Clock)
+    faults: Faults = field(default_factory=Faults)
+    pending: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pending = list(range(len(self.stream)))
+        self.store = MemoryStore(self.clock, self.faults, lease_s=LEASE_S)
+        self.segment = MemorySegment(self.faults)
+        self.forwarder = Forwarder(self.store, MemoryConnections(WORKSPACES), self.segment)
+
+    def attempt(self, batch: Sequence[int]) -> None:
+        """One invocation over ``batch``; consumed events leave ``pending`` (a crash consumes nothing)."""
+        try:
+            results = self.forwarder.forward([self.stream[i] for i in batch], deadline=float("inf"))
+        except Crash:
+            return
+        for index, outcome in zip(batch, results, strict=True):
+            assert outcome.status in ("delivered", "duplicate", "retry"), outcome
+            if outcome.status != "retry" and outcome.complete and index in self.pending:  # SQS: at least once
+                self.pending.remove(index)
+
+    def batch(self, skip: int, take: int) -> list[int]:
+        start = min(skip, max(len(self.pending) - 1, 0))
+        return self.pending[start : start + take]
+
+    def run(self, step: Step) -> None:
+        batch = self.batch(step.skip, step.take)
+        if not batch:
+            return
+        if step.interleave:
+            self.interleaved(batch, step)
+        else:
+            self.faults.crash_at, self.faults.mark = step.crash_at, step.mark
+            self.faults.segment = list(step.segment)
+            requests = [n.slot for i in batch for n in needs_of(self.stream[i])]
+            if step.unavailable is not None and step.unavailable < len(requests):
+                self.faults.unavailable = {requests[step.unavailable]}
+            self.attempt(batch)
+        self.faults.crash_at, self.faults.segment, self.faults.mark = None, [], "ok"
+        self.faults.unavailable = set()
+        self.clock.advance(step.advance_s)
+
+    def interleaved(self, batch: list[int], step: Step) -> None:
+        """Attempt A pauses in its Segment call; attempt B runs whole; the clock moves; A resumes."""
+        self.faults.pause = True
+        self.faults.paused.clear()
+        self.faults.resume.clear()
+        first = threading.Thread(target=self.attempt, args=(batch,))
+        first.start()
+        while not self.faults.paused.wait(0.005) and first.is_alive():
+            pass  # A reaches Segment, or ends without sending anything
+        self.faults.pause = False
+        self.attempt(self.batch(step.skip, step.take))
+        self.clock.advance(step.resume_after_s)
+        self.faults.segment = list(step.segment)
+        self.faults.mark = step.mark
+        self.faults.resume.set()
+        first.join(timeout=10)
+        assert not first.is_alive()
+
+    def settle(self) -> None:
+        """No more faults: redeliver until every event is consumed (leases of crashed attempts expire)."""
+        for _ in range(40):
+            if not self.pending:
+                return
+            self.clock.advance(LEASE_S + 1)
+            self.attempt(self.pending[:4])
+        raise AssertionError(f"events never consumed: {[self.stream[i] for i in self.pending]}")
+
+
+def check(history: History) -> None:
+    """The model's promises over what Segment received and what the store recorded; every event consumed."""
+    received = [Received(r.write_key, r.region, r.message) for r in history.segment.received]
+    recorded = [
+        Recorded(slot, item.status, item.message_id, item.content) for slot, item in history.store.items.items()
+    ]
+    assert violations(history.stream, received, WORKSPACES, recorded) == []
+    assert not history.pending
+
+
+@settings(max_examples=HISTORIES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=events(), history_steps=steps)
+def test_every_fact_once_under_one_message_id_with_its_recorded_content(stream, history_steps):
+    note("\n".join(f"event {i}: {e.kind} {e.body}" for i, e in enumerate(stream)))
+    note("\n".join(map(repr, history_steps)))
+    history = History(stream)
+    for step in history_steps:
+        history.run(step)
+    history.settle()
+    check(history)
