@@ -30,12 +30,13 @@ in-process tests feed it the same plain inputs::
 * ``call``: one "Conversion Triggered" per accepted call of any other conversion (a call with ``n`` uncertain
   attempts before its answer may have been forwarded up to ``n + 1`` times: no dedup key protects it).
 
-**Which requests require their facts**: those answered ``delivered`` or ``duplicate``; ``queued`` (HTTP 202) and
-``consumed`` (put on a queue) ones too, unless their record was parked in a dead-letter queue (accounted for, not
-lost) or the workspace was disconnected at a moment the queue could have delivered it (within ``cache_s`` of a
-change). Requests that ``failed`` (never accepted) or had uncertain attempts (transport error, 5xx) may have been
-forwarded: their facts may appear. A request answered ``skipped`` (or ``rejected``) without an uncertain attempt
-must leave no trace.
+**Which requests require their facts**: those answered ``delivered`` or ``duplicate``, ``queued`` (HTTP 202) and
+``consumed`` (put on a queue) ones, unless a record of theirs was parked in a dead-letter queue (accounted for,
+not lost) or the workspace was disconnected at a moment a queue could still deliver them (within ``cache_s`` of a
+change): then the queued and consumed ones may be skipped, and so may the identity facts of answered ones (the
+core may finish those from a queued copy). Requests that ``failed`` (never accepted) or had uncertain attempts
+(transport error, 5xx) may have been forwarded: their facts may appear. A request answered ``skipped`` (or
+``rejected``) without an uncertain attempt must leave no trace.
 
 **Content** of a messageId = the message without its envelope (``ENVELOPE_FIELDS``: ``context``, ``sentAt``, ...):
 ids, type, event name, properties, traits and timestamp; all records of a messageId must carry one content.
@@ -497,21 +498,28 @@ class _Evaluator:
                 self.parked_requests.add(index)
 
     def parked_request(self, kind: str, body: Mapping[str, Any]) -> int | None:
-        for index, request in enumerate(self.requests):
-            through_queue = request.outcome in QUEUE_OUTCOMES or request.uncertain_attempts > 0
-            free = through_queue and index not in self.parked_requests and request.kind == kind
-            if free and _same_body(request.body, body):
-                return index
-        return None
+        """The request a parked record accounts for: one with the same body that reached a queue, preferably one
+        the producer put there or was answered queued, else one with uncertain attempts, else an answered one (an
+        HTTP call answered before all its facts were recorded may queue a copy of itself)."""
+        candidates = [
+            (request.outcome not in QUEUE_OUTCOMES, request.uncertain_attempts == 0, index)
+            for index, request in enumerate(self.requests)
+            if index not in self.parked_requests
+            and request.kind == kind
+            and (request.outcome not in DENIED_OUTCOMES or request.uncertain_attempts > 0)
+            and _same_body(request.body, body)
+        ]
+        return min(candidates)[2] if candidates else None
 
     def need_of(self, index: int, request: Request) -> Need:
         if request.outcome in DENIED_OUTCOMES:
             return "optional" if request.uncertain_attempts else "forbidden"
+        if index in self.parked_requests:
+            return "optional"  # accounted for by its parked record (a delivered answer's ids are checked apart)
         if request.outcome in ANSWERED_OUTCOMES:
             return "required"
         if request.outcome in QUEUE_OUTCOMES:
-            parked = index in self.parked_requests
-            return "optional" if parked or self.may_be_skipped_after(request.workspace, request.sent_at) else "required"
+            return "optional" if self.may_be_skipped_after(request.workspace, request.sent_at) else "required"
         return "optional"  # failed: never accepted, perhaps forwarded
 
     def fact(self, workspace: str, visitor: str, kind: str, key: str = "", conversion: str | None = None) -> _Fact:
@@ -524,25 +532,29 @@ class _Evaluator:
         for index, request in enumerate(self.requests):
             need = self.need_of(index, request)
             ws, visitor, body = request.workspace, request.visitor, request.body
-            implied = [self.fact(ws, visitor, "identify")]
+            identity_need = need
+            if need == "required" and request.outcome in ANSWERED_OUTCOMES:
+                # An answered event may finish its identity facts from a queued copy, which a disconnection skips.
+                identity_need = "optional" if self.may_be_skipped_after(ws, request.sent_at) else need
+            implied = [(self.fact(ws, visitor, "identify"), identity_need)]
             if request.user is not None:
-                implied.append(self.fact(ws, visitor, "link", request.user))
+                implied.append((self.fact(ws, visitor, "link", request.user), identity_need))
             if request.kind == "assignment":
-                implied.append(self.fact(ws, visitor, "assign", str(body["test_id"])))
+                implied.append((self.fact(ws, visitor, "assign", str(body["test_id"])), need))
             elif request.kind == "conversion":
                 conversion = str(body["conversion_id"])
                 if body.get("one_per_visitor"):
-                    implied.append(self.fact(ws, visitor, "conv", conversion, conversion))
+                    implied.append((self.fact(ws, visitor, "conv", conversion, conversion), need))
                 elif "event_id" in body:
-                    implied.append(self.fact(ws, visitor, "event", str(body["event_id"]), conversion))
+                    implied.append((self.fact(ws, visitor, "event", str(body["event_id"]), conversion), need))
                 else:
                     call = self.fact(ws, visitor, "call", request.label or f"#{index}", conversion)
                     # Failed: every attempt was uncertain, one of them is the call's own slot.
                     extra = request.uncertain_attempts - (1 if request.outcome == "failed" else 0)
                     call.extra_slots += max(extra, 0)
-                    implied.append(call)
-            for fact in implied:
-                fact.sources.append((request, need))
+                    implied.append((call, need))
+            for fact, fact_need in implied:
+                fact.sources.append((request, fact_need))
         for facts in self.facts.values():
             for fact in facts.values():
                 if fact.need == "required":

@@ -6,6 +6,7 @@ Messages are written here from the contract (SPEC §1, §5), not built with the 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from typing import Any
@@ -318,6 +319,27 @@ def test_a_parked_record_with_its_reason_accounts_for_its_event():
 
     assert result.violations == []
     assert (result.parked, result.parked_with_reason, result.facts_required, result.facts_optional) == (1, 1, 0, 2)
+
+
+def test_a_parked_copy_of_an_answered_request_accounts_for_it_and_its_answer_still_counts():
+    # An HTTP call answered before every fact was recorded queues a copy of itself; that copy may be parked.
+    request = Request("assignment", assignment(), "delivered", 1, 2, ("m-ev",))
+    parked = [Parked("assignment", json.dumps(assignment()), {"error_code": "retries_exhausted"})]
+
+    assert evaluate([request], [record(viewed("m-ev"))], CONNECTIONS, parked).violations == []
+    missing = evaluate([request], [], CONNECTIONS, parked)
+    assert [v.rule for v in missing.violations] == [inv.ANSWER_MISSING]
+
+
+def test_an_answered_events_identity_may_be_skipped_by_a_later_disconnection_and_its_own_fact_may_not():
+    connections = [Connection("demo", KEY_US, "us"), Connection("demo", None, None, at=10.0)]
+    request = Request("assignment", assignment(), "duplicate", 5.0, 5.1)
+
+    assert rules(evaluate([request], [], connections)) == [(inv.LOST, "demo/v1 assign t1")]
+    assert rules(evaluate([request], [], CONNECTIONS)) == [
+        (inv.LOST, "demo/v1 assign t1"),
+        (inv.LOST, "demo/v1 identify"),
+    ]
 
 
 def test_a_parked_record_needs_a_reason_and_a_request():
