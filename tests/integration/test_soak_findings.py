@@ -99,26 +99,32 @@ def _healthy_sink(stack: LocalStack):
     stack.sink.clear_faults()
 
 
-def test_a_user_link_reaches_segment_under_one_message_id_after_a_slow_segment_call(stack, api):
-    producer = _Producer(api)
-    visitor, user = new_id("v"), new_id("u")
-    with_user = {"workspace_id": "demo", "visitor_id": visitor, "user_id": user, "timestamp": _timestamp(2)}
-    anonymous = {"workspace_id": "demo", "visitor_id": visitor, "timestamp": _timestamp(1)}
-
-    _slow_segment_then_again(stack, producer, "identify", with_user, anonymous, messages=1)
-
-    producer.check(stack, visitor)
+def _first_with_user_then_anonymous(visitor: str) -> tuple[str, dict[str, Any], dict[str, Any], int]:
+    """An identify with a user id (its Identify is the link), then one without (the first-seen Identify again)."""
+    first = {"workspace_id": "demo", "visitor_id": visitor, "user_id": new_id("u"), "timestamp": _timestamp(2)}
+    again = {"workspace_id": "demo", "visitor_id": visitor, "timestamp": _timestamp(1)}
+    return "identify", first, again, 1
 
 
-def test_experiment_viewed_keeps_one_content_after_a_slow_segment_call(stack, api):
+def _assignment_with_names_then_without(visitor: str) -> tuple[str, dict[str, Any], dict[str, Any], int]:
+    """An assignment with names, then the same assignment later without them (another content if re-sent)."""
+    first = {"workspace_id": "demo", "visitor_id": visitor, "test_id": "t-slow", "variant_id": "a"}
+    again = first | {"timestamp": _timestamp(1)}
+    first |= {"test_name": "Slow", "variant_name": "A", "timestamp": _timestamp(2)}
+    return "assignment", first, again, 2
+
+
+@pytest.mark.parametrize(
+    "requests", [_first_with_user_then_anonymous, _assignment_with_names_then_without], ids=["link", "viewed"]
+)
+def test_after_a_segment_call_slower_than_the_budget_each_fact_keeps_one_message_id_and_one_content(
+    stack, api, requests
+):
     producer = _Producer(api)
     visitor = new_id("v")
-    first = {"workspace_id": "demo", "visitor_id": visitor, "test_id": "t-slow", "variant_id": "a"}
-    first |= {"test_name": "Slow", "variant_name": "A", "timestamp": _timestamp(2)}
-    again = {"workspace_id": "demo", "visitor_id": visitor, "test_id": "t-slow", "variant_id": "a"}
-    again |= {"timestamp": _timestamp(1)}
+    kind, first, again, messages = requests(visitor)
 
-    _slow_segment_then_again(stack, producer, "assignment", first, again, messages=2)
+    _slow_segment_then_again(stack, producer, kind, first, again, messages=messages)
 
     producer.check(stack, visitor)
 
