@@ -16,12 +16,13 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs bench clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
 	@echo "make test   lint, unit + integration tests, sam validate (+ --lint), sam build"
 	@echo "make bench  benchmark table (throughput, requests per event, cold start, package size)"
+	@echo "make soak   minutes of load, crashes, a flapping Segment and a connection change, then every invariant"
 	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
 
 python-check:
@@ -100,6 +101,10 @@ send-sqs: venv
 
 bench: venv build
 	$(PY) -m bench
+
+# make soak [SOAK_ARGS="--requests 1000 --seed 7 --dump /tmp/soak.json"]: see python -m soak --help
+soak: venv
+	$(PY) -m soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache

@@ -55,6 +55,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .lambda_pool import FunctionUnavailable, InvocationError
+from .segment_sink import LISTEN_BACKLOG
 from .sigv4 import SigV4Identity, SigV4Refusal, SigV4Verifier, is_sigv4
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -150,6 +151,7 @@ def summarize(status: int, body: bytes) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], api: HttpApi) -> None:
         self.api = api
