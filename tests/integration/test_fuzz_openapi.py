@@ -52,14 +52,47 @@ def _body_schema(case: schemathesis.Case) -> dict[str, Any] | None:
     return None if content is None else {"components": DOCUMENT["components"], **content["schema"]}
 
 
+IDS = ("visitor_id", "user_id", "test_id", "variant_id", "conversion_id", "event_id")
+
+
+def _breaks_limits(node: Any, depth: int = 1) -> bool:
+    """The limits the document's description states (its own reading here, not the product's code)."""
+    if isinstance(node, dict):
+        return (
+            depth > 8
+            or len(node) > 64
+            or any(not 1 <= len(k.encode("utf-8", "surrogatepass")) <= 256 for k in node)
+            or any(_has_surrogate(k) or _breaks_limits(v, depth + 1) for k, v in node.items())
+        )
+    if isinstance(node, list):
+        return depth > 8 or len(node) > 100 or any(_breaks_limits(v, depth + 1) for v in node)
+    if isinstance(node, str):
+        return len(node.encode("utf-8", "surrogatepass")) > 8192 or _has_surrogate(node)
+    if isinstance(node, float):
+        return node != node or node in (float("inf"), float("-inf"))
+    if isinstance(node, int) and not isinstance(node, bool):
+        return abs(node) > 2**53 - 1
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
 def _breaks_prose_rules(body: dict[str, Any]) -> bool:
-    """The rules the API states beyond the schema: timestamp a real date at most 1 h ahead; origin_url absolute."""
+    """The rules the API states beyond the schema: the limits; ids not blank once trimmed; a timestamp that is a
+    real instant from 1970 to 1 h ahead; origin_url absolute."""
+    if _breaks_limits(body):
+        return True
+    if any(isinstance(body.get(name), str) and not body[name].strip().strip("\ufeff").strip() for name in IDS):
+        return True
     timestamp = body.get("timestamp")
     if isinstance(timestamp, str):
         try:
-            if datetime.fromisoformat(timestamp) - datetime.now(UTC) > timedelta(hours=1):
-                return True
-        except ValueError:
+            moment = datetime.fromisoformat(timestamp).astimezone(UTC)
+        except (ValueError, OverflowError):
+            return True
+        if not datetime(1970, 1, 1, tzinfo=UTC) <= moment <= datetime.now(UTC) + timedelta(hours=1):
             return True
     url = body.get("origin_url")
     if isinstance(url, str):
