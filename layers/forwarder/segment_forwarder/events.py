@@ -23,6 +23,16 @@ SCHEMAS: dict[Kind, str] = {
 }
 
 
+# Fixed namespace of the delivery ids derived from SQS message ids.
+SQS_DELIVERY_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "segment-forwarder:sqs-message-id")
+
+
+def sqs_delivery_id(sqs_message_id: str) -> str:
+    """The delivery id of a record that carries none: derived from its SQS message id, so every redelivery (and a
+    redrive that keeps the original message id as ``source_message_id``) sends it under the same messageId."""
+    return str(uuid.uuid5(SQS_DELIVERY_ID_NAMESPACE, sqs_message_id))
+
+
 def parse_timestamp(value: str) -> datetime:
     """An ISO-8601 timestamp with a zone (already checked by validation) as an aware UTC datetime."""
     return datetime.fromisoformat(value).astimezone(UTC)

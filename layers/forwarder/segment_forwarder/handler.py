@@ -12,7 +12,6 @@ forwarder and shapes the answer; one record's failure never touches another reco
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
 from .dedup import Claim, DedupStore
 from .errors import RequestError
-from .events import SCHEMAS, Event, Kind
+from .events import SCHEMAS, Event, Kind, sqs_delivery_id
 from .facts import Outcome, largest_message
 from .forwarding import Forwarder
 from .messages import MAX_MESSAGE_BYTES
@@ -40,7 +39,6 @@ metrics = Metrics()
 
 SQS_SAFETY_S = 3.0  # time kept for marking sent, the DLQ and answering Lambda
 HTTP_SAFETY_S = 1.5
-_SQS_MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "segment-forwarder:sqs-message-id")
 
 Record = Mapping[str, Any]
 
@@ -183,7 +181,7 @@ def _event_of(kind: Kind, record: Record) -> Event:
     sent_ms = record.get("attributes", {}).get("SentTimestamp")
     received_at = datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else datetime.now(UTC)
     carried = record.get("messageAttributes", {}).get(DELIVERY_ID_ATTRIBUTE, {}).get("stringValue")
-    delivery_id = carried or str(uuid.uuid5(_SQS_MESSAGE_ID_NAMESPACE, str(record["messageId"])))
+    delivery_id = carried or sqs_delivery_id(str(record["messageId"]))
     return _checked(Event.from_body(kind, body, received_at, delivery_id))
 
 
