@@ -343,3 +343,25 @@ class Template:
                     )
                 )
         return sources
+
+    # -- ingest kinds (functions/<kind>/) and their queues ----------------------------------------------------
+
+    def kind_of(self, function: str) -> str:
+        """The kind a function handles: the last part of its CodeUri (``functions/assignment/`` -> ``assignment``)."""
+        return str(self.function_property(function, "CodeUri")).strip("/").split("/")[-1]
+
+    def kinds(self) -> list[str]:
+        """Kinds of the functions fed by a queue (identify, assignment, conversion)."""
+        return [self.kind_of(source.function) for source in self.sqs_sources()]
+
+    def queues_of(self, kind: str) -> tuple[str, str]:
+        """(source queue, dead-letter queue) logical ids of a kind's function; KeyError when it has none."""
+        for source in self.sqs_sources():
+            if self.kind_of(source.function) == kind:
+                policy = self.resources[source.queue]["Properties"]["RedrivePolicy"]
+                return source.queue, policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        raise KeyError(kind)
+
+    def physical_name(self, logical_id: str) -> str:
+        """The name a resource gets on the local stack (``<stack name>-<logical id>``)."""
+        return self._physical_name(logical_id)
