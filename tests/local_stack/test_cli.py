@@ -55,6 +55,21 @@ class Running:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    @classmethod
+    def start(cls, **extra_env: str) -> Running:
+        """``python -m local_stack`` on free ports in a process group of its own, with ``extra_env`` set."""
+        ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local_stack"],
+            cwd=ROOT,
+            env={**_environment(**ports), **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        return cls(process, ports)
+
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
@@ -81,17 +96,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[Running]:
-    ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"],
-        cwd=ROOT,
-        env=_environment(**ports),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    stack = Running(process, ports)
+    stack = Running.start()
+    process = stack.process
     try:
         stack.read_until(r"Ctrl-C stops everything")
         yield stack
@@ -239,18 +245,8 @@ def test_send_sqs_without_a_running_stack_says_so():
 
 def test_with_segment_write_key_demo_goes_to_the_real_segment_and_the_key_is_never_printed():
     key = "real-write-key-" + new_id("k")
-    ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
-    env = {**_environment(**ports), "SEGMENT_WRITE_KEY": key, "SEGMENT_REGION": "eu"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    stack = Running(process, ports)
+    stack = Running.start(SEGMENT_WRITE_KEY=key, SEGMENT_REGION="eu")
+    process, ports = stack.process, stack.ports
     try:
         stack.read_until(r"Ctrl-C stops everything")
         http = urllib3.PoolManager(retries=False, timeout=20)
@@ -275,18 +271,8 @@ def test_with_segment_write_key_demo_goes_to_the_real_segment_and_the_key_is_nev
 
 
 def test_local_parameters_reach_the_stack_and_the_banner_lists_them():
-    ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
-    overrides = "RetryHorizonMinutes=2, RetryBackoffCapSeconds=5,MaxReceiveCount=7"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"],
-        cwd=ROOT,
-        env={**_environment(**ports), "LOCAL_PARAMETERS": overrides},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    stack = Running(process, ports)
+    stack = Running.start(LOCAL_PARAMETERS="RetryHorizonMinutes=2, RetryBackoffCapSeconds=5,MaxReceiveCount=7")
+    process, ports = stack.process, stack.ports
     try:
         stack.read_until(r"Ctrl-C stops everything")
         sqs = boto3.session.Session(
