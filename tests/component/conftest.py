@@ -276,3 +276,13 @@ def function_logs() -> Iterator[io.StringIO]:
     finally:
         handler.setStream(previous)
         scan(stream.getvalue(), where="the functions' log lines")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_metrics() -> Iterator[None]:
+    """Each test starts with no metrics buffered: Powertools keeps them per process, and with metrics disabled
+    (the default here) an invocation does not flush them."""
+    from aws_lambda_powertools import Metrics
+
+    Metrics().clear_metrics()
+    yield

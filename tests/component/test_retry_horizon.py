@@ -137,3 +137,33 @@ def test_every_log_line_of_an_event_carries_its_correlation_id(stack, function_l
     sqs_lines = [line for line in lines if line.get("visitor_id") == "v-2"]
     assert http_lines and {line["correlation_id"] for line in http_lines} == {request["requestContext"]["requestId"]}
     assert sqs_lines and {line["correlation_id"] for line in sqs_lines} == {record["messageId"]}
+
+
+def test_a_retried_record_reports_how_long_it_has_been_retried(stack, capsys):
+    stack.sink.set_fault(status=503, count=100)
+    since = int(time.time() * 1000) - 2 * HOUR_MS
+    record = queued_record(stack, ASSIGNMENT, retry_since=str(since))
+    handler = stack.handler("assignment", POWERTOOLS_METRICS_DISABLED="false")
+
+    handler({"Records": [record]}, LambdaContext(timeout_s=4))
+
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    ages = [value for line in emf if "RetryAge" in line for value in _values(line["RetryAge"])]
+    assert len(ages) == 1 and 2 * 3600 <= ages[0] < 2 * 3600 + 60
+    assert {(line["service"], line["kind"]) for line in emf} == {("segment-forwarder", "assignment")}
+
+
+def test_a_redriven_record_parked_again_keeps_the_id_of_its_first_message(stack):
+    stack.sink.set_fault(status=400, count=100)
+    record = queued_record(stack, ASSIGNMENT, source_message_id="the-first-message", delivery_id="d-first")
+
+    assert stack.handler("assignment")({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
+
+    [parked] = stack.drain("assignment", dead=True)
+    attributes = {k: v["StringValue"] for k, v in parked["MessageAttributes"].items()}
+    assert (attributes["source_message_id"], attributes["delivery_id"]) == ("the-first-message", "d-first")
+
+
+def _values(value: float | list[float]) -> list[float]:
+    """An EMF metric's value(s): one number, or a list when several were added."""
+    return value if isinstance(value, list) else [value]

@@ -185,6 +185,7 @@ def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaini
             if policy.exhausted(now_ms=now_ms, since_ms=since) or receives >= runtime.settings.max_receive_count:
                 parked.append(Parked(record, "retries_exhausted", outcome.reason, None, event.delivery_id, kind))
             else:
+                metrics.add_metric("RetryAge", MetricUnit.Seconds, max(now_ms - since, 0) // 1000)
                 dice = random.random()  # noqa: S311 - jitter, not crypto
                 delay = policy.delay_s(receives=receives, retry_after_s=outcome.retry_after, dice=dice)
                 retries[str(record["messageId"])] = delay

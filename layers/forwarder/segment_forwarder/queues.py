@@ -73,10 +73,12 @@ class Parked:
 
     def attributes(self) -> dict[str, str]:
         """The reason as message attributes (valid SQS text, bounded)."""
+        carried = self.record.get("messageAttributes", {})
         attributes = {
             "error_code": self.code,
             "error_message": self.message or self.code,
-            "source_message_id": self.message_id,
+            # a redriven record keeps the id of the message it was first (its delivery id derives from that)
+            "source_message_id": carried.get("source_message_id", {}).get("stringValue") or self.message_id,
             "receive_count": str(self.record.get("attributes", {}).get("ApproximateReceiveCount", "1")),
         }
         if self.field:
@@ -85,7 +87,6 @@ class Parked:
             attributes[DELIVERY_ID_ATTRIBUTE] = self.delivery_id
         if self.kind:
             attributes[SOURCE_KIND_ATTRIBUTE] = self.kind
-        carried = self.record.get("messageAttributes", {})
         for name in (FIRST_RECEIVED_AT, RETRY_SINCE):
             value = carried.get(name, {}).get("stringValue")
             if value:

@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-MAX_VISIBILITY_S: Final = 12 * 3600  # SQS's limit for ChangeMessageVisibility
+# SQS refuses a visibility beyond 12 h from the receive; the invocation that changes it has run for up to its
+# timeout (30 s) since: a minute of margin.
+MAX_VISIBILITY_S: Final = 12 * 3600 - 60
 FIRST_RECEIVED_AT: Final = "first_received_at"  # message attribute: ms since the epoch of the event's first receipt
 RETRY_SINCE: Final = "retry_since"  # message attribute: ms since the epoch the retry horizon counts from
 
