@@ -71,7 +71,8 @@ class Runtime:
             settings.secret_prefix,
             settings.connection_cache_seconds,
         )
-        forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints), _segment_latency)
+        segment = SegmentClient(settings.endpoints, breaker_threshold=settings.segment_breaker_threshold)
+        forwarder = Forwarder(store, connections, segment, _segment_latency)
         queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.queue_url, settings.dlq_url)
         return cls(settings, forwarder, queues)
 
