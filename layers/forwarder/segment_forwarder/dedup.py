@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .facts import ClaimAnswer, ClaimRequest, ClaimState, Fact, Slot
+from .health import BUCKET_TTL_S, Bucket, Tally
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -353,19 +354,7 @@ class DedupStore:
                 updated_at={"N": now},
             )
             requests.append({"PutRequest": {"Item": item}})
-        for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
-            pending = requests[start : start + _BATCH_WRITE_LIMIT]
-            for attempt in range(_UNPROCESSED_RETRIES + 1):
-                try:
-                    answer = self._client.batch_write_item(RequestItems={self._table: pending})
-                except (ClientError, BotoCoreError, OSError) as exc:
-                    raise DedupUnavailableError(_error_code(exc)) from exc
-                pending = cast("list[WriteRequestTypeDef]", answer.get("UnprocessedItems", {}).get(self._table, []))
-                if not pending:
-                    break
-                time.sleep(min(0.05 * 2**attempt, 0.5))
-            if pending:
-                raise DedupUnavailableError(f"{len(pending)} items unprocessed")
+        _batch_write(self._client, self._table, requests)
         for claim, _ in marks:
             self._sent.put(claim.slot, claim.answer.content)
 
@@ -390,3 +379,181 @@ class DedupStore:
             )
         except (ClientError, BotoCoreError, OSError):
             return  # the lease then simply expires; nothing is lost
+
+
+def _batch_write(client: DynamoDBClient, table: str, requests: Sequence[WriteRequestTypeDef]) -> None:
+    """BatchWriteItem, 25 a request, unprocessed items retried; DedupUnavailableError when not all were written."""
+    for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
+        pending = list(requests[start : start + _BATCH_WRITE_LIMIT])
+        for attempt in range(_UNPROCESSED_RETRIES + 1):
+            try:
+                answer = client.batch_write_item(RequestItems={table: pending})
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise DedupUnavailableError(_error_code(exc)) from exc
+            pending = cast("list[WriteRequestTypeDef]", answer.get("UnprocessedItems", {}).get(table, []))
+            if not pending:
+                break
+            time.sleep(min(0.05 * 2**attempt, 0.5))
+        if pending:
+            raise DedupUnavailableError(f"{len(pending)} items unprocessed")
+
+
+# -- operators: one visitor's facts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FactRecord:
+    """One of a visitor's facts as the table holds it: its key (with the original id where the stored key is
+    hashed), ``PENDING`` or ``SENT``, the messageId, times in seconds since the epoch, the recorded content."""
+
+    key: str
+    status: str
+    message_id: str
+    first_attempt_at: int | None
+    delivered_at: int | None
+    attempts: int
+    content: dict[str, Any] | None
+
+
+class VisitorFacts:
+    """What the table knows of one visitor, for the people who run the service::
+
+        facts = VisitorFacts(dynamodb_client, "table")
+        facts.list("demo", "v-1")        # [FactRecord, ...]
+        facts.erase("demo", "v-1")       # how many facts were removed; the visitor is unknown from then on
+
+    Raises DedupUnavailableError when DynamoDB fails.
+    """
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def _items(self, workspace_id: str, visitor_id: str, projection: str | None = None) -> list[Item]:
+        items: list[Item] = []
+        start: Item | None = None
+        while True:
+            params: dict[str, Any] = {
+                "TableName": self._table,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": partition_key(workspace_id, visitor_id)}},
+                "ConsistentRead": True,
+            }
+            if projection:
+                params["ProjectionExpression"] = projection
+            if start:
+                params["ExclusiveStartKey"] = start
+            try:
+                answer = self._client.query(**params)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise DedupUnavailableError(_error_code(exc)) from exc
+            items.extend(answer.get("Items", []))
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+    def list(self, workspace_id: str, visitor_id: str) -> list[FactRecord]:
+        """The visitor's facts, by key (a consistent read)."""
+        return [
+            FactRecord(
+                key=_fact_key(item),
+                status=item.get("status", {}).get("S", ""),
+                message_id=item.get("message_id", {}).get("S", ""),
+                first_attempt_at=_number(item, "first_attempt_at") or None,
+                delivered_at=_number(item, "delivered_at") or None,
+                attempts=_number(item, "attempts"),
+                content=_content(item),
+            )
+            for item in self._items(workspace_id, visitor_id)
+        ]
+
+    def erase(self, workspace_id: str, visitor_id: str) -> int:
+        """Delete every fact of the visitor (its user ids sit in keys too); the count removed."""
+        keys = self._items(workspace_id, visitor_id, projection="pk, sk")
+        _batch_write(
+            self._client, self._table, [{"DeleteRequest": {"Key": {"pk": k["pk"], "sk": k["sk"]}}} for k in keys]
+        )
+        return len(keys)
+
+
+def _fact_key(item: Mapping[str, Any]) -> str:
+    """The fact key of an item: its sort key, with the original id in place of a hash."""
+    key = str(item["sk"]["S"])
+    name = item.get("fact_name", {}).get("S")
+    return key if name is None else f"{key.split('#sha256:', 1)[0]}#{name}"
+
+
+# -- workspace health --------------------------------------------------------------------------------------
+
+
+_COUNTERS = "delivered :delivered, messages :messages, failed :failed, parked :parked"
+
+
+class HealthLedger:
+    """Hourly buckets of each workspace's delivery health (``pk = HEALTH#<workspace>``, ``sk`` = the hour),
+    summed from every function's tallies, kept two days::
+
+        ledger = HealthLedger(dynamodb_client, "table")
+        ledger.add("demo", tally, hour="2026-11-30T07", now_s=now)    # one UpdateItem; DedupUnavailableError
+        ledger.buckets("demo", since_hour="2026-11-29T07")            # [Bucket, ...]
+    """
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def add(self, workspace_id: str, tally: Tally, *, hour: str, now_s: int) -> None:
+        """Add a tally to its hour's bucket: counters added, the latest delivery and failure set."""
+        sets = ["expires_at = :expires"]
+        values: Item = {
+            ":delivered": {"N": str(tally.delivered)},
+            ":messages": {"N": str(tally.messages)},
+            ":failed": {"N": str(tally.failed)},
+            ":parked": {"N": str(tally.parked)},
+            ":expires": {"N": str(now_s + BUCKET_TTL_S)},
+        }
+        if tally.last_delivery_at is not None:
+            sets.append("last_delivery_at = :delivery_at, last_delivery_messages = :delivery_messages")
+            values[":delivery_at"] = {"N": str(tally.last_delivery_at)}
+            values[":delivery_messages"] = {"N": str(tally.last_delivery_messages)}
+        if tally.last_failure_at is not None:
+            sets.append("last_failure_at = :failure_at, last_failure_reason = :failure_reason")
+            values[":failure_at"] = {"N": str(tally.last_failure_at)}
+            values[":failure_reason"] = {"S": tally.last_failure_reason[:300] or "-"}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}},
+                UpdateExpression=(
+                    "ADD delivered :delivered, messages :messages, failed :failed, parked :parked SET "
+                    + ", ".join(sets)
+                ),
+                ExpressionAttributeValues=values,
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise DedupUnavailableError(_error_code(exc)) from exc
+
+    def buckets(self, workspace_id: str, *, since_hour: str) -> list[Bucket]:
+        """The workspace's buckets from ``since_hour`` on (one Query)."""
+        try:
+            answer = self._client.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND sk >= :since",
+                ExpressionAttributeValues={":pk": {"S": f"HEALTH#{workspace_id}"}, ":since": {"S": since_hour}},
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise DedupUnavailableError(_error_code(exc)) from exc
+        return [
+            Bucket(
+                hour=str(item["sk"]["S"]),
+                delivered=_number(item, "delivered"),
+                messages=_number(item, "messages"),
+                failed=_number(item, "failed"),
+                parked=_number(item, "parked"),
+                last_delivery_at=_number(item, "last_delivery_at") or None,
+                last_delivery_messages=_number(item, "last_delivery_messages"),
+                last_failure_at=_number(item, "last_failure_at") or None,
+                last_failure_reason=item.get("last_failure_reason", {}).get("S", ""),
+            )
+            for item in answer.get("Items", [])
+        ]
