@@ -22,6 +22,7 @@ from moto import mock_aws
 
 from local_stack.invoke import LambdaContext, load_module
 from local_stack.segment_sink import SegmentSink
+from tests.stack_client import DEFAULT_SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = REPO_ROOT / "functions" / "connection" / "app.py"
@@ -180,7 +181,12 @@ def log_lines(logs):
 def test_connect_us_stores_the_secret_and_answers_the_hint(api, aws, logs):
     status, body = api.put("acme", {"write_key": KEY_US, "region": "us"})
     assert status == 200
-    assert body == {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:]}
+    assert body == {
+        "connected": True,
+        "region": "us",
+        "write_key_hint": "…" + KEY_US[-4:],
+        "settings": DEFAULT_SETTINGS,
+    }
     assert stored(aws, "acme") == {"write_key": KEY_US, "region": "us"}
     line = [entry for entry in log_lines(logs) if entry.get("message") == "connection"][-1]
     assert line["route"] == f"PUT {CONNECTION_ROUTE}"
@@ -204,7 +210,10 @@ def test_connect_eu_upper_case_is_stored_lower_case(api, aws):
 def test_get_connected_and_not_connected(api):
     assert api.get("nobody") == (200, {"connected": False})
     api.put("acme", {"write_key": KEY_EU, "region": "eu"})
-    assert api.get("acme") == (200, {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_EU[-4:]})
+    assert api.get("acme") == (
+        200,
+        {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_EU[-4:], "settings": DEFAULT_SETTINGS},
+    )
 
 
 def test_hint_shows_only_the_last_four_characters(api):
@@ -223,7 +232,12 @@ def test_reconnect_replaces_the_key(api, aws):
     api.put("acme", {"write_key": KEY_US})
     status, body = api.put("acme", {"write_key": KEY_NEW, "region": "eu"})
     assert status == 200
-    assert body == {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_NEW[-4:]}
+    assert body == {
+        "connected": True,
+        "region": "eu",
+        "write_key_hint": "…" + KEY_NEW[-4:],
+        "settings": DEFAULT_SETTINGS,
+    }
     assert api.get("acme")[1]["write_key_hint"] == "…" + KEY_NEW[-4:]
     assert stored(aws, "acme") == {"write_key": KEY_NEW, "region": "eu"}
 
@@ -249,7 +263,10 @@ def test_reconnect_right_after_disconnect_restores_and_replaces(api, aws):
     status, body = api.put("acme", {"write_key": KEY_NEW, "region": "eu"})
     assert status == 200
     assert body["write_key_hint"] == "…" + KEY_NEW[-4:]
-    assert api.get("acme") == (200, {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_NEW[-4:]})
+    assert api.get("acme") == (
+        200,
+        {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_NEW[-4:], "settings": DEFAULT_SETTINGS},
+    )
     assert "DeletedDate" not in aws.describe_secret(SecretId=f"{PREFIX}/acme")
     assert stored(aws, "acme") == {"write_key": KEY_NEW, "region": "eu"}
 
@@ -344,7 +361,10 @@ def test_default_route_is_matched_by_path(api):
     api.put("acme", {"write_key": KEY_US})
     event = http_event("GET", "acme", route_key="$default")
     del event["pathParameters"]
-    assert api.call(event) == (200, {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:]})
+    assert api.call(event) == (
+        200,
+        {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:], "settings": DEFAULT_SETTINGS},
+    )
 
 
 # -- the test route ------------------------------------------------------------------------------------------
