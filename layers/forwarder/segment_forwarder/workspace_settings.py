@@ -164,7 +164,8 @@ class WorkspaceSettings:
         set; everything else (``consent`` included) as given. The caller's mapping is not changed."""
         shaped = dict(context)
         if self.ip != "pass" and "ip" in shaped:
-            truncated = truncate_ip(shaped.pop("ip")) if self.ip == "truncate" else None
+            given = shaped.pop("ip")
+            truncated = truncate_ip(given) if self.ip == "truncate" else None
             if truncated is not None:
                 shaped["ip"] = truncated
         if self.user_agent == "drop":
