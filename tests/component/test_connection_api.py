@@ -292,6 +292,67 @@ def test_malformed_stored_secret_is_500_until_reconnected(api, aws):
     assert api.get("acme")[1]["connected"] is True
 
 
+# -- settings ------------------------------------------------------------------------------------------------
+
+SETTINGS = {
+    "anonymous_id": "segment",
+    "ip": "truncate",
+    "user_agent": "drop",
+    "consent_category": "Analytics",
+    "events": ["identify", "experiment_viewed"],
+    "spec_names": False,
+}
+
+
+def test_connect_with_settings_stores_them_and_answers_the_effective_settings(api, aws):
+    status, body = api.put("acme", {"write_key": KEY_US, "settings": SETTINGS})
+
+    assert (status, body["settings"]) == (200, SETTINGS)
+    assert stored(aws, "acme") == {"write_key": KEY_US, "region": "us", "settings": SETTINGS}
+    assert api.get("acme") == (
+        200,
+        {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:], "settings": SETTINGS},
+    )
+
+
+def test_settings_left_out_take_their_defaults(api, aws):
+    status, body = api.put(
+        "acme", {"write_key": KEY_US, "settings": {"ip": "drop", "events": ["conversion_triggered", "identify"]}}
+    )
+
+    expected = {**DEFAULT_SETTINGS, "ip": "drop", "events": ["identify", "conversion_triggered"]}
+    assert (status, body["settings"]) == (200, expected)
+    assert api.get("acme")[1]["settings"] == expected
+    assert stored(aws, "acme")["settings"] == expected
+
+
+def test_a_put_without_settings_replaces_them_with_the_defaults(api, aws):
+    api.put("acme", {"write_key": KEY_US, "settings": SETTINGS})
+
+    status, body = api.put("acme", {"write_key": KEY_US})
+
+    assert (status, body["settings"]) == (200, DEFAULT_SETTINGS)
+    assert stored(aws, "acme") == {"write_key": KEY_US, "region": "us"}  # as stored before settings existed
+    assert api.get("acme")[1]["settings"] == DEFAULT_SETTINGS
+
+
+def test_a_connection_stored_without_settings_shows_the_defaults(api, aws):
+    aws.create_secret(Name=f"{PREFIX}/acme", SecretString=json.dumps({"write_key": KEY_EU, "region": "eu"}))
+    assert api.get("acme")[1]["settings"] == DEFAULT_SETTINGS
+
+
+def test_malformed_stored_settings_are_500_until_reconnected(api, aws):
+    secret = {"write_key": KEY_US, "region": "us", "settings": {"ip": "mask"}}
+    aws.create_secret(Name=f"{PREFIX}/acme", SecretString=json.dumps(secret))
+
+    status, body = api.get("acme")
+
+    assert (status, body["error"]["code"]) == (500, "connection_malformed")
+    assert "settings.ip" in body["error"]["message"]
+    assert api.put("acme", {"write_key": KEY_US, "settings": {"ip": "drop"}})[0] == 200
+    assert api.get("acme")[1]["settings"]["ip"] == "drop"
+
+
 # -- validation ----------------------------------------------------------------------------------------------
 
 
@@ -308,6 +369,23 @@ def test_malformed_stored_secret_is_500_until_reconnected(api, aws):
         ("not json", "body", "invalid_json"),
         ("", "body", "invalid_body"),
         ([KEY_US], "body", "invalid_body"),
+        ({"write_key": KEY_US, "settings": "strict"}, "settings", "invalid_type"),
+        ({"write_key": KEY_US, "settings": {"anonymous_id": "cookie"}}, "settings.anonymous_id", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"ip": "mask"}}, "settings.ip", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"user_agent": "truncate"}}, "settings.user_agent", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"consent_category": ""}}, "settings.consent_category", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"consent_category": " "}}, "settings.consent_category", "invalid_value"),
+        (
+            {"write_key": KEY_US, "settings": {"consent_category": "x" * 101}},
+            "settings.consent_category",
+            "invalid_value",
+        ),
+        ({"write_key": KEY_US, "settings": {"consent_category": "a\tb"}}, "settings.consent_category", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"events": []}}, "settings.events", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"events": ["page"]}}, "settings.events.0", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"events": ["identify", "identify"]}}, "settings.events", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"spec_names": "no"}}, "settings.spec_names", "invalid_type"),
+        ({"write_key": KEY_US, "settings": {"anonymise": True}}, "settings.anonymise", "unknown_field"),
     ],
 )
 def test_bad_body_is_400_naming_the_field(api, aws, body, field, code):
