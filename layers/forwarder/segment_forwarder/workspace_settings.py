@@ -164,10 +164,11 @@ class WorkspaceSettings:
         set; everything else (``consent`` included) as given. The caller's mapping is not changed."""
         shaped = dict(context)
         if self.ip != "pass" and "ip" in shaped:
-            given = shaped.pop("ip")
-            truncated = truncate_ip(given) if self.ip == "truncate" else None
-            if truncated is not None:
-                shaped["ip"] = truncated
+            truncated = truncate_ip(shaped["ip"]) if self.ip == "truncate" else None
+            if truncated is None:
+                del shaped["ip"]
+            else:
+                shaped["ip"] = truncated  # in its place: the context keeps its order
         if self.user_agent == "drop":
             for key in USER_AGENT_KEYS:
                 shaped.pop(key, None)
