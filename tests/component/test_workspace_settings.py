@@ -16,6 +16,7 @@ import pytest
 
 from segment_forwarder import LIBRARY
 from tests.component.conftest import LambdaContext, sqs_record
+from tests.stack_client import DEFAULT_SETTINGS
 
 PATHS = ("http", "sqs")
 WS = "ws-set"
@@ -292,17 +293,9 @@ def test_spec_names_setting(stack, path, spec_names):
 
 # -- the defaults -------------------------------------------------------------------------------------------
 
-DEFAULTS = {
-    "anonymous_id": "visitor_id",
-    "ip": "pass",
-    "user_agent": "pass",
-    "events": ["identify", "experiment_viewed", "conversion_triggered"],
-    "spec_names": True,
-}
-
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("settings", [None, {}, DEFAULTS], ids=["no settings", "empty", "explicit defaults"])
+@pytest.mark.parametrize("settings", [None, {}, DEFAULT_SETTINGS], ids=["no settings", "empty", "explicit defaults"])
 def test_the_defaults_send_todays_payloads(stack, path, settings):
     stack.connect(WS, KEY, settings=settings)
     context = {"ip": "203.0.113.7", "userAgent": "Mozilla/5.0", **DENIED}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from segment_forwarder.connections import Connection, parse_secret, secret_value
 from segment_forwarder.errors import ConnectionConfigError
-from segment_forwarder.validation import is_valid
+from segment_forwarder.validation import is_valid, openapi_document
 from segment_forwarder.workspace_settings import (
     DEFAULT_SETTINGS,
     SettingsError,
@@ -20,7 +20,6 @@ from segment_forwarder.workspace_settings import (
 )
 
 KINDS = ["identify", "experiment_viewed", "conversion_triggered"]
-DEFAULT_JSON = {"anonymous_id": "visitor_id", "ip": "pass", "user_agent": "pass", "events": KINDS, "spec_names": True}
 
 
 # -- parsing -------------------------------------------------------------------------------------------------
@@ -28,7 +27,19 @@ DEFAULT_JSON = {"anonymous_id": "visitor_id", "ip": "pass", "user_agent": "pass"
 
 def test_no_settings_are_the_defaults_and_show_every_default():
     assert WorkspaceSettings.from_dict({}) == DEFAULT_SETTINGS == WorkspaceSettings()
-    assert DEFAULT_SETTINGS.as_dict() == DEFAULT_JSON
+    assert DEFAULT_SETTINGS.as_dict() == {
+        "anonymous_id": "visitor_id",
+        "ip": "pass",
+        "user_agent": "pass",
+        "events": KINDS,
+        "spec_names": True,
+    }
+
+
+def test_the_defaults_are_the_ones_the_openapi_document_states():
+    properties = openapi_document()["components"]["schemas"]["WorkspaceSettings"]["properties"]
+    documented = {name: schema["default"] for name, schema in properties.items() if "default" in schema}
+    assert DEFAULT_SETTINGS.as_dict() == documented
 
 
 def test_each_setting_is_read():
