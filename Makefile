@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs bench soak clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs redrive bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench  benchmark table (throughput, requests per event, cold start, package size)"
 	@echo "make soak   minutes of load, crashes, a flapping Segment and a connection change, then every invariant"
 	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
+	@echo "make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<name>]  DLQ back to its queue"
 
 python-check:
 	@test -n "$(PY313)" || { echo "error: python3.13 not found. Install it (pyenv install 3.13.0) or set PY313=/path/to/python3.13" >&2; exit 1; }
@@ -52,6 +53,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy layers/forwarder/segment_forwarder functions
 	$(VENV)/bin/mypy --strict --ignore-missing-imports --python-version 3.11 client/segment_forwarder_client
+	$(VENV)/bin/mypy --follow-imports=silent ops
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
 # over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client's
@@ -98,6 +100,13 @@ run: venv
 send-sqs: venv
 	@test -n "$$KIND" || { echo "usage: make send-sqs KIND=identify|assignment|conversion BODY='<json>' (or FILE=<path>)" >&2; exit 2; }
 	$(PY) -m local_stack.send_sqs "$$KIND" $(if $(FILE),--file "$$FILE","$$BODY")
+
+# make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<stack name>]: a DLQ's messages back to their
+# queue, duplicate-safe. Default: the local stack of `make run`; STACK=: a deployed stack (AWS credentials and region
+# from the environment). DRY_RUN=1 counts them by reason and moves nothing. See python -m ops.redrive --help.
+redrive: venv
+	@test -n "$$KIND" || { echo "usage: make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<stack name>]" >&2; exit 2; }
+	PYTHONPATH=layers/forwarder $(PY) -m ops.redrive "$$KIND" $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) $(if $(STACK),--stack "$$STACK")
 
 bench: venv build
 	$(PY) -m bench

@@ -6,7 +6,12 @@
     LOCAL_API_PORT=8000 make run                    # other ports: LOCAL_API_PORT, LOCAL_SINK_PORT, LOCAL_AWS_PORT
     LOCAL_API_TOKEN=secret make run                 # bearer token of the API (default local-dev-token)
     SEGMENT_WRITE_KEY=... SEGMENT_REGION=eu make run   # connect workspace "demo" to the real Segment
+    LOCAL_PARAMETERS='RetryHorizonMinutes=2,RetryBackoffCapSeconds=5' make run   # template parameters (drills)
     python -m local_stack --verbose                 # the functions' INFO logs too (default: warnings and errors)
+
+``LOCAL_PARAMETERS`` overrides template parameters (``Name=Value`` pairs separated by commas, every other parameter
+at its default); an unknown name, a malformed pair or a value the parameter's constraints refuse stops the start.
+The banner lists the overrides.
 
 Exit status: 0 after Ctrl-C / SIGTERM, 2 when it cannot start (a port in use, a bad setting).
 """
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     from .stack import DEFAULT_TOKEN, PORT_SETTINGS, LocalStack, PortInUseError  # moto, boto3: most of the start-up
+    from .template import ParameterError, Template, parse_overrides
 
     parser = argparse.ArgumentParser(
         prog="python -m local_stack",
@@ -68,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         region = os.environ.get("SEGMENT_REGION", "us").strip().lower() or "us"
         if region not in ("us", "eu"):
             raise ValueError(f"SEGMENT_REGION={region!r} must be us or eu")
+        overrides = parse_overrides(os.environ.get("LOCAL_PARAMETERS", ""))
+        Template.load().check_overrides(overrides)
+    except ParameterError as exc:
+        print(f"local_stack: error: LOCAL_PARAMETERS: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"local_stack: error: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack(
         **ports,
         token=os.environ.get("LOCAL_API_TOKEN") or DEFAULT_TOKEN,
-        parameters={} if args.verbose else {"LogLevel": "WARNING"},
+        parameters=({} if args.verbose else {"LogLevel": "WARNING"}) | overrides,
         segment_write_key=os.environ.get("SEGMENT_WRITE_KEY") or None,
         segment_region=region,
         log=log,
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local_stack: error: {exc}", file=sys.stderr)
         return 2
     if not stop.is_set():
-        print(stack.banner(ready_s=time.monotonic() - process_started), flush=True)
+        print(stack.banner(ready_s=time.monotonic() - process_started, overrides=overrides), flush=True)
     # A timed wait: the kernel may deliver Ctrl-C to another thread, and only a waking main thread runs the handler.
     while not stop.wait(0.2):
         pass

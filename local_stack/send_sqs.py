@@ -31,23 +31,13 @@ from .template import Template
 
 def queue_name(template: Template, kind: str) -> str:
     """Physical name of the queue that feeds the function in ``functions/<kind>/``; KeyError when none."""
-    for source in template.sqs_sources():
-        code_uri = str(template.function_property(source.function, "CodeUri")).strip("/")
-        if code_uri.split("/")[-1] == kind:
-            return f"{template.stack_name}-{source.queue}"
-    raise KeyError(kind)
-
-
-def _kinds(template: Template) -> list[str]:
-    return [
-        str(template.function_property(s.function, "CodeUri")).strip("/").split("/")[-1] for s in template.sqs_sources()
-    ]
+    return template.physical_name(template.queues_of(kind)[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Send one message; see the module docstring."""
     template = Template.load()
-    kinds = _kinds(template)
+    kinds = template.kinds()
     parser = argparse.ArgumentParser(prog="python -m local_stack.send_sqs", description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=kinds, help="the function whose queue receives the message")
     parser.add_argument("body", nargs="?", help="the message body (the route's JSON body)")

@@ -41,7 +41,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -513,10 +513,11 @@ class LocalStack:
 
     # -- banner ---------------------------------------------------------------------------------------------
 
-    def banner(self, ready_s: float | None = None) -> str:
+    def banner(self, ready_s: float | None = None, overrides: Mapping[str, str] | None = None) -> str:
         """What ``make run`` prints once ready: addresses, token, a curl to paste, connected workspaces.
 
-        ``ready_s`` is the start-up time to show (default: the time ``start()`` took).
+        ``ready_s`` is the start-up time to show (default: the time ``start()`` took); ``overrides`` are the template
+        parameters the user set (``LOCAL_PARAMETERS``), listed as such.
         """
         example = json.dumps(
             {"workspace_id": "demo", "visitor_id": "v-1001", "test_id": "t-checkout", "variant_id": "b"},
@@ -536,6 +537,12 @@ class LocalStack:
                 for poller in self._pollers
             ),
         ]
+        if overrides:
+            lines.append(
+                "  Parameters    "
+                + ", ".join(f"{name}={value}" for name, value in overrides.items())
+                + "   (LOCAL_PARAMETERS; every other parameter at the template's default)"
+            )
         for workspace, (_key, region) in self._connected.items():
             if workspace == "demo" and self.segment_write_key:
                 where = f"the REAL Segment ({region}) with the write key from SEGMENT_WRITE_KEY"

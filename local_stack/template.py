@@ -8,9 +8,11 @@
     stack.http_routes()                                       # [("POST", "/v1/assignments", "AssignmentFunction"), ...]
     stack.sqs_sources()                                       # [SqsSource(function, queue, batch_size, window)]
 
-Parameters take their defaults unless overridden. Intrinsic functions used by the template (Ref, GetAtt, Sub in
-both forms, If with the Conditions section's Equals/Not/And/Or/Condition) are resolved against the created
-resources. ``stack.secret_prefix`` is the effective prefix of the workspace secrets (the ``SecretPrefix`` output).
+Parameters take their defaults unless overridden; ``parse_overrides("A=1,B=2")`` reads ``LOCAL_PARAMETERS`` and
+``stack.check_overrides(overrides)`` refuses unknown names and values that break a parameter's constraints.
+Intrinsic functions used by the template (Ref, GetAtt, Sub in both forms, If with the Conditions section's
+Equals/Not/And/Or/Condition) are resolved against the created resources. ``stack.secret_prefix`` is the effective
+prefix of the workspace secrets (the ``SecretPrefix`` output).
 """
 
 from __future__ import annotations
@@ -26,6 +28,29 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
 ACCOUNT_ID = "123456789012"
+
+
+class ParameterError(ValueError):
+    """A parameter override names no parameter of the template, is malformed, or breaks the parameter's constraints."""
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """``"Name=Value,Name=Value"`` (``LOCAL_PARAMETERS``) as a dict; ParameterError for a malformed pair.
+
+    Spaces around names and values are ignored; a value may be empty (``AlarmEmail=``) but holds no comma.
+    """
+    overrides: dict[str, str] = {}
+    for pair in (part.strip() for part in text.split(",")):
+        if not pair:
+            continue
+        name, sep, value = pair.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9]+", name):
+            raise ParameterError(f"{pair!r} is not Name=Value (pairs are separated by commas)")
+        if name in overrides:
+            raise ParameterError(f"{name} is given twice")
+        overrides[name] = value
+    return overrides
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -46,6 +71,28 @@ def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str
 
 
 _CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def _constraint_problem(spec: dict[str, Any], value: str) -> str | None:
+    """What is wrong with ``value`` for the parameter ``spec``; None when CloudFormation would take it."""
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return "is not a number"
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            return f"is below MinValue {spec['MinValue']}"
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            return f"is above MaxValue {spec['MaxValue']}"
+    if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+        return f"is not one of {', '.join(str(v) for v in spec['AllowedValues'])}"
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        return f"is shorter than MinLength {spec['MinLength']}"
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        return f"is longer than MaxLength {spec['MaxLength']}"
+    if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+        return f"does not match {spec['AllowedPattern']} ({spec.get('ConstraintDescription', 'AllowedPattern')})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +131,18 @@ class Template:
         self.region = region
         defaults = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
         self.parameters = {**defaults, **(parameters or {})}
+
+    def check_overrides(self, overrides: dict[str, str]) -> None:
+        """Raise ParameterError unless every override names a parameter and keeps its constraints (Type Number,
+        MinValue, MaxValue, AllowedValues, AllowedPattern, MinLength, MaxLength), as CloudFormation would."""
+        specs: dict[str, dict[str, Any]] = self.document.get("Parameters", {})
+        for name, value in overrides.items():
+            if name not in specs:
+                raise ParameterError(f"{name} is not a parameter of the template (known: {', '.join(sorted(specs))})")
+            spec = specs[name]
+            problem = _constraint_problem(spec, value)
+            if problem:
+                raise ParameterError(f"{name}={value!r} {problem}")
 
     @classmethod
     def load(cls, path: Path = TEMPLATE_PATH, **kwargs: Any) -> Template:
@@ -284,3 +343,25 @@ class Template:
                     )
                 )
         return sources
+
+    # -- ingest kinds (functions/<kind>/) and their queues ----------------------------------------------------
+
+    def kind_of(self, function: str) -> str:
+        """The kind a function handles: the last part of its CodeUri (``functions/assignment/`` -> ``assignment``)."""
+        return str(self.function_property(function, "CodeUri")).strip("/").split("/")[-1]
+
+    def kinds(self) -> list[str]:
+        """Kinds of the functions fed by a queue (identify, assignment, conversion)."""
+        return [self.kind_of(source.function) for source in self.sqs_sources()]
+
+    def queues_of(self, kind: str) -> tuple[str, str]:
+        """(source queue, dead-letter queue) logical ids of a kind's function; KeyError when it has none."""
+        for source in self.sqs_sources():
+            if self.kind_of(source.function) == kind:
+                policy = self.resources[source.queue]["Properties"]["RedrivePolicy"]
+                return source.queue, policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        raise KeyError(kind)
+
+    def physical_name(self, logical_id: str) -> str:
+        """The name a resource gets on the local stack (``<stack name>-<logical id>``)."""
+        return self._physical_name(logical_id)

@@ -71,7 +71,7 @@ class Timings:
     visibility_timeout_s: int = 24  # template: 180
     http_budget_s: float = 1.0  # template: 3
     connection_cache_s: int = 2  # template: 60
-    max_receive_count: int = 5  # template: 5
+    max_receive_count: int = 5  # template: 1000 (a safety net); the soak parks after 5 receives
 
     def __post_init__(self) -> None:
         # As in the template: a lease outlives the invocation that took it, and a record comes back only once

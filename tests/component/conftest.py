@@ -4,7 +4,9 @@ resources created from template.yaml, the Segment sink over real HTTP, and conne
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -133,12 +135,22 @@ class Stack:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             messages.extend(got)
 
+    def drain_keeping(self, kind: str) -> list[dict]:
+        """Receive every visible message of a queue without deleting it (as the event source does: the records
+        carry real receipt handles)."""
+        sqs = self.session.client("sqs")
+        got = sqs.receive_message(
+            QueueUrl=self.queue_url(kind), MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
+        )
+        return list(got.get("Messages", []))
+
     def as_records(self, messages: list[dict]) -> list[dict]:
         """SQS messages (from receive_message) in the shape of Lambda's SQS event records."""
         records = []
         for message in messages:
             record = sqs_record(message["Body"], message_id=message["MessageId"])
             record["attributes"].update(message.get("Attributes", {}))
+            record["receiptHandle"] = message["ReceiptHandle"]
             record["messageAttributes"] = {
                 name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
                 for name, value in message.get("MessageAttributes", {}).items()
@@ -196,11 +208,13 @@ class AwsFaults:
     """Faults at botocore's API-call boundary: the next calls of an operation fail as AWS would, or the process
     "dies" (``Crash``, a BaseException nothing handles) before or after AWS did the call.
 
-    ``calls`` counts every call by ``service:Operation``. Nothing of the project is patched, only botocore.
+    ``calls`` counts every call by ``service:Operation`` and ``params`` keeps their parameters. Nothing of the
+    project is patched, only botocore.
     """
 
     failing: dict[str, list[str]]
     calls: Counter[str]
+    params: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     raising: dict[str, tuple[Callable[[dict[str, Any]], bool], BaseException]] = field(default_factory=dict)
 
     def fail(self, operation: str, code: str = "ThrottlingException", count: int = 1) -> None:
@@ -231,6 +245,7 @@ def aws_faults(monkeypatch: pytest.MonkeyPatch) -> AwsFaults:
     def call(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
         name = f"{self.meta.service_model.service_name}:{operation_name}"
         faults.calls[name] += 1
+        faults.params.setdefault(name, []).append(api_params)
         condition = faults.raising.get(name)
         if condition is not None and condition[0](api_params):
             raise condition[1]
@@ -247,3 +262,32 @@ def aws_faults(monkeypatch: pytest.MonkeyPatch) -> AwsFaults:
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
     return faults
+
+
+@pytest.fixture
+def function_logs() -> Iterator[io.StringIO]:
+    """The functions' Powertools log lines during the test (JSON, one per line), scanned for write keys after.
+
+    Powertools binds its handler to the sys.stdout of the moment the logger was first created, so the stream is
+    redirected here for the test and given back after.
+    """
+    from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
+
+    handler = logging.getLogger("segment-forwarder").powertools_handler  # type: ignore[attr-defined]
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        handler.setStream(previous)
+        scan(stream.getvalue(), where="the functions' log lines")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_metrics() -> Iterator[None]:
+    """Each test starts with no metrics buffered: Powertools keeps them per process, and with metrics disabled
+    (the default here) an invocation does not flush them."""
+    from aws_lambda_powertools import Metrics
+
+    Metrics().clear_metrics()
+    yield

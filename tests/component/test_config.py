@@ -10,7 +10,8 @@ def test_defaults_when_only_the_resources_are_given():
 
     assert settings == Settings(table_name="t", queue_url="q", dlq_url="d")
     assert settings.secret_prefix == "segment-forwarder"
-    assert (settings.lease_seconds, settings.connection_cache_seconds, settings.max_receive_count) == (90, 60, 5)
+    assert (settings.lease_seconds, settings.connection_cache_seconds, settings.max_receive_count) == (90, 60, 1000)
+    assert (settings.retry_horizon_seconds, settings.retry_backoff_cap_seconds) == (72 * 3600, 900)
     assert settings.endpoints == {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 
 

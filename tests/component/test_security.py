@@ -239,15 +239,18 @@ def test_only_the_connection_function_writes_secrets_and_only_under_the_prefix(r
 
 
 @pytest.mark.parametrize("function", INGEST)
-def test_ingest_function_sends_only_to_its_own_queue_and_dlq(resources, function):
+def test_ingest_function_sends_only_to_its_own_queue_and_dlq_and_backs_off_only_its_own_records(resources, function):
     kind = INGEST[function]
     sqs = grants(role_of(resources, function), "sqs")
-    assert {action for action, _ in sqs} == {"sqs:SendMessage"}
-    assert sorted(json.dumps(r) for _, r in sqs) == sorted(
-        json.dumps({"Fn::GetAtt": [queue, "Arn"]}) for queue in (f"{kind}Queue", f"{kind}DeadLetterQueue")
-    )
+    arn = {queue: json.dumps({"Fn::GetAtt": [queue, "Arn"]}) for queue in (f"{kind}Queue", f"{kind}DeadLetterQueue")}
+    assert {action for action, _ in sqs} == {"sqs:SendMessage", "sqs:ChangeMessageVisibility"}
+    sends = sorted(json.dumps(r) for action, r in sqs if action == "sqs:SendMessage")
+    assert sends == sorted(arn.values())
+    # ChangeMessageVisibility (the retry backoff) on the queue the function consumes, not on its DLQ nor elsewhere
+    assert [json.dumps(r) for action, r in sqs if action == "sqs:ChangeMessageVisibility"] == [arn[f"{kind}Queue"]]
     source = resources[f"{function}Queue"]["Properties"]
     assert source["EventSourceArn"] == {"Fn::GetAtt": [f"{kind}Queue", "Arn"]}
+    assert source["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
 
 
 def test_dynamodb_actions_only_on_the_dedup_table(resources):

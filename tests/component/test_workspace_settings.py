@@ -346,6 +346,8 @@ def test_a_settings_change_never_resends_a_fact_nor_changes_its_recorded_content
     stack.sink.clear()
 
     stack.connect(WS, KEY, settings={"anonymous_id": "segment", "spec_names": False, "ip": "drop"})
+    # another execution environment (this one's circuit breaker keeps it away from Segment for a while)
+    handler = stack.handler("assignment", CONNECTION_CACHE_SECONDS="0")
     records = stack.as_records(stack.drain("assignment"))
     assert handler({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
     again = send(stack, "http", "assignment", body("assignment", segment_anonymous_id=AJS), handler)

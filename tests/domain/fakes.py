@@ -125,6 +125,9 @@ class MemoryStore:
 
     def mark_sent(self, marks: Iterable[tuple[MemoryClaim, str]]) -> None:
         marks = list(marks)
+        slots = [claim.slot for claim, _ in marks]
+        if len(set(slots)) != len(slots):  # BatchWriteItem refuses a request that names an item twice
+            raise DedupUnavailableError("ValidationException")
         mode, self._faults.mark = self._faults.mark, "ok"
         if mode == "fail":
             raise DedupUnavailableError("ProvisionedThroughputExceededException")

@@ -155,6 +155,17 @@ def test_a_link_already_carried_by_a_sent_first_identify_is_marked_without_a_sen
     assert settle(plan, {}).outcomes == (Outcome("duplicate"),)
 
 
+def test_a_covered_link_needed_by_two_events_of_a_call_is_marked_once():
+    # A batch write may not name an item twice: DynamoDB refuses the whole request.
+    first, second = event("conversion", user_id="u-42"), event("conversion", user_id="u-42")
+    answers = answers_for([first, second], {"IDENTIFY": SENT})
+    answers[slot(IDENTIFY)] = ClaimAnswer(SENT, {"type": "identify", "anonymousId": "v-1", "userId": "u-42"})
+
+    plan = plan_call([first, second], answers)
+
+    assert plan.mark_now == ((slot(link("u-42")), slot(IDENTIFY).message_id),)
+
+
 def test_a_link_whose_identify_is_in_flight_elsewhere_is_left_to_its_claimer_and_released():
     follower = event("assignment", user_id="u-42")
     answers = answers_for([follower])

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 import urllib3
 
@@ -54,6 +55,21 @@ class Running:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    @classmethod
+    def start(cls, **extra_env: str) -> Running:
+        """``python -m local_stack`` on free ports in a process group of its own, with ``extra_env`` set."""
+        ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local_stack"],
+            cwd=ROOT,
+            env={**_environment(**ports), **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        return cls(process, ports)
+
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
@@ -80,17 +96,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[Running]:
-    ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"],
-        cwd=ROOT,
-        env=_environment(**ports),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    stack = Running(process, ports)
+    stack = Running.start()
+    process = stack.process
     try:
         stack.read_until(r"Ctrl-C stops everything")
         yield stack
@@ -238,18 +245,8 @@ def test_send_sqs_without_a_running_stack_says_so():
 
 def test_with_segment_write_key_demo_goes_to_the_real_segment_and_the_key_is_never_printed():
     key = "real-write-key-" + new_id("k")
-    ports = {"LOCAL_API_PORT": _free_port(), "LOCAL_SINK_PORT": _free_port(), "LOCAL_AWS_PORT": _free_port()}
-    env = {**_environment(**ports), "SEGMENT_WRITE_KEY": key, "SEGMENT_REGION": "eu"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    stack = Running(process, ports)
+    stack = Running.start(SEGMENT_WRITE_KEY=key, SEGMENT_REGION="eu")
+    process, ports = stack.process, stack.ports
     try:
         stack.read_until(r"Ctrl-C stops everything")
         http = urllib3.PoolManager(retries=False, timeout=20)
@@ -273,3 +270,57 @@ def test_with_segment_write_key_demo_goes_to_the_real_segment_and_the_key_is_nev
         "write_key_hint": "…" + key[-4:],
         "settings": DEFAULT_SETTINGS,
     }
+
+
+# -- LOCAL_PARAMETERS: template parameters for drills -------------------------------------------------------------
+
+
+def test_local_parameters_reach_the_stack_and_the_banner_lists_them():
+    stack = Running.start(LOCAL_PARAMETERS="RetryHorizonMinutes=2, RetryBackoffCapSeconds=5,MaxReceiveCount=7")
+    process, ports = stack.process, stack.ports
+    try:
+        stack.read_until(r"Ctrl-C stops everything")
+        sqs = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ).client("sqs", endpoint_url=f"http://127.0.0.1:{ports['LOCAL_AWS_PORT']}")
+        url = sqs.get_queue_url(QueueName="segment-forwarder-local-ConversionQueue")["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=20)
+
+    banner = "\n".join(stack.lines)
+    assert (
+        "Parameters    RetryHorizonMinutes=2, RetryBackoffCapSeconds=5, MaxReceiveCount=7   "
+        "(LOCAL_PARAMETERS; every other parameter at the template's default)"
+    ) in banner
+    assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == 7  # the template's queue, overridden
+    assert attributes["MessageRetentionPeriod"] == "1209600"  # not overridden: the template's
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("RetryHorizon=2", "RetryHorizon is not a parameter of the template (known: AlarmEmail, "),
+        (
+            "RetryHorizonMinutes=2;RetryBackoffCapSeconds=5",
+            "RetryHorizonMinutes='2;RetryBackoffCapSeconds=5' is not a number",
+        ),
+        ("RetryHorizonMinutes", "'RetryHorizonMinutes' is not Name=Value (pairs are separated by commas)"),
+        ("RetryHorizonMinutes=0", "RetryHorizonMinutes='0' is below MinValue 1"),
+        ("RetryBackoffCapSeconds=5,RetryBackoffCapSeconds=6", "RetryBackoffCapSeconds is given twice"),
+        ("LogLevel=LOUD", "LogLevel='LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+        ("AlarmEmail=not-an-address", "AlarmEmail='not-an-address' does not match"),
+    ],
+)
+def test_a_bad_local_parameter_is_one_clear_line_and_exit_status_2(value, error):
+    env = {**_environment(LOCAL_API_PORT=_free_port(), LOCAL_SINK_PORT=_free_port()), "LOCAL_PARAMETERS": value}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "local_stack"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"local_stack: error: LOCAL_PARAMETERS: {error}"), line
+    assert "Starting" not in result.stdout  # refused before anything starts

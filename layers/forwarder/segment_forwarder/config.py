@@ -42,7 +42,9 @@ class Settings:
     event_id_ttl_seconds: int = 72 * 3_600
     lease_seconds: int = 90
     http_delivery_budget_seconds: float = 3.0
-    max_receive_count: int = 5
+    max_receive_count: int = 1000
+    retry_horizon_seconds: int = 72 * 3_600
+    retry_backoff_cap_seconds: int = 900
     us_endpoint: str = DEFAULT_ENDPOINTS["us"]
     eu_endpoint: str = DEFAULT_ENDPOINTS["eu"]
 
@@ -79,7 +81,9 @@ class Settings:
             event_id_ttl_seconds=number("EVENT_ID_TTL_HOURS", 72, int) * 3_600,
             lease_seconds=number("LEASE_SECONDS", 90, int),
             http_delivery_budget_seconds=number("HTTP_DELIVERY_BUDGET_SECONDS", 3.0, float),
-            max_receive_count=number("MAX_RECEIVE_COUNT", 5, int),
+            max_receive_count=number("MAX_RECEIVE_COUNT", 1000, int),
+            retry_horizon_seconds=number("RETRY_HORIZON_MINUTES", 72 * 60, int) * 60,
+            retry_backoff_cap_seconds=number("RETRY_BACKOFF_CAP_SECONDS", 900, int),
             us_endpoint=env.get("SEGMENT_US_ENDPOINT") or DEFAULT_ENDPOINTS["us"],
             eu_endpoint=env.get("SEGMENT_EU_ENDPOINT") or DEFAULT_ENDPOINTS["eu"],
         )

@@ -277,12 +277,14 @@ class Outcome:
     ``complete`` False (with ``delivered`` or ``duplicate``): what this call could send went out, but a fact the
     event needs is not recorded SENT yet (another attempt holds it, or the marks could not be written); the
     event must come back later to make sure (HTTP: a copy is queued; SQS: the record is retried).
+    ``retry_after``: seconds Segment (or the circuit breaker) asked to wait before a retry, if it said.
     """
 
     status: Status
     message_ids: tuple[str, ...] = ()
     reason: str = ""
     complete: bool = True
+    retry_after: float | None = None
 
 
 NOT_FORWARDED = Outcome("skipped", reason="not_forwarded")
@@ -410,7 +412,8 @@ def plan_call(
                             carrier.slots.append(need.slot)
                             carriers[need.slot] = carrier
                         elif identify.state is ClaimState.SENT:
-                            mark_now.append((need.slot, identify_slot.message_id))
+                            if all(slot != need.slot for slot, _ in mark_now):  # once, whoever else needs it
+                                mark_now.append((need.slot, identify_slot.message_id))
                         else:  # IN_FLIGHT: its claimer sends the Identify that links; released below
                             waits = True
                         continue
@@ -447,11 +450,13 @@ def plan_call(
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """What Segment made of one delivery: ``ok``, else whether a later attempt may succeed, and why."""
+    """What Segment made of one delivery: ``ok``, else whether a later attempt may succeed, why, and how long
+    Segment asked to wait (seconds) if it said."""
 
     ok: bool
     retryable: bool = True
     reason: str = ""
+    retry_after: float | None = None
 
 
 NOT_SENT = SendResult(False, True, "not_sent")
@@ -493,7 +498,8 @@ def settle(plan: CallPlan, results: Mapping[str, SendResult]) -> Settlement:
         if refused is not None:
             outcomes.append(Outcome("rejected", reason=refused.reason))
         elif failed is not None:
-            outcomes.append(Outcome("retry", reason=failed.reason))
+            waits = [r.retry_after for r in own + needed if not r.ok and r.retry_after is not None]
+            outcomes.append(Outcome("retry", reason=failed.reason, retry_after=max(waits, default=None)))
         elif event.deliveries:
             ids = tuple(d.message_id for d in event.deliveries)
             outcomes.append(Outcome("delivered", ids, complete=not event.waits))

@@ -19,7 +19,7 @@ the facts to mark SENT (one batch write) or to release.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Protocol
@@ -99,10 +99,18 @@ class SegmentSender(Protocol):
 class Forwarder[C: ClaimHandle]:
     """Forwards events to their workspaces' Segment sources, exactly once per fact."""
 
-    def __init__(self, store: FactStore[C], connections: ConnectionSource, segment: SegmentSender) -> None:
+    def __init__(
+        self,
+        store: FactStore[C],
+        connections: ConnectionSource,
+        segment: SegmentSender,
+        on_segment_request: Callable[[int], None] | None = None,
+    ) -> None:
+        """``on_segment_request`` is told the milliseconds of every Segment request (the handler makes a metric)."""
         self._store = store
         self._connections = connections
         self._segment = segment
+        self._on_segment_request = on_segment_request
         self._pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="send")
 
     def forward(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
@@ -197,6 +205,9 @@ class Forwarder[C: ClaimHandle]:
         """
         started = time.monotonic()
         answer = self._segment.send(connection.write_key, connection.region, [d.message for d in batch], deadline)
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        if answer.requests and self._on_segment_request is not None:
+            self._on_segment_request(elapsed_ms)
         logger.debug(
             "segment batch",
             extra={
@@ -204,7 +215,7 @@ class Forwarder[C: ClaimHandle]:
                 "messages": len(batch),
                 "status": answer.status,
                 "requests": answer.requests,
-                "ms": round((time.monotonic() - started) * 1000),
+                "ms": elapsed_ms,
             },
         )
         if not answer.ok and answer.status in SPOILED_BY_ONE and len(batch) > 1:
@@ -213,7 +224,7 @@ class Forwarder[C: ClaimHandle]:
                 connection, batch[middle:], deadline, results
             )
         for delivery in batch:
-            results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason)
+            results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason, answer.retry_after)
         return answer.ok or not answer.retryable
 
     def _settle(self, claims: Mapping[Slot, C], marks: Sequence[tuple[Slot, str]], releases: Sequence[Slot]) -> bool:

@@ -11,6 +11,7 @@ forwarder and shapes the answer; one record's failure never touches another reco
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .facts import Outcome, largest_message
 from .forwarding import Forwarder
 from .messages import MAX_MESSAGE_BYTES
 from .queues import DELIVERY_ID_ATTRIBUTE, Parked, Queues, QueueUnavailableError
+from .retries import RetryPolicy, horizon_start
 from .segment import SegmentClient
 from .validation import parse_body
 
@@ -68,7 +70,7 @@ class Runtime:
             settings.secret_prefix,
             settings.connection_cache_seconds,
         )
-        forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints))
+        forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints), _segment_latency)
         queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.queue_url, settings.dlq_url)
         return cls(settings, forwarder, queues)
 
@@ -88,6 +90,7 @@ def make_handler(kind: Kind) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
         remaining_s = context.get_remaining_time_in_millis() / 1000
         if "Records" in event:
             return _handle_sqs(runtime, kind, event["Records"], remaining_s)
+        logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
         return _handle_http(runtime, kind, event, remaining_s)
 
     return handler
@@ -97,6 +100,8 @@ def make_handler(kind: Kind) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
 
 
 def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remaining_s: float) -> dict[str, Any]:
+    """Validate, forward within the budget, answer; queue what could not be delivered now. Every log line of the
+    call carries the API request id as its ``correlation_id``."""
     received_at = datetime.now(UTC)
     try:
         event = _checked(Event.from_body(kind, parse_body(SCHEMAS[kind], request_body(request)), received_at))
@@ -111,8 +116,9 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
         logger.exception("forwarding failed")
         outcome = Outcome("retry", reason="internal_error")
     _record(event, outcome, "http")
+    received_ms = int(received_at.timestamp() * 1000)
     if outcome.status in ("delivered", "duplicate") and not outcome.complete:
-        _enqueue(runtime, event, "incomplete")  # the queue's copy comes back until every fact is recorded
+        _enqueue(runtime, event, received_ms, "incomplete")  # the copy comes back until every fact is recorded
     if outcome.status == "delivered":
         return json_response(200, {"status": "delivered", "message_ids": list(outcome.message_ids)})
     if outcome.status == "duplicate":
@@ -120,7 +126,7 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
     if outcome.status == "skipped":
         return json_response(200, {"status": "skipped", "reason": outcome.reason})
     # Not delivered now: the queue takes over (a permanent Segment refusal ends in the DLQ with its reason).
-    if not _enqueue(runtime, event, outcome.reason):
+    if not _enqueue(runtime, event, received_ms, outcome.reason):
         metrics.add_metric("Unavailable", MetricUnit.Count, 1)
         return json_response(
             503, RequestError(503, "unavailable", "not delivered and not queued; retry the call", None).as_body()
@@ -129,10 +135,11 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
     return json_response(202, {"status": "queued"})
 
 
-def _enqueue(runtime: Runtime, event: Event, reason: str) -> bool:
-    """Put the event on the function's queue with the delivery id this attempt used; False if that failed."""
+def _enqueue(runtime: Runtime, event: Event, received_ms: int, reason: str) -> bool:
+    """Put the event on the function's queue with the delivery id this attempt used and its receipt time (its
+    retry horizon starts there); False if that failed."""
     try:
-        runtime.queues.enqueue(event.queue_body(), delivery_id=event.delivery_id)
+        runtime.queues.enqueue(event.queue_body(), delivery_id=event.delivery_id, received_ms=received_ms)
     except QueueUnavailableError as exc:
         logger.error("could not queue the event", extra={"error": str(exc), "reason": reason})
         return False
@@ -143,6 +150,9 @@ def _enqueue(runtime: Runtime, event: Event, reason: str) -> bool:
 
 
 def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaining_s: float) -> dict[str, Any]:
+    """Forward a batch; a record that can never succeed is parked with its reason, one that may succeed later
+    comes back after a backoff (its visibility pushed back), until its retry horizon has passed. Every log line
+    of a record carries its SQS message id as ``correlation_id``."""
     events: list[Event] = []
     accepted: list[Record] = []
     parked: list[Parked] = []
@@ -151,27 +161,38 @@ def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaini
             events.append(_event_of(kind, record))
             accepted.append(record)
         except RequestError as exc:
-            parked.append(Parked(record, exc.code, exc.message, exc.field))
+            parked.append(Parked(record, exc.code, exc.message, exc.field, kind=kind))
         except Exception as exc:  # a bug in reading one record parks that record alone
-            logger.exception("could not read the record", extra={"message_id": record.get("messageId")})
-            parked.append(Parked(record, "unexpected_error", type(exc).__name__))
+            logger.exception("could not read the record", extra={"correlation_id": record.get("messageId")})
+            parked.append(Parked(record, "unexpected_error", type(exc).__name__, kind=kind))
     deadline = time.monotonic() + max(remaining_s - SQS_SAFETY_S, 1.0)
-    failures: list[str] = []
+    policy = RetryPolicy(runtime.settings.retry_horizon_seconds, runtime.settings.retry_backoff_cap_seconds)
+    now_ms = int(time.time() * 1000)
+    retries: dict[str, int] = {}  # message id -> seconds until its next receive
     for record, event, result in zip(accepted, events, _forward_isolated(runtime, events, deadline), strict=True):
         if isinstance(result, BaseException):
-            parked.append(Parked(record, "unexpected_error", type(result).__name__, delivery_id=event.delivery_id))
+            parked.append(Parked(record, "unexpected_error", type(result).__name__, None, event.delivery_id, kind))
             continue
         outcome = result if result.complete else Outcome("retry", result.message_ids, "incomplete")
-        _record(event, outcome, "sqs")
+        _record(event, outcome, "sqs", correlation_id=str(record["messageId"]))
         if outcome.status == "rejected":
-            parked.append(Parked(record, "rejected", outcome.reason, delivery_id=event.delivery_id))
+            parked.append(Parked(record, "rejected", outcome.reason, None, event.delivery_id, kind))
         elif outcome.status == "retry":
-            receives = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
-            if receives >= runtime.settings.max_receive_count:
-                parked.append(Parked(record, "retries_exhausted", outcome.reason, delivery_id=event.delivery_id))
+            attributes = record.get("attributes", {})
+            receives = int(attributes.get("ApproximateReceiveCount", "1"))
+            carried = {k: v.get("stringValue", "") for k, v in record.get("messageAttributes", {}).items()}
+            since = horizon_start(carried, int(attributes.get("ApproximateFirstReceiveTimestamp") or now_ms))
+            if policy.exhausted(now_ms=now_ms, since_ms=since) or receives >= runtime.settings.max_receive_count:
+                parked.append(Parked(record, "retries_exhausted", outcome.reason, None, event.delivery_id, kind))
             else:
-                failures.append(str(record["messageId"]))
-    failures.extend(_park(runtime, parked))
+                metrics.add_metric("RetryAge", MetricUnit.Seconds, max(now_ms - since, 0) // 1000)
+                dice = random.random()  # noqa: S311 - jitter, not crypto
+                delay = policy.delay_s(receives=receives, retry_after_s=outcome.retry_after, dice=dice)
+                retries[str(record["messageId"])] = delay
+    not_parked = _park(runtime, parked)
+    handles = {str(r["messageId"]): str(r.get("receiptHandle", "")) for r in records}
+    runtime.queues.delay([(handles[message_id], delay) for message_id, delay in retries.items()])
+    failures = [*retries, *not_parked]
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
 
@@ -215,7 +236,7 @@ def _park(runtime: Runtime, parked: Sequence[Parked]) -> list[str]:
     for item in parked:
         logger.warning(
             "dead-lettered",
-            extra={"code": item.code, "reason": item.message, "field": item.field, "message_id": item.message_id},
+            extra={"code": item.code, "reason": item.message, "field": item.field, "correlation_id": item.message_id},
         )
     failed = runtime.queues.park(parked)
     if failed:
@@ -225,16 +246,20 @@ def _park(runtime: Runtime, parked: Sequence[Parked]) -> list[str]:
     return failed
 
 
-def _record(event: Event, outcome: Outcome, path: str) -> None:
+def _segment_latency(milliseconds: int) -> None:
+    metrics.add_metric("SegmentLatency", MetricUnit.Milliseconds, milliseconds)
+
+
+def _record(event: Event, outcome: Outcome, path: str, correlation_id: str | None = None) -> None:
     """One log line and one metric per forwarded event (never the write key)."""
     metrics.add_metric(outcome.status.capitalize(), MetricUnit.Count, 1)
-    logger.info(
-        outcome.status,
-        extra={
-            "path": path,
-            "workspace_id": event.workspace_id,
-            "visitor_id": event.visitor_id,
-            "message_ids": list(outcome.message_ids),
-            "reason": outcome.reason or None,
-        },
-    )
+    extra = {
+        "path": path,
+        "workspace_id": event.workspace_id,
+        "visitor_id": event.visitor_id,
+        "message_ids": list(outcome.message_ids),
+        "reason": outcome.reason or None,
+    }
+    if correlation_id is not None:
+        extra["correlation_id"] = correlation_id
+    logger.info(outcome.status, extra=extra)

@@ -16,8 +16,9 @@ import base64
 import json
 import math
 import random
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,7 @@ import urllib3
 from . import __version__
 from .messages import MAX_MESSAGE_BYTES, iso_ms, message_size
 
-__all__ = ["MAX_MESSAGE_BYTES", "SegmentClient", "SendOutcome", "is_retryable", "split_batches"]
+__all__ = ["MAX_MESSAGE_BYTES", "CircuitBreaker", "SegmentClient", "SendOutcome", "is_retryable", "split_batches"]
 
 MAX_REQUEST_BYTES = 475 * 1024  # Segment's limit is 500 KB; keep room for the envelope
 MAX_BATCH_MESSAGES = 2_500
@@ -35,6 +36,7 @@ RETRYABLE = frozenset({408, 410, 429, 460})
 NOT_RETRYABLE_5XX = frozenset({501, 505})
 BACKOFF_BASE_S, BACKOFF_CAP_S, RETRY_AFTER_CAP_S = 0.5, 60.0, 300.0
 MIN_ATTEMPT_S = 0.25  # do not start an attempt with less time than this left
+BREAKER_THRESHOLD, BREAKER_COOLDOWN_S, BREAKER_MAX_COOLDOWN_S = 3, 5.0, 60.0
 USER_AGENT = f"segment-forwarder/{__version__}"
 
 
@@ -69,31 +71,102 @@ def split_batches(
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
-    """What became of one batch: ``ok``; else ``retryable`` tells a later attempt may succeed."""
+    """What became of one batch: ``ok``; else ``retryable`` tells a later attempt may succeed, ``retry_after``
+    (seconds) when Segment, or the circuit breaker, said how long to wait."""
 
     ok: bool
     retryable: bool
     status: int | None
     reason: str
     requests: int
+    retry_after: float | None = None
+
+
+class CircuitBreaker:
+    """One region's Segment, as a warm function has found it: after ``threshold`` failed requests in a row
+    (5xx, 429, timeouts, unreachable) it stops sending there for a cooldown (5 s, doubling each time it trips
+    again, at most 60 s), then lets one request through: success closes it, failure opens it again::
+
+        breaker = CircuitBreaker()
+        if breaker.allow():        # False while open (``remaining_s()`` says for how long)
+            ...send...
+            breaker.record(failed=True)
+
+    Thread-safe; ``clock`` is ``time.monotonic`` unless a test gives another.
+    """
+
+    def __init__(
+        self,
+        threshold: int = BREAKER_THRESHOLD,
+        cooldown_s: float = BREAKER_COOLDOWN_S,
+        max_cooldown_s: float = BREAKER_MAX_COOLDOWN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._threshold = threshold
+        self._cooldown_s = cooldown_s
+        self._max_cooldown_s = max_cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._trips = 0
+        self._open_until: float | None = None
+        self._probing = False
+
+    def allow(self) -> bool:
+        """Whether a request may go now (while half open: only one, the probe)."""
+        with self._lock:
+            if self._open_until is None:
+                return True
+            if self._clock() < self._open_until or self._probing:
+                return False
+            self._probing = True
+            return True
+
+    def record(self, *, failed: bool) -> None:
+        """Count one request's answer."""
+        with self._lock:
+            self._probing = False
+            if not failed:
+                self._failures, self._trips, self._open_until = 0, 0, None
+                return
+            self._failures += 1
+            if self._open_until is not None or self._failures >= self._threshold:
+                self._trips += 1
+                cooldown = min(self._cooldown_s * 2 ** (self._trips - 1), self._max_cooldown_s)
+                self._open_until = self._clock() + cooldown
+
+    def remaining_s(self) -> float:
+        """Seconds until it lets a request through again (0 when closed)."""
+        with self._lock:
+            return 0.0 if self._open_until is None else max(self._open_until - self._clock(), 0.0)
 
 
 class SegmentClient:
-    """Posts batches to a region's ``/v1/batch``; one instance (and connection pool) per execution environment."""
+    """Posts batches to a region's ``/v1/batch``; one instance (connection pool, circuit breakers) per execution
+    environment."""
 
-    def __init__(self, endpoints: dict[str, str], pool: urllib3.PoolManager | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: dict[str, str],
+        pool: urllib3.PoolManager | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
+    ) -> None:
         self._endpoints = {region: url.rstrip("/") for region, url in endpoints.items()}
         self._pool = pool or urllib3.PoolManager(
             num_pools=4, maxsize=8, retries=False, cert_reqs="CERT_REQUIRED", block=False
         )
+        self._breakers = breakers if breakers is not None else {region: CircuitBreaker() for region in endpoints}
 
     def endpoint(self, region: str) -> str:
         """The batch URL of a region; a region without an endpoint is a KeyError (never another region)."""
         return f"{self._endpoints[region]}/v1/batch"
 
     def send(self, write_key: str, region: str, messages: list[dict[str, Any]], deadline: float) -> SendOutcome:
-        """Send one batch (already within the limits) with retries until success, a final answer or ``deadline``."""
+        """Send one batch (already within the limits) with retries until success, a final answer, ``deadline``,
+        or the region's circuit breaker opening (then nothing more is sent there until it lets a probe through).
+        """
         url = self.endpoint(region)
+        breaker = self._breakers[region]
         token = base64.b64encode(f"{write_key}:".encode()).decode()
         headers = {
             "Authorization": f"Basic {token}",
@@ -101,7 +174,11 @@ class SegmentClient:
             "User-Agent": USER_AGENT,
         }
         attempt = requests = 0
+        status: int | None = None
+        reason = "segment_circuit_open"
         while True:
+            if not breaker.allow():
+                return SendOutcome(False, True, status, reason, requests, breaker.remaining_s())
             remaining = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
             body = json.dumps(
                 {"batch": messages, "sentAt": iso_ms(datetime.now(UTC)), "writeKey": write_key},
@@ -118,20 +195,22 @@ class SegmentClient:
                     redirect=False,
                     preload_content=True,
                 )
-                status: int | None = response.status
+                status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 reason = f"segment answered {status}"
             except urllib3.exceptions.HTTPError as exc:
                 status, retry_after = None, None
                 reason = f"segment unreachable: {type(exc).__name__}"
+            transient = status is None or is_retryable(status)
+            breaker.record(failed=transient)
             if status is not None and 200 <= status < 300:
                 return SendOutcome(True, False, status, "delivered", requests)
-            if status is not None and not is_retryable(status):
+            if not transient:
                 return SendOutcome(False, False, status, reason, requests)
             wait = retry_after if retry_after is not None else _backoff(attempt)
             attempt += 1
             if time.monotonic() + wait + MIN_ATTEMPT_S > deadline:
-                return SendOutcome(False, True, status, reason, requests)
+                return SendOutcome(False, True, status, reason, requests, retry_after)
             time.sleep(wait)
 
 

@@ -1,0 +1,81 @@
+"""When a failed record comes back (backoff), when it stops (the horizon), and the Segment circuit breaker."""
+
+from __future__ import annotations
+
+import pytest
+
+from segment_forwarder.retries import MAX_VISIBILITY_S, RetryPolicy, horizon_start
+from segment_forwarder.segment import CircuitBreaker
+
+POLICY = RetryPolicy(horizon_s=72 * 3600, cap_s=900)
+
+
+@pytest.mark.parametrize(("receives", "low", "high"), [(1, 1, 1), (2, 1, 2), (3, 2, 4), (6, 16, 32), (11, 450, 900)])
+def test_the_delay_doubles_with_equal_jitter_up_to_the_cap(receives, low, high):
+    delays = {POLICY.delay_s(receives=receives, retry_after_s=None, dice=dice) for dice in (0.0, 0.5, 0.999)}
+
+    assert min(delays) == low and max(delays) == high
+
+
+def test_retry_after_is_honoured_but_never_beyond_the_cap():
+    assert POLICY.delay_s(receives=1, retry_after_s=120, dice=0.0) == 120
+    assert POLICY.delay_s(receives=1, retry_after_s=5000, dice=0.0) == 900
+    assert POLICY.delay_s(receives=1, retry_after_s=float("nan"), dice=0.0) == 1
+    assert RetryPolicy(horizon_s=1, cap_s=10**6).delay_s(receives=40, retry_after_s=None, dice=1.0) == MAX_VISIBILITY_S
+
+
+def test_a_72_hour_outage_costs_a_few_hundred_receives():
+    fewest, most = POLICY.receives_within(72 * 3600, dice=0.999), POLICY.receives_within(72 * 3600, dice=0.0)
+
+    # about 10 receives to reach the cap, then one every 450-900 s: within the bounds that gives, not thousands
+    assert 72 * 3600 / 900 < fewest < most <= 72 * 3600 / 450 + 12
+
+
+def test_the_horizon_counts_from_retry_since_else_first_receipt_else_sqs():
+    assert horizon_start({"retry_since": "2000", "first_received_at": "1000"}, 500) == 2000
+    assert horizon_start({"first_received_at": "1000"}, 500) == 1000
+    assert horizon_start({"retry_since": "not a number"}, 500) == 500
+    assert not POLICY.exhausted(now_ms=72 * 3600 * 1000 - 1, since_ms=0)
+    assert POLICY.exhausted(now_ms=72 * 3600 * 1000, since_ms=0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_breaker_opens_after_three_failures_in_a_row_and_lets_one_probe_through_after_its_cooldown():
+    clock = Clock()
+    breaker = CircuitBreaker(clock=clock)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.record(failed=True)
+    breaker.record(failed=False)  # a success in between: the count starts again
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.record(failed=True)
+
+    assert not breaker.allow() and breaker.remaining_s() == 5.0
+    clock.now += 5.0
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # only one while it is out
+    breaker.record(failed=True)
+    assert breaker.remaining_s() == 10.0  # the cooldown doubles
+    clock.now += 10.0
+    assert breaker.allow()
+    breaker.record(failed=False)
+    assert breaker.allow() and breaker.remaining_s() == 0.0
+
+
+def test_the_cooldown_never_exceeds_a_minute():
+    clock = Clock()
+    breaker = CircuitBreaker(clock=clock)
+    for _ in range(20):
+        clock.now += breaker.remaining_s()
+        assert breaker.allow()
+        breaker.record(failed=True)
+
+    assert breaker.remaining_s() == 60.0
