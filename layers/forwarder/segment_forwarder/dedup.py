@@ -6,7 +6,7 @@ first claim records the fact's content and message id; a later claim keeps them 
 resend carries what the first attempt recorded. A claim that loses gets the item as it stands (ALL_OLD)::
 
     store = DedupStore(dynamodb_client, "table", lease_seconds=90, visitor_ttl_seconds=..., event_ttl_seconds=...)
-    claims = store.claim_all(claim_requests(events))        # {slot: Claim}, concurrently
+    claims = store.claim_all(claim_requests(events), precheck=True)    # {slot: Claim}, concurrently
     claims[slot].answer.state                                # CLAIMED / SENT / IN_FLIGHT / UNAVAILABLE / INVALID
     store.mark_sent([(claims[slot], message_id)])           # BatchWriteItem, 25 a request
     store.release([claims[slot]])                           # a retry can claim at once
@@ -15,14 +15,22 @@ Item: ``pk = WS#<workspace>#V#<visitor>``, ``sk`` = the fact's key (a fact id to
 its SHA-256, the id kept in ``fact_name``), ``status`` (PENDING | SENT), ``message_id``, ``content`` (JSON),
 ``first_attempt_at``, ``delivered_at``, ``attempts``, ``lease_until``, ``claim_token``, ``updated_at`` and
 ``expires_at`` (the TTL attribute).
+
+Repeats cost no write: SENT only ever changes by expiry (days) or erasure, so a fact known SENT needs no claim.
+The store remembers the facts it saw SENT (``SentCache``, per execution environment, bounded, entries for
+``SENT_CACHE_SECONDS``), and with ``precheck`` (the SQS path) it first reads the rest with one eventually
+consistent BatchGetItem per 100: a SENT item is answered from it, anything else (absent, PENDING, or a read
+that is stale) falls through to the conditional write, which alone can claim.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +64,9 @@ MAX_KEY_NAME_BYTES = 200  # a fact id longer than this (UTF-8) is hashed inside 
 # The table refused the request itself: retrying the same request can never succeed.
 PERMANENT_ERRORS = frozenset({"ValidationException", "SerializationException"})
 CLAIM_THREADS = 16
+_BATCH_GET_LIMIT = 100
+SENT_CACHE_ENTRIES = 100_000
+SENT_CACHE_SECONDS = 300  # an erased visitor may read as known to a warm function for this long
 
 
 class DedupUnavailableError(Exception):
@@ -106,6 +117,44 @@ def _number(item: Mapping[str, Any], name: str) -> int:
     return int(item.get(name, {}).get("N", "0"))
 
 
+class SentCache:
+    """Facts known SENT, with their recorded content: at most ``entries``, each for ``max_age_s`` (LRU)::
+
+    cache = SentCache()
+    cache.put(slot, content)
+    cache.get(slot)          # the content, or None when unknown or too old
+    """
+
+    def __init__(
+        self,
+        entries: int = SENT_CACHE_ENTRIES,
+        max_age_s: float = SENT_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries = entries
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._known: OrderedDict[Slot, tuple[float, dict[str, Any] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, slot: Slot) -> tuple[bool, dict[str, Any] | None]:
+        """(known SENT, its recorded content)."""
+        with self._lock:
+            found = self._known.get(slot)
+            if found is None or self._clock() - found[0] > self._max_age_s:
+                return False, None
+            self._known.move_to_end(slot)
+            return True, found[1]
+
+    def put(self, slot: Slot, content: dict[str, Any] | None) -> None:
+        """Remember ``slot`` as SENT."""
+        with self._lock:
+            self._known[slot] = (self._clock(), content)
+            self._known.move_to_end(slot)
+            while len(self._known) > self._entries:
+                self._known.popitem(last=False)
+
+
 class DedupStore:
     """Claims, marks and releases facts in the dedup table. Thread-safe (boto3 clients are)."""
 
@@ -118,12 +167,14 @@ class DedupStore:
         visitor_ttl_seconds: int,
         event_ttl_seconds: int,
         clock: Callable[[], float] = time.time,
+        sent: SentCache | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._lease = lease_seconds
         self._ttl = {True: visitor_ttl_seconds, False: event_ttl_seconds}
         self._clock = clock
+        self._sent = sent if sent is not None else SentCache()
         self._pool: ThreadPoolExecutor | None = None
 
     def _map[T, R](self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
@@ -136,9 +187,67 @@ class DedupStore:
 
     # -- claims --------------------------------------------------------------------------------------------
 
-    def claim_all(self, requests: Sequence[ClaimRequest]) -> dict[Slot, Claim]:
-        """Claim every requested fact, concurrently. Never raises: failures are UNAVAILABLE / INVALID answers."""
-        return {claim.slot: claim for claim in self._map(self.claim, requests)}
+    def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> dict[Slot, Claim]:
+        """Claim every requested fact not known SENT, concurrently (first reading them, with ``precheck``).
+
+        Never raises: failures are UNAVAILABLE / INVALID answers.
+        """
+        claims: dict[Slot, Claim] = {}
+        unknown: list[ClaimRequest] = []
+        for request in requests:
+            known, content = self._sent.get(request.slot)
+            if known:
+                claims[request.slot] = Claim(request.slot, ClaimAnswer(ClaimState.SENT, content))
+            else:
+                unknown.append(request)
+        if precheck and unknown:
+            sent = self._read_sent([request.slot for request in unknown])
+            claims.update({slot: claim for slot, claim in sent.items()})
+            unknown = [request for request in unknown if request.slot not in sent]
+        claims.update({claim.slot: claim for claim in self._map(self.claim, unknown)})
+        return claims
+
+    def _read_sent(self, slots: Sequence[Slot]) -> dict[Slot, Claim]:
+        """The slots whose items read as SENT (eventually consistent; a failed read just finds nothing)."""
+        by_key = {(partition_key(s.workspace_id, s.visitor_id), sort_key(s.fact)): s for s in slots}
+        keys = [_key(slot) for slot in slots]
+        chunks = [keys[start : start + _BATCH_GET_LIMIT] for start in range(0, len(keys), _BATCH_GET_LIMIT)]
+        found: dict[Slot, Claim] = {}
+        now = int(self._clock())
+        for items in self._map(self._batch_get, chunks):
+            for item in items:
+                if item.get("status", {}).get("S") != SENT or _number(item, "expires_at") <= now:
+                    continue
+                slot = by_key[(item["pk"]["S"], item["sk"]["S"])]
+                content = _content(item)
+                self._sent.put(slot, content)
+                found[slot] = Claim(slot, ClaimAnswer(ClaimState.SENT, content), item)
+        return found
+
+    def _batch_get(self, keys: list[Item]) -> list[Item]:
+        items: list[Item] = []
+        pending = keys
+        for attempt in range(_UNPROCESSED_RETRIES + 1):
+            try:
+                answer = self._client.batch_get_item(
+                    RequestItems={
+                        self._table: {
+                            "Keys": pending,
+                            "ConsistentRead": False,
+                            "ProjectionExpression": "pk, sk, #status, content, expires_at",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                        }
+                    }
+                )
+            except (ClientError, BotoCoreError, OSError):
+                return items  # the claims decide without it
+            items.extend(answer.get("Responses", {}).get(self._table, []))
+            unprocessed = answer.get("UnprocessedKeys", {}).get(self._table)
+            if not unprocessed:
+                break
+            pending = unprocessed["Keys"]
+            time.sleep(min(0.05 * 2**attempt, 0.5))
+        return items
 
     def claim(self, request: ClaimRequest) -> Claim:
         """Try to own one fact, recording ``request.content`` if the claim creates it."""
@@ -178,6 +287,8 @@ class DedupStore:
             if _number(old, "expires_at") <= now:
                 return self._replace_expired(request, old, values, token)
             state = ClaimState.SENT if old.get("status", {}).get("S") == SENT else ClaimState.IN_FLIGHT
+            if state is ClaimState.SENT:
+                self._sent.put(slot, _content(old))
             return Claim(slot, ClaimAnswer(state, _content(old)), old)
         except (BotoCoreError, OSError) as exc:  # network errors, timeouts
             return self._failed(slot, exc)
@@ -230,6 +341,7 @@ class DedupStore:
         Unconditional on purpose: the message went out under the fact's one id with its recorded content, so
         SENT is true whoever holds the lease now. Raises DedupUnavailableError when not every item was written.
         """
+        marks = list(marks)
         now = str(int(self._clock()))
         requests: list[WriteRequestTypeDef] = []
         for claim, message_id in marks:
@@ -254,6 +366,8 @@ class DedupStore:
                 time.sleep(min(0.05 * 2**attempt, 0.5))
             if pending:
                 raise DedupUnavailableError(f"{len(pending)} items unprocessed")
+        for claim, _ in marks:
+            self._sent.put(claim.slot, claim.answer.content)
 
     def release(self, claims: Sequence[Claim]) -> None:
         """Give up leases after a failed delivery so a retry can claim at once (best effort: else the lease

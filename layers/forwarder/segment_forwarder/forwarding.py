@@ -67,8 +67,9 @@ class ClaimHandle(Protocol):
 class FactStore[C: ClaimHandle](Protocol):
     """Where facts are claimed, marked SENT and released (``dedup.DedupStore``)."""
 
-    def claim_all(self, requests: Sequence[ClaimRequest]) -> Mapping[Slot, C]:
-        """A claim handle per requested slot; failures are UNAVAILABLE / INVALID answers, never exceptions."""
+    def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> Mapping[Slot, C]:
+        """A claim handle per requested slot; failures are UNAVAILABLE / INVALID answers, never exceptions.
+        ``precheck``: first read which are SENT already (cheaper than a conditional write that loses)."""
         ...
 
     def mark_sent(self, marks: Iterable[tuple[C, str]]) -> None:
@@ -113,8 +114,11 @@ class Forwarder[C: ClaimHandle]:
         self._on_segment_request = on_segment_request
         self._pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="send")
 
-    def forward(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
+    def forward(self, events: Sequence[Event], deadline: float, *, precheck: bool = False) -> list[Outcome]:
         """Forward ``events``; Segment requests are bounded by ``deadline`` (``time.monotonic()`` based).
+
+        ``precheck`` reads the facts before claiming them: one more round trip that makes repeats cost a read
+        instead of a write (the SQS path; the HTTP path keeps to one claim round trip).
 
         When the marks cannot be written, every event that needed a fact delivered by this call is not
         ``complete``: it comes back, and its resend (same ids, same content) marks them. Should anything raise
@@ -130,7 +134,7 @@ class Forwarder[C: ClaimHandle]:
                 results[index] = failure
         live = [events[index] for index in connected]
         settings = {workspace: connection.settings for workspace, connection in connections.items()}
-        claims = self._store.claim_all(claim_requests(live, settings))
+        claims = self._store.claim_all(claim_requests(live, settings), precheck=precheck)
         try:
             plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()}, settings)
             sent = self._send(live, plan, connections, deadline)

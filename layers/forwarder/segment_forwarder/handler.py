@@ -11,6 +11,7 @@ forwarder and shapes the answer; one record's failure never touches another reco
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -70,7 +71,8 @@ class Runtime:
             settings.secret_prefix,
             settings.connection_cache_seconds,
         )
-        forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints), _segment_latency)
+        segment = SegmentClient(settings.endpoints, breaker_threshold=settings.segment_breaker_threshold)
+        forwarder = Forwarder(store, connections, segment, _segment_latency)
         queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.queue_url, settings.dlq_url)
         return cls(settings, forwarder, queues)
 
@@ -115,7 +117,7 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
     except Exception:  # a bug must not lose an accepted event: log it and let the queue retry
         logger.exception("forwarding failed")
         outcome = Outcome("retry", reason="internal_error")
-    _record(event, outcome, "http")
+    _record(runtime, event, outcome, "http")
     received_ms = int(received_at.timestamp() * 1000)
     if outcome.status in ("delivered", "duplicate") and not outcome.complete:
         _enqueue(runtime, event, received_ms, "incomplete")  # the copy comes back until every fact is recorded
@@ -174,7 +176,7 @@ def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaini
             parked.append(Parked(record, "unexpected_error", type(result).__name__, None, event.delivery_id, kind))
             continue
         outcome = result if result.complete else Outcome("retry", result.message_ids, "incomplete")
-        _record(event, outcome, "sqs", correlation_id=str(record["messageId"]))
+        _record(runtime, event, outcome, "sqs", correlation_id=str(record["messageId"]))
         if outcome.status == "rejected":
             parked.append(Parked(record, "rejected", outcome.reason, None, event.delivery_id, kind))
         elif outcome.status == "retry":
@@ -220,7 +222,7 @@ def _forward_isolated(runtime: Runtime, events: list[Event], deadline: float) ->
     if not events:
         return []
     try:
-        return list(runtime.forwarder.forward(events, deadline))
+        return list(runtime.forwarder.forward(events, deadline, precheck=True))
     except Exception as exc:
         if len(events) == 1:
             logger.exception("forwarding failed", extra={"visitor_id": events[0].visitor_id})
@@ -250,10 +252,12 @@ def _segment_latency(milliseconds: int) -> None:
     metrics.add_metric("SegmentLatency", MetricUnit.Milliseconds, milliseconds)
 
 
-def _record(event: Event, outcome: Outcome, path: str, correlation_id: str | None = None) -> None:
-    """One log line and one metric per forwarded event (never the write key)."""
+def _record(runtime: Runtime, event: Event, outcome: Outcome, path: str, correlation_id: str | None = None) -> None:
+    """One metric and one log line per forwarded event (never the write key). Lines of events that went well
+    (delivered, duplicate) are INFO for a sample of them only (``DELIVERED_LOG_SAMPLE_RATE``, decided by the
+    event's delivery id, so every line of one event agrees) and DEBUG otherwise; every other outcome is INFO."""
     metrics.add_metric(outcome.status.capitalize(), MetricUnit.Count, 1)
-    extra = {
+    extra: dict[str, Any] = {
         "path": path,
         "workspace_id": event.workspace_id,
         "visitor_id": event.visitor_id,
@@ -262,4 +266,13 @@ def _record(event: Event, outcome: Outcome, path: str, correlation_id: str | Non
     }
     if correlation_id is not None:
         extra["correlation_id"] = correlation_id
-    logger.info(outcome.status, extra=extra)
+    routine = outcome.status in ("delivered", "duplicate") and outcome.complete
+    if routine and not _sampled(event.delivery_id, runtime.settings.delivered_log_sample_rate):
+        logger.debug(outcome.status, extra=extra)
+    else:
+        logger.info(outcome.status, extra=extra)
+
+
+def _sampled(key: str, rate: float) -> bool:
+    """Whether ``key`` falls in a ``rate`` share of all keys (the same answer every time)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < rate * 0x1_0000_0000
