@@ -191,3 +191,7 @@ class MemoryConnections:
 
     def get(self, workspace_id: str) -> Connection | None:
         return self._connections.get(workspace_id)
+
+    def connect(self, workspace_id: str, connection: Connection) -> None:
+        """Connect (or reconnect, with other settings) a workspace."""
+        self._connections[workspace_id] = connection
