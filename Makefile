@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs redrive bench soak clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs redrive lookup erase bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -25,6 +25,8 @@ help:
 	@echo "make soak   minutes of load, crashes, a flapping Segment and a connection change, then every invariant"
 	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
 	@echo "make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<name>]  DLQ back to its queue"
+	@echo "make lookup WORKSPACE=<id> VISITOR=<id> [STACK=<name>]  what happened to a visitor (its facts)"
+	@echo "make erase WORKSPACE=<id> VISITOR=<id> [STACK=<name>]   forget a visitor (privacy requests)"
 
 python-check:
 	@test -n "$(PY313)" || { echo "error: python3.13 not found. Install it (pyenv install 3.13.0) or set PY313=/path/to/python3.13" >&2; exit 1; }
@@ -107,6 +109,16 @@ send-sqs: venv
 redrive: venv
 	@test -n "$$KIND" || { echo "usage: make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<stack name>]" >&2; exit 2; }
 	PYTHONPATH=layers/forwarder $(PY) -m ops.redrive "$$KIND" $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) $(if $(STACK),--stack "$$STACK")
+
+# make lookup WORKSPACE=<id> VISITOR=<id> [STACK=<stack name>]: the visitor's facts and the Logs Insights query
+lookup: venv
+	@test -n "$$WORKSPACE" -a -n "$$VISITOR" || { echo "usage: make lookup WORKSPACE=<id> VISITOR=<id> [STACK=<stack name>]" >&2; exit 2; }
+	PYTHONPATH=layers/forwarder $(PY) -m ops.lookup "$$WORKSPACE" "$$VISITOR" $(if $(STACK),--stack "$$STACK")
+
+# make erase WORKSPACE=<id> VISITOR=<id> [STACK=<stack name>]: DELETE /v1/workspaces/<id>/visitors/<id> (signed)
+erase: venv
+	@test -n "$$WORKSPACE" -a -n "$$VISITOR" || { echo "usage: make erase WORKSPACE=<id> VISITOR=<id> [STACK=<stack name>]" >&2; exit 2; }
+	PYTHONPATH=layers/forwarder $(PY) -m ops.erase "$$WORKSPACE" "$$VISITOR" $(if $(STACK),--stack "$$STACK")
 
 bench: venv build
 	$(PY) -m bench

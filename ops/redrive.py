@@ -42,26 +42,32 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local_stack.template import Template
 from segment_forwarder.events import sqs_delivery_id
 
+from .stacks import (
+    CLIENT_CONFIG,
+    LOCAL_CLIENT_CONFIG,
+    StackError,
+    local_endpoint,
+    local_session,
+    output_key,
+    required,
+    stack_outputs,
+)
+
 PEEK_VISIBILITY_S = 30  # a dry run hides a message this long at most (it is made visible again when the scan ends)
 MOVE_VISIBILITY_S = 60  # time to copy a batch to the source queue and delete it from the DLQ
 REASON_ATTRIBUTES = ("error_code", "error_message", "error_field", "receive_count")
 EXAMPLES_PER_REASON = 3
-LOCAL_REGION = "us-east-1"
-LOCAL_CREDENTIALS = ("testing", "testing")  # the local stack's dummy access key and secret key
-_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=20, retries={"mode": "standard"})
 
 Message = dict[str, Any]
 Out = Callable[[str], None]
 
 
-class RedriveError(Exception):
-    """The queues cannot be found or reached; the message says which and why."""
+RedriveError = StackError  # the queues cannot be found or reached; the message says which and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +105,7 @@ def local_queues(kind: str, endpoint: str, template: Template | None = None) -> 
     """An SQS client of the local stack and the kind's queues there (``make run`` names them from the template)."""
     template = template or Template.load()
     source, dlq = template.queues_of(kind)
-    session = boto3.session.Session(
-        aws_access_key_id=LOCAL_CREDENTIALS[0], aws_secret_access_key=LOCAL_CREDENTIALS[1], region_name=LOCAL_REGION
-    )
-    sqs = session.client(
-        "sqs", endpoint_url=endpoint, config=Config(connect_timeout=2, read_timeout=20, retries={"max_attempts": 2})
-    )
+    sqs = local_session().client("sqs", endpoint_url=endpoint, config=LOCAL_CLIENT_CONFIG)
     try:
         urls = [sqs.get_queue_url(QueueName=template.physical_name(q))["QueueUrl"] for q in (source, dlq)]
     except ClientError as exc:
@@ -115,14 +116,6 @@ def local_queues(kind: str, endpoint: str, template: Template | None = None) -> 
     return sqs, QueuePair(kind, urls[0], urls[1], f"the local stack at {endpoint}")
 
 
-def output_key(template: Template, logical_id: str) -> str:
-    """The template output whose value is ``!Ref <logical_id>`` (a queue's URL); KeyError when there is none."""
-    for name, output in template.document.get("Outputs", {}).items():
-        if output.get("Value") == {"Ref": logical_id}:
-            return str(name)
-    raise KeyError(logical_id)
-
-
 def stack_queues(
     kind: str, stack_name: str, session: Any | None = None, template: Template | None = None
 ) -> tuple[Any, QueuePair]:
@@ -130,22 +123,11 @@ def stack_queues(
     session = session or boto3.session.Session()
     template = template or Template.load()
     source, dlq = template.queues_of(kind)
-    try:
-        [stack] = session.client("cloudformation", config=_CLIENT_CONFIG).describe_stacks(StackName=stack_name)[
-            "Stacks"
-        ]
-    except ClientError as exc:
-        raise RedriveError(f"stack {stack_name}: {exc.response['Error'].get('Message', exc)}") from None
-    except BotoCoreError as exc:
-        raise RedriveError(f"stack {stack_name}: {exc}") from None
-    outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
-    wanted = [output_key(template, source), output_key(template, dlq)]
-    missing = [name for name in wanted if name not in outputs]
-    if missing:
-        raise RedriveError(f"stack {stack_name} has no output {', '.join(missing)} (deployed from this template?)")
+    outputs = stack_outputs(stack_name, session)
+    source_url, dlq_url = required(outputs, stack_name, output_key(template, source), output_key(template, dlq))
     region = session.region_name or "the default region"
     where = f"stack {stack_name} ({region})"
-    return session.client("sqs", config=_CLIENT_CONFIG), QueuePair(kind, outputs[wanted[0]], outputs[wanted[1]], where)
+    return session.client("sqs", config=CLIENT_CONFIG), QueuePair(kind, source_url, dlq_url, where)
 
 
 # -- the message a redrive sends ------------------------------------------------------------------------------------
@@ -359,7 +341,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ,
     parser.add_argument("--stack", help="a deployed stack's name (default: the local stack of `make run`)")
     parser.add_argument(
         "--endpoint",
-        default=f"http://127.0.0.1:{environ.get('LOCAL_AWS_PORT') or 4566}",
+        default=local_endpoint(environ),
         help="AWS endpoint of the local stack (default http://127.0.0.1:$LOCAL_AWS_PORT, port 4566)",
     )
     parser.add_argument("--limit", type=int, help="move at most this many messages")

@@ -183,12 +183,21 @@ class ForwarderClient:
         return _connection(self._call("PUT", _segment_path(workspace_id), body).body)
 
     def connection_status(self, workspace_id: str) -> Connection:
-        """``GET /v1/workspaces/{id}/segment``: whether (and where) the workspace is connected."""
+        """``GET /v1/workspaces/{id}/segment``: whether (and where) the workspace is connected, and its delivery
+        health (``Connection.health``)."""
         return _connection(self._call("GET", _segment_path(workspace_id), None).body)
 
     def disconnect(self, workspace_id: str) -> None:
         """``DELETE /v1/workspaces/{id}/segment``: events of the workspace are skipped from then on."""
         self._call("DELETE", _segment_path(workspace_id), None)
+
+    def erase_visitor(self, workspace_id: str, visitor_id: str) -> int:
+        """``DELETE /v1/workspaces/{id}/visitors/{visitor_id}``: forget the visitor (its next event is a first
+        sighting again); the number of facts removed."""
+        path = f"/v1/workspaces/{quote(workspace_id, safe='')}/visitors/{quote(visitor_id, safe='')}"
+        data = self._call("DELETE", path, None).body
+        erased = data.get("erased") if isinstance(data, dict) else None
+        return erased if isinstance(erased, int) else 0
 
     def test_connection(self, workspace_id: str) -> ConnectionTest:
         """``POST /v1/workspaces/{id}/segment/test``: send one test Track (``NotConnectedError`` when none)."""
@@ -270,5 +279,6 @@ def _connection(data: Any) -> Connection:
         region=data.get("region") if isinstance(data.get("region"), str) else None,
         write_key_hint=data.get("write_key_hint") if isinstance(data.get("write_key_hint"), str) else None,
         settings=data.get("settings") if isinstance(data.get("settings"), dict) else None,
+        health=data.get("health") if isinstance(data.get("health"), dict) else None,
         raw=data,
     )

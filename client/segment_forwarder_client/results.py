@@ -52,6 +52,9 @@ class Connection:
     write_key_hint: str | None = None
     settings: Mapping[str, Any] | None = None
     """The workspace's effective settings (every default filled in) when connected."""
+    health: Mapping[str, Any] | None = None
+    """What the forwarder sent and what Segment answered (``connection_status`` only): ``last_delivery``,
+    ``last_failure`` and the ``last_24h`` counts (delivered, failed, parked)."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """The whole answer (fields a newer API version adds are kept here)."""
 

@@ -22,9 +22,12 @@ from moto import mock_aws
 
 from local_stack.invoke import LambdaContext, load_module
 from local_stack.segment_sink import SegmentSink
+from local_stack.template import Template
 from tests.stack_client import DEFAULT_SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = Template.load()
+NO_HEALTH = {"last_delivery": None, "last_failure": None, "last_24h": {"delivered": 0, "failed": 0, "parked": 0}}
 APP = REPO_ROOT / "functions" / "connection" / "app.py"
 PREFIX = "sf-test"
 SERVICE = "segment-forwarder"
@@ -117,6 +120,7 @@ def base_env(monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("SECRET_PREFIX", PREFIX)
+    monkeypatch.setenv("DEDUP_TABLE", TEMPLATE.physical_name("DedupTable"))  # health buckets, visitor facts
     # every variable template.yaml gives the function (Globals), the Segment budget kept short for the 502 test
     monkeypatch.setenv("HTTP_DELIVERY_BUDGET_SECONDS", "1")
     monkeypatch.setenv("CONNECTION_CACHE_SECONDS", "60")
@@ -149,6 +153,7 @@ def aws(base_env, sink):
     base_env.setenv("SEGMENT_US_ENDPOINT", sink.region_url("us"))
     base_env.setenv("SEGMENT_EU_ENDPOINT", sink.region_url("eu"))
     with mock_aws():
+        TEMPLATE.create_resources(_session())  # the dedup table among them
         yield _session().client("secretsmanager", region_name="us-east-1")
 
 
@@ -208,11 +213,17 @@ def test_connect_eu_upper_case_is_stored_lower_case(api, aws):
 
 
 def test_get_connected_and_not_connected(api):
-    assert api.get("nobody") == (200, {"connected": False})
+    assert api.get("nobody") == (200, {"connected": False, "health": NO_HEALTH})
     api.put("acme", {"write_key": KEY_EU, "region": "eu"})
     assert api.get("acme") == (
         200,
-        {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_EU[-4:], "settings": DEFAULT_SETTINGS},
+        {
+            "connected": True,
+            "region": "eu",
+            "write_key_hint": "…" + KEY_EU[-4:],
+            "settings": DEFAULT_SETTINGS,
+            "health": NO_HEALTH,
+        },
     )
 
 
@@ -245,7 +256,7 @@ def test_reconnect_replaces_the_key(api, aws):
 def test_disconnect_schedules_deletion_with_a_recovery_window(api, aws):
     api.put("acme", {"write_key": KEY_US})
     assert api.delete("acme") == (204, None)
-    assert api.get("acme") == (200, {"connected": False})
+    assert api.get("acme") == (200, {"connected": False, "health": NO_HEALTH})
     deleted = aws.describe_secret(SecretId=f"{PREFIX}/acme")["DeletedDate"]
     assert deleted - datetime.now(UTC) > timedelta(days=6)
 
@@ -265,7 +276,13 @@ def test_reconnect_right_after_disconnect_restores_and_replaces(api, aws):
     assert body["write_key_hint"] == "…" + KEY_NEW[-4:]
     assert api.get("acme") == (
         200,
-        {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_NEW[-4:], "settings": DEFAULT_SETTINGS},
+        {
+            "connected": True,
+            "region": "eu",
+            "write_key_hint": "…" + KEY_NEW[-4:],
+            "settings": DEFAULT_SETTINGS,
+            "health": NO_HEALTH,
+        },
     )
     assert "DeletedDate" not in aws.describe_secret(SecretId=f"{PREFIX}/acme")
     assert stored(aws, "acme") == {"write_key": KEY_NEW, "region": "eu"}
@@ -311,7 +328,13 @@ def test_connect_with_settings_stores_them_and_answers_the_effective_settings(ap
     assert stored(aws, "acme") == {"write_key": KEY_US, "region": "us", "settings": SETTINGS}
     assert api.get("acme") == (
         200,
-        {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:], "settings": SETTINGS},
+        {
+            "connected": True,
+            "region": "us",
+            "write_key_hint": "…" + KEY_US[-4:],
+            "settings": SETTINGS,
+            "health": NO_HEALTH,
+        },
     )
 
 
@@ -441,7 +464,13 @@ def test_default_route_is_matched_by_path(api):
     del event["pathParameters"]
     assert api.call(event) == (
         200,
-        {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:], "settings": DEFAULT_SETTINGS},
+        {
+            "connected": True,
+            "region": "us",
+            "write_key_hint": "…" + KEY_US[-4:],
+            "settings": DEFAULT_SETTINGS,
+            "health": NO_HEALTH,
+        },
     )
 
 

@@ -61,6 +61,7 @@ ROUTES = {
     ("get", "/v1/workspaces/{workspace_id}/segment"): CONNECTION,
     ("delete", "/v1/workspaces/{workspace_id}/segment"): CONNECTION,
     ("post", "/v1/workspaces/{workspace_id}/segment/test"): CONNECTION,
+    ("delete", "/v1/workspaces/{workspace_id}/visitors/{visitor_id}"): CONNECTION,
 }
 # The effective secret prefix: segment-forwarder/<stack name> unless the SecretPrefix parameter is set.
 EFFECTIVE_PREFIX = {
@@ -187,7 +188,8 @@ def test_only_the_api_routes_may_invoke_the_functions(resources):
         arn, variables = props["SourceArn"]["Fn::Sub"]
         assert variables["__ApiId__"] == {"Ref": "ForwarderApi"}, f"{name} is not limited to this API"
         method, path = arn.split("/", 2)[-1].split("/", 1)
-        route = (method.lower(), "/" + path.replace("*", "{workspace_id}"))  # path parameters become *
+        path = path.replace("*", "{workspace_id}", 1).replace("*", "{visitor_id}", 1)  # path parameters become *
+        route = (method.lower(), "/" + path)
         assert ROUTES[route] == props["FunctionName"]["Ref"], f"{name} is not one route's"
 
 
@@ -257,13 +259,19 @@ def test_dynamodb_actions_only_on_the_dedup_table(resources):
     for function in [*INGEST, CONNECTION]:
         dynamodb = grants(role_of(resources, function), "dynamodb")
         assert all(resource == DEDUP_TABLE for _, resource in dynamodb), function
-        assert bool(dynamodb) == (function in INGEST), function
+    # the connection function reads a workspace's health buckets and erases a visitor's facts: nothing else
+    assert {action for action, _ in grants(role_of(resources, CONNECTION), "dynamodb")} == {
+        "dynamodb:Query",
+        "dynamodb:BatchWriteItem",
+    }
 
 
 def test_each_role_touches_only_its_services(resources):
     for function in [*INGEST, CONNECTION]:
         services = {a.split(":")[0] for s in statements(role_of(resources, function)) for a in as_list(s["Action"])}
-        assert services == ({"dynamodb", "sqs", "secretsmanager"} if function in INGEST else {"secretsmanager"})
+        assert services == (
+            {"dynamodb", "sqs", "secretsmanager"} if function in INGEST else {"dynamodb", "secretsmanager"}
+        )
 
 
 # -- stacks never share secrets ------------------------------------------------------------------------------
@@ -327,7 +335,8 @@ def test_the_readmes_two_caller_policies_cover_every_route_once_and_split_ingest
                     method, path = re.fullmatch(
                         r"arn:aws:execute-api:REGION:ACCOUNT:API_ID/\*/([A-Z]+)(/.*)", arn
                     ).groups()
-                    routes.append((method.lower(), path.replace("/*/", "/{workspace_id}/")))
+                    path = path.replace("/workspaces/*", "/workspaces/{workspace_id}")
+                    routes.append((method.lower(), path.replace("/visitors/*", "/visitors/{visitor_id}")))
         routes_of.append(routes)
     ingest, admin = routes_of
     assert sorted(ingest + admin) == sorted(ROUTES), "the policies must name every route exactly once"

@@ -8,19 +8,24 @@ HOUR_MS = 3600 * 1000
 NOW = 1_796_000_000_000  # 2026-11-30T...
 
 
-def test_deliveries_are_written_once_a_minute_failures_at_once():
+def test_a_workspace_is_written_at_once_the_first_time_then_once_a_minute_failures_always_at_once():
     recorder = HealthRecorder()
     recorder.delivered("ws", messages=2, now_ms=NOW)
-    recorder.delivered("ws", messages=1, now_ms=NOW + 1000)
-    assert recorder.due(now_ms=NOW + 59_000) == {}
+    [first] = recorder.due(now_ms=NOW).values()  # a new connection shows its first delivery at once
+    assert (first.delivered, first.messages) == (1, 2)
 
+    recorder.delivered("ws", messages=2, now_ms=NOW + 1000)
+    recorder.delivered("ws", messages=1, now_ms=NOW + 2000)
+    assert recorder.due(now_ms=NOW + 59_000) == {}
     [tally] = recorder.due(now_ms=NOW + 60_000).values()
     assert (tally.delivered, tally.messages, tally.last_delivery_messages) == (2, 3, 1)
-    assert recorder.due(now_ms=NOW + 120_000) == {}  # written once: forgotten
+    assert recorder.due(now_ms=NOW + 120_000) == {}  # written: forgotten
 
-    recorder.failed("other", reason="segment answered 503", now_ms=NOW + 121_000, parked=True)
-    [(workspace, tally)] = recorder.due(now_ms=NOW + 121_000).items()
-    assert (workspace, tally.failed, tally.parked, tally.last_failure_reason) == ("other", 1, 1, "segment answered 503")
+    recorder.delivered("ws", messages=1, now_ms=NOW + 121_000)
+    recorder.failed("ws", reason="segment answered 503", now_ms=NOW + 121_500, parked=True)
+    [(workspace, tally)] = recorder.due(now_ms=NOW + 122_000).items()  # a failure does not wait for the minute
+    assert (workspace, tally.delivered, tally.failed, tally.parked) == ("ws", 1, 1, 1)
+    assert tally.last_failure_reason == "segment answered 503"
 
 
 def test_the_summary_adds_the_last_24_hours_and_names_the_latest_delivery_and_failure():

@@ -44,7 +44,9 @@ def test_connect_disconnect_and_reconnect_in_another_region(stack, api):
     assert {(e["region"], e["write_key"]) for e in events_of(stack, visitor)} == {("us", us_key)}
 
     assert api.request("DELETE", path) == (204, None)
-    assert api.request("GET", path) == (200, {"connected": False})
+    status, answer = api.request("GET", path)
+    assert (status, answer["connected"]) == (200, False)
+    assert set(answer) == {"connected", "health"}
     # Within the cache time the ingest functions stop forwarding.
     wait_for(lambda: assign(api, workspace)[1]["status"] == "skipped", timeout_s=CACHE_S + 5)
     before = len(stack.sink.events(write_key=us_key))

@@ -6,7 +6,8 @@ HTTP API (payload format 2.0) routes, bound in ``functions/connection/app.py``::
                                                         -> 200
     GET    /v1/workspaces/{workspace_id}/segment        -> 200 {"connected": true|false, ...}
     DELETE /v1/workspaces/{workspace_id}/segment        -> 204
-    POST   /v1/workspaces/{workspace_id}/segment/test   -> 200 {"message_id", "endpoint", "region"}
+    POST   /v1/workspaces/{workspace_id}/segment/test   -> 200 {"message_id", "endpoint", "region", "note"}
+    DELETE /v1/workspaces/{workspace_id}/visitors/{visitor_id}  -> 200 {"erased": <facts removed>}
 
     from segment_forwarder.connection_api import handler
     answer = handler(api_gateway_v2_event, lambda_context)   # {"statusCode", "headers", "body"}
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -41,8 +43,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .api_gateway import json_response, request_body
 from .config import AWS_CLIENT_CONFIG, Settings
 from .connections import Connection, ConnectionStore, ConnectionUnavailableError
+from .dedup import DedupUnavailableError, HealthLedger, VisitorFacts
 from .errors import ConnectionConfigError, RequestError
-from .messages import connection_test_content, iso_ms, with_delivery
+from .health import WINDOW_MS, hour_of, summary
+from .messages import connection_test_content, iso_ms, usable_id, with_delivery
 from .segment import SegmentClient
 from .validation import is_valid, parse_body
 from .workspace_settings import SettingsError, WorkspaceSettings
@@ -52,18 +56,29 @@ metrics = Metrics()
 
 CONNECTION_ROUTE = "/v1/workspaces/{workspace_id}/segment"
 TEST_ROUTE = "/v1/workspaces/{workspace_id}/segment/test"
+VISITOR_ROUTE = "/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
+TEST_NOTE = (
+    "Segment accepted the request. That does not prove the write key or the region are right: Segment's tracking "
+    "API answers 200 to any key and to the other region's data. Confirm the 'Segment Connection Test' event "
+    "(this message_id) in the source's debugger in Segment."
+)
 TEST_SAFETY_S = 1.0  # time kept for answering after the test send's deadline
 MIN_TEST_BUDGET_S = 0.5
-_RAW_PATH = re.compile(r"^/v1/workspaces/(?P<workspace_id>[^/]*)/segment(?P<test>/test)?/?$")
+_RAW_PATH = re.compile(
+    r"^/v1/workspaces/(?P<workspace_id>[^/]*)/(?:segment(?P<test>/test)?|visitors/(?P<visitor_id>[^/]*))/?$"
+)
 
 
 @dataclass(slots=True)
 class Runtime:
-    """What an execution environment keeps warm: settings, the connection store, the Segment client."""
+    """What an execution environment keeps warm: settings, the connection store, the Segment client, and the
+    table's health buckets and visitor facts."""
 
     settings: Settings
     connections: ConnectionStore
     segment: SegmentClient
+    ledger: HealthLedger
+    facts: VisitorFacts
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -71,9 +86,17 @@ class Runtime:
 
         Retries use botocore's standard mode (3 attempts unless ``AWS_MAX_ATTEMPTS`` says otherwise).
         """
-        settings = Settings.from_env()
-        secrets = boto3.session.Session().client("secretsmanager", config=AWS_CLIENT_CONFIG)
-        return cls(settings, ConnectionStore(secrets, settings.secret_prefix), SegmentClient(settings.endpoints))
+        settings = Settings.from_env(required=("DEDUP_TABLE",))
+        session = boto3.session.Session()
+        secrets = session.client("secretsmanager", config=AWS_CLIENT_CONFIG)
+        dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+        return cls(
+            settings,
+            ConnectionStore(secrets, settings.secret_prefix),
+            SegmentClient(settings.endpoints),
+            HealthLedger(dynamodb, settings.table_name),
+            VisitorFacts(dynamodb, settings.table_name),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +126,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Serve one connection route (API Gateway HTTP API v2 event) and log one structured line about it.
 
     Answers: PUT 200 ``{"connected": true, "region", "write_key_hint", "settings"}`` (the effective settings,
-    defaults filled in); GET 200 ``{"connected": false}`` or the same as PUT; DELETE 204 (also when not
-    connected); POST .../test 200 ``{"message_id", "endpoint", "region"}``, 404 ``not_connected``, 502
-    ``segment_unavailable`` / ``segment_rejected``. Every route: 400 for a bad ``workspace_id`` or body (413
-    over 32 KB), 503 ``unavailable`` when Secrets Manager fails, 500 ``connection_malformed`` for a stored
+    defaults filled in); GET 200 ``{"connected": false, "health"}`` or the same as PUT with ``health``; DELETE
+    204 (also when not connected); POST .../test 200 ``{"message_id", "endpoint", "region", "note"}``, 404
+    ``not_connected``, 502 ``segment_unavailable`` / ``segment_rejected``; DELETE .../visitors/{visitor_id} 200
+    ``{"erased": n}``. Every route: 400 for a bad ``workspace_id`` (or ``visitor_id``) or body (413 over 32 KB),
+    503 ``unavailable`` when Secrets Manager or the table fails, 500 ``connection_malformed`` for a stored
     secret that cannot be read; an unknown route or method is 404.
 
     The test route proves only that Segment accepted the request: Segment answers 200 even to a wrong write key,
@@ -175,11 +199,34 @@ def _connect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context
 
 
 def _status(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
-    """GET: whether the workspace is connected, with its region and key hint."""
+    """GET: whether the workspace is connected (region, key hint, settings), and its delivery health: the last
+    delivery, the last failure and the counts of the last 24 hours (``null`` when the table cannot be read)."""
     connection = runtime.connections.read(workspace_id)
+    health = _health(runtime, workspace_id)
     if connection is None:
-        return Answer(200, {"connected": False}, "not_connected")
-    return Answer(200, _connected(connection), "connected", {"region": connection.region})
+        return Answer(200, {"connected": False, "health": health}, "not_connected")
+    return Answer(200, {**_connected(connection), "health": health}, "connected", {"region": connection.region})
+
+
+def _health(runtime: Runtime, workspace_id: str) -> dict[str, Any] | None:
+    now_ms = int(time.time() * 1000)
+    try:
+        buckets = runtime.ledger.buckets(workspace_id, since_hour=hour_of(now_ms - WINDOW_MS))
+    except DedupUnavailableError as exc:
+        logger.warning("could not read delivery health", extra={"error": str(exc)})
+        return None
+    return summary(buckets, now_ms=now_ms)
+
+
+def _erase(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
+    """DELETE .../visitors/{visitor_id}: remove every fact of the visitor (its user ids are in keys too), so its
+    next event is a first sighting again; 200 ``{"erased": n}`` (0 for a visitor never seen)."""
+    visitor_id = _check_visitor_id((event.get("pathParameters") or {}).get("visitor_id"))
+    try:
+        erased = runtime.facts.erase(workspace_id, visitor_id)
+    except DedupUnavailableError as exc:
+        raise RequestError(503, "unavailable", f"the dedup table could not be reached ({exc}); retry", None) from None
+    return Answer(200, {"erased": erased}, "erased", {"erased": erased})
 
 
 def _disconnect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
@@ -206,7 +253,7 @@ def _test(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: A
     )
     if result.ok:
         endpoint = runtime.segment.endpoint(connection.region)
-        answer = {"message_id": message_id, "endpoint": endpoint, "region": connection.region}
+        answer = {"message_id": message_id, "endpoint": endpoint, "region": connection.region, "note": TEST_NOTE}
         return Answer(200, answer, "sent", {"region": connection.region, "message_id": message_id})
     if result.retryable:
         what = f"answered {result.status}" if result.status is not None else "could not be reached"
@@ -221,6 +268,7 @@ _OPERATIONS: dict[tuple[str, str], Callable[[Runtime, str, dict[str, Any], Any],
     ("GET", CONNECTION_ROUTE): _status,
     ("DELETE", CONNECTION_ROUTE): _disconnect,
     ("POST", TEST_ROUTE): _test,
+    ("DELETE", VISITOR_ROUTE): _erase,
 }
 
 
@@ -246,12 +294,14 @@ def _route_of(event: dict[str, Any]) -> tuple[str, str, str | None]:
     method, _, route = route_key.partition(" ")
     method = str(http.get("method") or method).upper()
     workspace_id = (event.get("pathParameters") or {}).get("workspace_id")
-    if route not in (CONNECTION_ROUTE, TEST_ROUTE):
+    if route not in (CONNECTION_ROUTE, TEST_ROUTE, VISITOR_ROUTE):
         match = _RAW_PATH.match(event.get("rawPath") or http.get("path") or "")
         if match is None:
             return method, "", None
-        route = TEST_ROUTE if match["test"] else CONNECTION_ROUTE
+        route = TEST_ROUTE if match["test"] else VISITOR_ROUTE if match["visitor_id"] is not None else CONNECTION_ROUTE
         workspace_id = workspace_id if workspace_id is not None else match["workspace_id"]
+        if match["visitor_id"] is not None:
+            event.setdefault("pathParameters", {}).setdefault("visitor_id", unquote(match["visitor_id"]))
     return method, route, workspace_id
 
 
@@ -262,6 +312,13 @@ def _check_workspace_id(workspace_id: str | None) -> str:
             400, "invalid_value", "workspace_id must be 1-64 characters of A-Za-z0-9_-", "workspace_id"
         ) from None
     return str(workspace_id)
+
+
+def _check_visitor_id(visitor_id: str | None) -> str:
+    """The path's visitor_id checked as the ingest bodies' ``visitor_id`` is, or RequestError 400."""
+    if not isinstance(visitor_id, str) or not is_valid("VisitorId", visitor_id) or not usable_id(visitor_id):
+        raise RequestError(400, "invalid_value", "visitor_id must be 1-128 printable characters", "visitor_id")
+    return visitor_id
 
 
 def _metric_name(outcome: str) -> str:

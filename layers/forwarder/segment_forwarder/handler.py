@@ -26,7 +26,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .api_gateway import json_response, request_body
 from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
-from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
+from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger, SentCache
 from .errors import RequestError
 from .events import SCHEMAS, Event, Kind, sqs_delivery_id
 from .facts import Outcome, largest_message
@@ -69,6 +69,7 @@ class Runtime:
             lease_seconds=settings.lease_seconds,
             visitor_ttl_seconds=settings.dedup_ttl_seconds,
             event_ttl_seconds=settings.event_id_ttl_seconds,
+            sent=SentCache(max_age_s=settings.sent_cache_seconds),
         )
         connections = Connections(
             session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
@@ -78,7 +79,8 @@ class Runtime:
         segment = SegmentClient(settings.endpoints, breaker_threshold=settings.segment_breaker_threshold)
         forwarder = Forwarder(store, connections, segment, _segment_latency)
         queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.queue_url, settings.dlq_url)
-        return cls(settings, forwarder, queues, HealthRecorder(), HealthLedger(dynamodb, settings.table_name))
+        health = HealthRecorder(flush_after_ms=settings.health_flush_seconds * 1000)
+        return cls(settings, forwarder, queues, health, HealthLedger(dynamodb, settings.table_name))
 
 
 def make_handler(kind: Kind) -> Callable[[dict[str, Any], Any], dict[str, Any]]:

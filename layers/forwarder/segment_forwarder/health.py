@@ -2,8 +2,9 @@
 
 Segment answers 200 even to a wrong write key or region, so the evidence that a workspace's integration works is
 what the forwarder sent and what Segment answered. A warm function tallies it per workspace and writes the tally
-into an hourly bucket of the table now and then (``HealthRecorder.due``: after a failure or a park at once,
-otherwise once a minute), so health costs at most one small write per workspace per invocation, and far fewer::
+into an hourly bucket of the table now and then (``HealthRecorder.due``: after a failure or a park, and for the
+first event of a workspace in the environment, at once; otherwise once a minute), so health costs at most one small
+write per workspace per invocation, and far fewer::
 
     recorder = HealthRecorder()
     recorder.delivered("demo", messages=2, now_ms=now)
@@ -34,7 +35,6 @@ class Tally:
     """What one execution environment saw of one workspace since it last wrote: events delivered (and their
     messages), events not delivered (failed: Segment or the table failing, or a refusal), records parked."""
 
-    since_ms: int
     delivered: int = 0
     messages: int = 0
     failed: int = 0
@@ -51,15 +51,16 @@ class HealthRecorder:
     def __init__(self, flush_after_ms: int = FLUSH_AFTER_MS) -> None:
         self._flush_after_ms = flush_after_ms
         self._tallies: dict[str, Tally] = {}
+        self._written: dict[str, int] = {}  # workspace -> when this environment last wrote its tally
         self._lock = threading.Lock()
 
-    def _tally(self, workspace_id: str, now_ms: int) -> Tally:
-        return self._tallies.setdefault(workspace_id, Tally(since_ms=now_ms))
+    def _tally(self, workspace_id: str) -> Tally:
+        return self._tallies.setdefault(workspace_id, Tally())
 
     def delivered(self, workspace_id: str, *, messages: int, now_ms: int) -> None:
         """An event of the workspace reached Segment in ``messages`` messages."""
         with self._lock:
-            tally = self._tally(workspace_id, now_ms)
+            tally = self._tally(workspace_id)
             tally.delivered += 1
             tally.messages += messages
             tally.last_delivery_at, tally.last_delivery_messages = now_ms, messages
@@ -67,21 +68,26 @@ class HealthRecorder:
     def failed(self, workspace_id: str, *, reason: str, now_ms: int, parked: bool = False) -> None:
         """An event of the workspace was not delivered (and was parked, with ``parked``)."""
         with self._lock:
-            tally = self._tally(workspace_id, now_ms)
+            tally = self._tally(workspace_id)
             tally.failed += 1
             tally.parked += int(parked)
             tally.last_failure_at, tally.last_failure_reason = now_ms, reason
 
     def due(self, *, now_ms: int) -> dict[str, Tally]:
-        """The tallies to write now (and forget): those with a failure, and those older than a minute."""
+        """The tallies to write now (and forget): those with a failure, those of a workspace this environment never
+        wrote (so a new connection shows its first delivery at once), and those of a workspace it last wrote a
+        minute ago or more."""
         with self._lock:
             due = {
                 workspace: tally
                 for workspace, tally in self._tallies.items()
-                if tally.failed or now_ms - tally.since_ms >= self._flush_after_ms
+                if tally.failed
+                or workspace not in self._written
+                or now_ms - self._written[workspace] >= self._flush_after_ms
             }
             for workspace in due:
                 del self._tallies[workspace]
+                self._written[workspace] = now_ms
             return due
 
 

@@ -1,0 +1,168 @@
+"""The operator tools over the local stack: what happened to visitor X (``make lookup``), forget visitor X (the
+erase route and ``make erase``), and is workspace W healthy (its connection's GET)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local_stack.stack import LocalStack
+from tests.stack_client import Api, drain, events_of, new_id, queue_depth, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SENT_CACHE_SECONDS = 3  # how long a warm function remembers a fact as delivered (300 when deployed)
+# Health tallies written at every invocation (HEALTH_FLUSH_SECONDS 0) and retries every second or two, so the
+# tests see within seconds what a deployed stack shows within a minute.
+STACK_OVERRIDES: dict[str, Any] = {
+    "function_timeout_s": 2,
+    "visibility_timeout_s": 5,
+    "environment": {
+        "LEASE_SECONDS": "3",
+        "HEALTH_FLUSH_SECONDS": "0",
+        "SEGMENT_BREAKER_THRESHOLD": "0",
+        "SENT_CACHE_SECONDS": str(SENT_CACHE_SECONDS),
+    },
+    "parameters": {"RetryBackoffCapSeconds": "2", "HttpDeliveryBudgetSeconds": "1", "MaxReceiveCount": "3"},
+}
+
+
+def assignment(visitor: str, workspace: str = "demo", variant: str = "b") -> dict[str, str]:
+    return {"workspace_id": workspace, "visitor_id": visitor, "test_id": "t-ops", "variant_id": variant}
+
+
+def tool(stack: LocalStack, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOCAL_"))}
+    env |= {
+        "LOCAL_AWS_PORT": stack.aws_endpoint.rsplit(":", 1)[1],
+        "LOCAL_API_PORT": stack.api_url.rsplit(":", 1)[1],
+        "PYTHONPATH": str(ROOT / "layers" / "forwarder"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def lookup(stack: LocalStack, workspace: str, visitor: str) -> dict[str, dict[str, Any]]:
+    """The visitor's facts by key, from ``python -m ops.lookup --json`` (what ``make lookup`` runs)."""
+    done = tool(stack, "ops.lookup", workspace, visitor, "--json")
+    assert done.returncode == 0, done.stderr
+    return {fact["key"]: fact for fact in json.loads(done.stdout)}
+
+
+def settled(stack: LocalStack) -> bool:
+    return queue_depth(stack, stack.queue_url("AssignmentQueue")) == 0
+
+
+def test_lookup_shows_delivered_duplicate_queued_and_parked_facts(stack, api: Api):
+    delivered, queued, parked = new_id("v-ok"), new_id("v-queued"), new_id("v-parked")
+    assert api.post("/v1/assignments", assignment(delivered))[1]["status"] == "delivered"
+    assert api.post("/v1/assignments", assignment(delivered, variant="c"))[1] == {"status": "duplicate"}
+    facts = lookup(stack, "demo", delivered)
+    assert {key: fact["status"] for key, fact in facts.items()} == {"IDENTIFY": "SENT", "ASSIGN#t-ops": "SENT"}
+    viewed = facts["ASSIGN#t-ops"]
+    assert viewed["content"]["properties"]["variant_id"] == "b"  # the first variant, recorded
+    assert viewed["delivered_at"] >= viewed["first_attempt_at"] > 0
+    assert viewed["message_id"] in {e["message"]["messageId"] for e in events_of(stack, delivered)}
+
+    stack.sink.set_fault(status=503, count=1_000_000)
+    try:
+        assert api.post("/v1/assignments", assignment(queued))[0] == 202
+        stack.sink.set_fault(status=400, count=1_000_000, match={"anonymousId": parked})
+        assert api.post("/v1/assignments", assignment(parked))[0] == 202  # refused: the queue parks it
+        assert {fact["status"] for fact in lookup(stack, "demo", queued).values()} == {"PENDING"}
+        wait_for(lambda: drain(stack, stack.dlq_url("AssignmentQueue")), timeout_s=30)
+    finally:
+        stack.sink.clear_faults()
+    assert {fact["status"] for fact in lookup(stack, "demo", parked).values()} == {"PENDING"}  # never delivered
+    wait_for(lambda: settled(stack) and {f["status"] for f in lookup(stack, "demo", queued).values()} == {"SENT"})
+
+    text = tool(stack, "ops.lookup", "demo", delivered)
+    assert "first sighting" in text.stdout and "variant b" in text.stdout
+    assert f'visitor_id = "{delivered}"' in text.stdout  # the Logs Insights query
+
+
+def test_erase_forgets_the_visitor_of_one_workspace_only(stack, api: Api):
+    visitor = new_id("v-erase")
+    for workspace in ("demo", "demo-eu"):
+        assert api.post("/v1/assignments", {**assignment(visitor, workspace), "user_id": "u-1"})[0] == 200
+
+    status, body = api.request("DELETE", f"/v1/workspaces/demo/visitors/{visitor}")
+
+    assert (status, body) == (200, {"erased": 3})  # first sighting, the user id link, the assignment
+    assert lookup(stack, "demo", visitor) == {}
+    assert len(lookup(stack, "demo-eu", visitor)) == 3  # the same visitor id in another workspace
+    assert api.request("DELETE", f"/v1/workspaces/demo/visitors/{visitor}") == (200, {"erased": 0})
+    before = [e for e in events_of(stack, visitor, region="us") if e["message"]["type"] == "identify"]
+    # A warm function that delivered the visitor's facts remembers them for SENT_CACHE_SECONDS without reading
+    # the table (until then it may answer duplicate); after that the visitor is new again.
+    time.sleep(SENT_CACHE_SECONDS + 0.5)
+    assert api.post("/v1/assignments", assignment(visitor))[1]["status"] == "delivered"
+    after = [e for e in events_of(stack, visitor, region="us") if e["message"]["type"] == "identify"]
+    assert len(after) == len(before) + 1  # a first sighting again
+
+
+def test_make_erase_calls_the_route_signed(stack, api: Api):
+    visitor = new_id("v-make-erase")
+    api.post("/v1/assignments", assignment(visitor))
+
+    done = tool(stack, "ops.erase", "demo", visitor)
+
+    assert done.returncode == 0, done.stderr
+    assert "2 fact(s) erased" in done.stdout
+    assert lookup(stack, "demo", visitor) == {}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/workspaces/bad!workspace/visitors/v-1",
+        "/v1/workspaces/demo/visitors/%20%20",
+        "/v1/workspaces/demo/visitors/" + "v" * 129,
+        "/v1/workspaces/demo/visitors/v%00",
+    ],
+)
+def test_the_erase_route_refuses_bad_ids(api: Api, path: str):
+    status, body = api.request("DELETE", path)
+
+    assert status == 400
+    assert body["error"]["field"] in ("workspace_id", "visitor_id")
+
+
+def test_health_shows_a_failure_during_an_outage_and_a_delivery_after_it(stack, api: Api):
+    path = "/v1/workspaces/demo/segment"
+    stack.sink.set_fault(status=503, count=1_000_000)
+    try:
+        assert api.post("/v1/assignments", assignment(new_id("v-health")))[0] == 202
+        failure = wait_for(lambda: api.request("GET", path)[1]["health"]["last_failure"], timeout_s=20)
+    finally:
+        stack.sink.clear_faults()
+    assert (failure["status"], failure["reason"]) == (503, "segment answered 503")
+    delivered = new_id("v-healthy")
+    assert api.post("/v1/assignments", assignment(delivered))[1]["status"] == "delivered"
+
+    health = api.request("GET", path)[1]["health"]
+    assert health["last_delivery"]["messages"] == 2 and health["last_delivery"]["at"] > failure["at"]
+    assert health["last_24h"]["delivered"] >= 1 and health["last_24h"]["failed"] >= 1
+    wait_for(lambda: settled(stack), timeout_s=60)
+
+
+def test_the_connection_test_says_what_a_200_does_not_prove(api: Api):
+    status, body = api.post("/v1/workspaces/demo/segment/test")
+
+    assert status == 200
+    assert "does not prove the write key or the region" in body["note"]
