@@ -415,19 +415,30 @@ class FactRecord:
     content: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What an erase did: the facts removed, and those a delivery holds right now (PENDING under a live lease),
+    left in place because that delivery records them again when it ends; erase again after ``retry_after_s``."""
+
+    erased: int
+    in_flight: int = 0
+    retry_after_s: int = 0
+
+
 class VisitorFacts:
     """What the table knows of one visitor, for the people who run the service::
 
         facts = VisitorFacts(dynamodb_client, "table")
         facts.list("demo", "v-1")        # [FactRecord, ...]
-        facts.erase("demo", "v-1")       # how many facts were removed; the visitor is unknown from then on
+        facts.erase("demo", "v-1")       # Erasure(erased=3, in_flight=0, ...): the visitor is unknown from then on
 
     Raises DedupUnavailableError when DynamoDB fails.
     """
 
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str, clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._table = table_name
+        self._clock = clock
 
     def _items(self, workspace_id: str, visitor_id: str, projection: str | None = None) -> list[Item]:
         items: list[Item] = []
@@ -441,6 +452,8 @@ class VisitorFacts:
             }
             if projection:
                 params["ProjectionExpression"] = projection
+                if "#status" in projection:
+                    params["ExpressionAttributeNames"] = {"#status": "status"}
             if start:
                 params["ExclusiveStartKey"] = start
             try:
@@ -467,13 +480,53 @@ class VisitorFacts:
             for item in self._items(workspace_id, visitor_id)
         ]
 
-    def erase(self, workspace_id: str, visitor_id: str) -> int:
-        """Delete every fact of the visitor (its user ids sit in keys too); the count removed."""
-        keys = self._items(workspace_id, visitor_id, projection="pk, sk")
+    def erase(self, workspace_id: str, visitor_id: str) -> Erasure:
+        """Delete every fact of the visitor (its user ids sit in keys too), except those a delivery holds now.
+
+        A delivery marks its facts SENT with an unconditional write when it ends, so deleting a fact it holds would
+        only bring it back: facts known SENT (final) are deleted in batches, any other one by a DeleteItem on
+        condition that no live lease holds it.
+        """
+        now = int(self._clock())
+        items = self._items(workspace_id, visitor_id, projection="pk, sk, #status, expires_at")
+        settled = [item for item in items if _settled(item, now)]
         _batch_write(
-            self._client, self._table, [{"DeleteRequest": {"Key": {"pk": k["pk"], "sk": k["sk"]}}} for k in keys]
+            self._client, self._table, [{"DeleteRequest": {"Key": {"pk": i["pk"], "sk": i["sk"]}}} for i in settled]
         )
-        return len(keys)
+        leases = [
+            self._delete_unless_held({"pk": item["pk"], "sk": item["sk"]}, now)
+            for item in items
+            if not _settled(item, now)
+        ]
+        held = [lease for lease in leases if lease is not None and lease >= 0]
+        erased = len(settled) + sum(lease is None for lease in leases)
+        return Erasure(erased, len(held), max((lease - now + 1 for lease in held), default=0))
+
+    def _delete_unless_held(self, key: Item, now: int) -> int | None:
+        """Delete one fact unless a live lease holds it: None when deleted, its lease when held, -1 when gone."""
+        try:
+            answer = self._client.delete_item(
+                TableName=self._table,
+                Key=key,
+                ConditionExpression="NOT (#status = :pending AND lease_until >= :now)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":pending": {"S": PENDING}, ":now": {"N": str(now)}},
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise DedupUnavailableError(_error_code(exc)) from exc
+            failed: Any = exc.response  # ReturnValuesOnConditionCheckFailure=ALL_OLD adds the item
+            return _number(dict(failed.get("Item") or {}), "lease_until")
+        except (BotoCoreError, OSError) as exc:
+            raise DedupUnavailableError(_error_code(exc)) from exc
+        return None if answer.get("Attributes") else -1
+
+
+def _settled(item: Mapping[str, Any], now: int) -> bool:
+    """Whether an item is a fact known SENT and not expired: final, nothing writes it again but an erase."""
+    return item.get("status", {}).get("S") == SENT and _number(item, "expires_at") > now
 
 
 def _fact_key(item: Mapping[str, Any]) -> str:
