@@ -71,3 +71,48 @@ def test_an_erase_during_a_delivery_does_not_report_the_visitor_erased_when_the_
 
     assert erase(connection, "ws-us", "v-1") == (200, {"erased": 2})  # once delivered, the erase completes
     assert facts_of(stack, "ws-us", "v-1") == {}
+
+
+def put_sent_facts(stack: Any, workspace_id: str, visitor_id: str, count: int, content_bytes: int) -> None:
+    """``count`` delivered EVENT facts of a visitor, each recording ``content_bytes`` of content."""
+    client, now = stack.session.client("dynamodb"), int(time.time())
+    for n in range(count):
+        client.put_item(
+            TableName=stack.resources["DedupTable"].ref,
+            Item={
+                "pk": {"S": f"WS#{workspace_id}#V#{visitor_id}"},
+                "sk": {"S": f"EVENT#e-{n}"},
+                "status": {"S": "SENT"},
+                "content": {"S": json.dumps({"event": "Conversion Triggered", "pad": "x" * content_bytes})},
+                "expires_at": {"N": str(now + 3600)},
+            },
+        )
+
+
+def test_erase_removes_many_and_hashed_facts_and_nothing_of_look_alike_visitors_or_health(stack, aws_faults):
+    ingest, connection = stack.handler("assignment"), connection_handler(stack)
+    long_test = "\U0001f600" * 60  # 240 bytes: hashed in the sort key
+    for workspace, visitor in [("ws-us", "v"), ("ws-us", "v#V#v"), ("ws-us", "v#"), ("ws-eu", "v")]:
+        body = {**ASSIGNMENT, "workspace_id": workspace, "visitor_id": visitor, "test_id": long_test}
+        assert stack.post("assignment", body, ingest)[0] == 200
+    put_sent_facts(stack, "ws-us", "v", count=60, content_bytes=30_000)  # > 1 MB: more than one Query page
+    others = {(w, v): facts_of(stack, w, v) for w, v in [("ws-us", "v#V#v"), ("ws-us", "v#"), ("ws-eu", "v")]}
+    health = stack.session.client("dynamodb").query(
+        TableName=stack.resources["DedupTable"].ref,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "HEALTH#ws-us"}},
+    )["Items"]
+    assert health
+    aws_faults.fail("dynamodb:BatchWriteItem")  # throttled part-way: a retry finishes
+    queries = aws_faults.calls["dynamodb:Query"]
+
+    assert erase(connection, "ws-us", "v")[0] == 503
+    status, body = erase(connection, "ws-us", "v")
+
+    assert status == 200 and 0 < body["erased"] <= 62
+    assert aws_faults.calls["dynamodb:Query"] - queries == 4  # each erase read two pages (over 1 MB)
+    assert facts_of(stack, "ws-us", "v") == {}
+    assert {(w, v): facts_of(stack, w, v) for w, v in others} == others
+    assert all(len(facts) == 2 for facts in others.values())
+    assert any("#sha256:" in key for key in others[("ws-us", "v#")])
+    assert stack.item("HEALTH#ws-us", health[0]["sk"]["S"]) is not None
