@@ -540,6 +540,37 @@ def _fact_key(item: Mapping[str, Any]) -> str:
 
 
 _COUNTERS = "delivered :delivered, messages :messages, failed :failed, parked :parked"
+_HEALTH_ATTEMPTS = 3
+
+
+def _health_update(tally: Tally, now_s: int, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The UpdateItem parameters adding ``tally`` to a bucket: each "latest" moment set on condition that the bucket
+    holds none later, and left out when ``stored`` (the bucket as last read) already does."""
+    sets, conditions = ["expires_at = :expires"], []
+    values: Item = {
+        ":delivered": {"N": str(tally.delivered)},
+        ":messages": {"N": str(tally.messages)},
+        ":failed": {"N": str(tally.failed)},
+        ":parked": {"N": str(tally.parked)},
+        ":expires": {"N": str(now_s + BUCKET_TTL_S)},
+    }
+    if tally.last_delivery_at is not None and tally.last_delivery_at >= _number(stored, "last_delivery_at"):
+        sets.append("last_delivery_at = :delivery_at, last_delivery_messages = :delivery_messages")
+        conditions.append("(attribute_not_exists(last_delivery_at) OR last_delivery_at <= :delivery_at)")
+        values[":delivery_at"] = {"N": str(tally.last_delivery_at)}
+        values[":delivery_messages"] = {"N": str(tally.last_delivery_messages)}
+    if tally.last_failure_at is not None and tally.last_failure_at >= _number(stored, "last_failure_at"):
+        sets.append("last_failure_at = :failure_at, last_failure_reason = :failure_reason")
+        conditions.append("(attribute_not_exists(last_failure_at) OR last_failure_at <= :failure_at)")
+        values[":failure_at"] = {"N": str(tally.last_failure_at)}
+        values[":failure_reason"] = {"S": tally.last_failure_reason[:300] or "-"}
+    update: dict[str, Any] = {
+        "UpdateExpression": f"ADD {_COUNTERS} SET " + ", ".join(sets),
+        "ExpressionAttributeValues": values,
+    }
+    if conditions:
+        update["ConditionExpression"] = " AND ".join(conditions)
+    return update
 
 
 class HealthLedger:
@@ -556,35 +587,26 @@ class HealthLedger:
         self._table = table_name
 
     def add(self, workspace_id: str, tally: Tally, *, hour: str, now_s: int) -> None:
-        """Add a tally to its hour's bucket: counters added, the latest delivery and failure set."""
-        sets = ["expires_at = :expires"]
-        values: Item = {
-            ":delivered": {"N": str(tally.delivered)},
-            ":messages": {"N": str(tally.messages)},
-            ":failed": {"N": str(tally.failed)},
-            ":parked": {"N": str(tally.parked)},
-            ":expires": {"N": str(now_s + BUCKET_TTL_S)},
-        }
-        if tally.last_delivery_at is not None:
-            sets.append("last_delivery_at = :delivery_at, last_delivery_messages = :delivery_messages")
-            values[":delivery_at"] = {"N": str(tally.last_delivery_at)}
-            values[":delivery_messages"] = {"N": str(tally.last_delivery_messages)}
-        if tally.last_failure_at is not None:
-            sets.append("last_failure_at = :failure_at, last_failure_reason = :failure_reason")
-            values[":failure_at"] = {"N": str(tally.last_failure_at)}
-            values[":failure_reason"] = {"S": tally.last_failure_reason[:300] or "-"}
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key={"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}},
-                UpdateExpression=(
-                    "ADD delivered :delivered, messages :messages, failed :failed, parked :parked SET "
-                    + ", ".join(sets)
-                ),
-                ExpressionAttributeValues=values,
-            )
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise DedupUnavailableError(_error_code(exc)) from exc
+        """Add a tally to its hour's bucket: counters added, the latest delivery and failure set unless the bucket
+        holds later ones (a tally kept for a minute is written after other functions' newer ones)."""
+        stored: Item = {}
+        for _ in range(_HEALTH_ATTEMPTS):
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}},
+                    **_health_update(tally, now_s, stored),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise DedupUnavailableError(_error_code(exc)) from exc
+                failed: Any = exc.response  # the bucket as it stands: leave out what it holds later
+                stored = dict(failed.get("Item") or {})
+            except (BotoCoreError, OSError) as exc:
+                raise DedupUnavailableError(_error_code(exc)) from exc
+        raise DedupUnavailableError("health bucket contended")
 
     def buckets(self, workspace_id: str, *, since_hour: str) -> list[Bucket]:
         """The workspace's buckets from ``since_hour`` on (one Query)."""
