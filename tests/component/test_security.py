@@ -263,6 +263,7 @@ def test_dynamodb_actions_only_on_the_dedup_table(resources):
     assert {action for action, _ in grants(role_of(resources, CONNECTION), "dynamodb")} == {
         "dynamodb:Query",
         "dynamodb:BatchWriteItem",
+        "dynamodb:DeleteItem",
     }
 
 

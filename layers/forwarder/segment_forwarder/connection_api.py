@@ -129,9 +129,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     defaults filled in); GET 200 ``{"connected": false, "health"}`` or the same as PUT with ``health``; DELETE
     204 (also when not connected); POST .../test 200 ``{"message_id", "endpoint", "region", "note"}``, 404
     ``not_connected``, 502 ``segment_unavailable`` / ``segment_rejected``; DELETE .../visitors/{visitor_id} 200
-    ``{"erased": n}``. Every route: 400 for a bad ``workspace_id`` (or ``visitor_id``) or body (413 over 32 KB),
-    503 ``unavailable`` when Secrets Manager or the table fails, 500 ``connection_malformed`` for a stored
-    secret that cannot be read; an unknown route or method is 404.
+    ``{"erased": n}``, 409 ``in_flight`` (a delivery holds some facts: erase again). Every route: 400 for a bad
+    ``workspace_id`` (or ``visitor_id``) or body (413 over 32 KB), 503 ``unavailable`` when Secrets Manager or
+    the table fails, 500 ``connection_malformed`` for a stored secret that cannot be read; an unknown route or
+    method is 404.
 
     The test route proves only that Segment accepted the request: Segment answers 200 even to a wrong write key,
     so the user confirms the "Segment Connection Test" event in the Segment source's debugger.
@@ -220,13 +221,22 @@ def _health(runtime: Runtime, workspace_id: str) -> dict[str, Any] | None:
 
 def _erase(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
     """DELETE .../visitors/{visitor_id}: remove every fact of the visitor (its user ids are in keys too), so its
-    next event is a first sighting again; 200 ``{"erased": n}`` (0 for a visitor never seen)."""
+    next event is a first sighting again; 200 ``{"erased": n}`` (0 for a visitor never seen), 409 ``in_flight``
+    when a delivery of the visitor holds some facts right now (the others are removed; erase again after it)."""
     visitor_id = _check_visitor_id((event.get("pathParameters") or {}).get("visitor_id"))
     try:
-        erased = runtime.facts.erase(workspace_id, visitor_id)
+        erasure = runtime.facts.erase(workspace_id, visitor_id)
     except DedupUnavailableError as exc:
         raise RequestError(503, "unavailable", f"the dedup table could not be reached ({exc}); retry", None) from None
-    return Answer(200, {"erased": erased}, "erased", {"erased": erased})
+    if erasure.in_flight:
+        raise RequestError(
+            409,
+            "in_flight",
+            f"{erasure.erased} fact(s) erased; {erasure.in_flight} held by a delivery in progress, which records "
+            f"them again when it ends: erase again in {erasure.retry_after_s} s",
+            None,
+        )
+    return Answer(200, {"erased": erasure.erased}, "erased", {"erased": erasure.erased})
 
 
 def _disconnect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:

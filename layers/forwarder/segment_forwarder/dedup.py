@@ -415,19 +415,30 @@ class FactRecord:
     content: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What an erase did: the facts removed, and those a delivery holds right now (PENDING under a live lease),
+    left in place because that delivery records them again when it ends; erase again after ``retry_after_s``."""
+
+    erased: int
+    in_flight: int = 0
+    retry_after_s: int = 0
+
+
 class VisitorFacts:
     """What the table knows of one visitor, for the people who run the service::
 
         facts = VisitorFacts(dynamodb_client, "table")
         facts.list("demo", "v-1")        # [FactRecord, ...]
-        facts.erase("demo", "v-1")       # how many facts were removed; the visitor is unknown from then on
+        facts.erase("demo", "v-1")       # Erasure(erased=3, in_flight=0, ...): the visitor is unknown from then on
 
     Raises DedupUnavailableError when DynamoDB fails.
     """
 
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str, clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._table = table_name
+        self._clock = clock
 
     def _items(self, workspace_id: str, visitor_id: str, projection: str | None = None) -> list[Item]:
         items: list[Item] = []
@@ -441,6 +452,8 @@ class VisitorFacts:
             }
             if projection:
                 params["ProjectionExpression"] = projection
+                if "#status" in projection:
+                    params["ExpressionAttributeNames"] = {"#status": "status"}
             if start:
                 params["ExclusiveStartKey"] = start
             try:
@@ -467,13 +480,53 @@ class VisitorFacts:
             for item in self._items(workspace_id, visitor_id)
         ]
 
-    def erase(self, workspace_id: str, visitor_id: str) -> int:
-        """Delete every fact of the visitor (its user ids sit in keys too); the count removed."""
-        keys = self._items(workspace_id, visitor_id, projection="pk, sk")
+    def erase(self, workspace_id: str, visitor_id: str) -> Erasure:
+        """Delete every fact of the visitor (its user ids sit in keys too), except those a delivery holds now.
+
+        A delivery marks its facts SENT with an unconditional write when it ends, so deleting a fact it holds would
+        only bring it back: facts known SENT (final) are deleted in batches, any other one by a DeleteItem on
+        condition that no live lease holds it.
+        """
+        now = int(self._clock())
+        items = self._items(workspace_id, visitor_id, projection="pk, sk, #status, expires_at")
+        settled = [item for item in items if _settled(item, now)]
         _batch_write(
-            self._client, self._table, [{"DeleteRequest": {"Key": {"pk": k["pk"], "sk": k["sk"]}}} for k in keys]
+            self._client, self._table, [{"DeleteRequest": {"Key": {"pk": i["pk"], "sk": i["sk"]}}} for i in settled]
         )
-        return len(keys)
+        leases = [
+            self._delete_unless_held({"pk": item["pk"], "sk": item["sk"]}, now)
+            for item in items
+            if not _settled(item, now)
+        ]
+        held = [lease for lease in leases if lease is not None and lease >= 0]
+        erased = len(settled) + sum(lease is None for lease in leases)
+        return Erasure(erased, len(held), max((lease - now + 1 for lease in held), default=0))
+
+    def _delete_unless_held(self, key: Item, now: int) -> int | None:
+        """Delete one fact unless a live lease holds it: None when deleted, its lease when held, -1 when gone."""
+        try:
+            answer = self._client.delete_item(
+                TableName=self._table,
+                Key=key,
+                ConditionExpression="NOT (#status = :pending AND lease_until >= :now)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":pending": {"S": PENDING}, ":now": {"N": str(now)}},
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise DedupUnavailableError(_error_code(exc)) from exc
+            failed: Any = exc.response  # ReturnValuesOnConditionCheckFailure=ALL_OLD adds the item
+            return _number(dict(failed.get("Item") or {}), "lease_until")
+        except (BotoCoreError, OSError) as exc:
+            raise DedupUnavailableError(_error_code(exc)) from exc
+        return None if answer.get("Attributes") else -1
+
+
+def _settled(item: Mapping[str, Any], now: int) -> bool:
+    """Whether an item is a fact known SENT and not expired: final, nothing writes it again but an erase."""
+    return item.get("status", {}).get("S") == SENT and _number(item, "expires_at") > now
 
 
 def _fact_key(item: Mapping[str, Any]) -> str:
@@ -487,6 +540,37 @@ def _fact_key(item: Mapping[str, Any]) -> str:
 
 
 _COUNTERS = "delivered :delivered, messages :messages, failed :failed, parked :parked"
+_HEALTH_ATTEMPTS = 3
+
+
+def _health_update(tally: Tally, now_s: int, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The UpdateItem parameters adding ``tally`` to a bucket: each "latest" moment set on condition that the bucket
+    holds none later, and left out when ``stored`` (the bucket as last read) already does."""
+    sets, conditions = ["expires_at = :expires"], []
+    values: Item = {
+        ":delivered": {"N": str(tally.delivered)},
+        ":messages": {"N": str(tally.messages)},
+        ":failed": {"N": str(tally.failed)},
+        ":parked": {"N": str(tally.parked)},
+        ":expires": {"N": str(now_s + BUCKET_TTL_S)},
+    }
+    if tally.last_delivery_at is not None and tally.last_delivery_at >= _number(stored, "last_delivery_at"):
+        sets.append("last_delivery_at = :delivery_at, last_delivery_messages = :delivery_messages")
+        conditions.append("(attribute_not_exists(last_delivery_at) OR last_delivery_at <= :delivery_at)")
+        values[":delivery_at"] = {"N": str(tally.last_delivery_at)}
+        values[":delivery_messages"] = {"N": str(tally.last_delivery_messages)}
+    if tally.last_failure_at is not None and tally.last_failure_at >= _number(stored, "last_failure_at"):
+        sets.append("last_failure_at = :failure_at, last_failure_reason = :failure_reason")
+        conditions.append("(attribute_not_exists(last_failure_at) OR last_failure_at <= :failure_at)")
+        values[":failure_at"] = {"N": str(tally.last_failure_at)}
+        values[":failure_reason"] = {"S": tally.last_failure_reason[:300] or "-"}
+    update: dict[str, Any] = {
+        "UpdateExpression": f"ADD {_COUNTERS} SET " + ", ".join(sets),
+        "ExpressionAttributeValues": values,
+    }
+    if conditions:
+        update["ConditionExpression"] = " AND ".join(conditions)
+    return update
 
 
 class HealthLedger:
@@ -503,35 +587,26 @@ class HealthLedger:
         self._table = table_name
 
     def add(self, workspace_id: str, tally: Tally, *, hour: str, now_s: int) -> None:
-        """Add a tally to its hour's bucket: counters added, the latest delivery and failure set."""
-        sets = ["expires_at = :expires"]
-        values: Item = {
-            ":delivered": {"N": str(tally.delivered)},
-            ":messages": {"N": str(tally.messages)},
-            ":failed": {"N": str(tally.failed)},
-            ":parked": {"N": str(tally.parked)},
-            ":expires": {"N": str(now_s + BUCKET_TTL_S)},
-        }
-        if tally.last_delivery_at is not None:
-            sets.append("last_delivery_at = :delivery_at, last_delivery_messages = :delivery_messages")
-            values[":delivery_at"] = {"N": str(tally.last_delivery_at)}
-            values[":delivery_messages"] = {"N": str(tally.last_delivery_messages)}
-        if tally.last_failure_at is not None:
-            sets.append("last_failure_at = :failure_at, last_failure_reason = :failure_reason")
-            values[":failure_at"] = {"N": str(tally.last_failure_at)}
-            values[":failure_reason"] = {"S": tally.last_failure_reason[:300] or "-"}
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key={"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}},
-                UpdateExpression=(
-                    "ADD delivered :delivered, messages :messages, failed :failed, parked :parked SET "
-                    + ", ".join(sets)
-                ),
-                ExpressionAttributeValues=values,
-            )
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise DedupUnavailableError(_error_code(exc)) from exc
+        """Add a tally to its hour's bucket: counters added, the latest delivery and failure set unless the bucket
+        holds later ones (a tally kept for a minute is written after other functions' newer ones)."""
+        stored: Item = {}
+        for _ in range(_HEALTH_ATTEMPTS):
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}},
+                    **_health_update(tally, now_s, stored),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise DedupUnavailableError(_error_code(exc)) from exc
+                failed: Any = exc.response  # the bucket as it stands: leave out what it holds later
+                stored = dict(failed.get("Item") or {})
+            except (BotoCoreError, OSError) as exc:
+                raise DedupUnavailableError(_error_code(exc)) from exc
+        raise DedupUnavailableError("health bucket contended")
 
     def buckets(self, workspace_id: str, *, since_hour: str) -> list[Bucket]:
         """The workspace's buckets from ``since_hour`` on (one Query)."""
