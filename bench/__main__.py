@@ -59,8 +59,9 @@ def run_throughput(
 ) -> tuple[list[Stack], dict[str, list[Run]], Workload]:
     """Warm up every stack, then run the workload ``args.runs`` times per stack, interleaved."""
     env.set_latency(args.aws_latency_ms / 1000, args.segment_latency_ms / 1000)
+    stacks: list[Stack] = []
     try:
-        stacks = [env.ours(), env.typical("typical", "typical stack (library defaults)")]
+        stacks += [env.ours(), env.typical("typical", "typical stack (library defaults)")]
         if args.tuned:
             label = f"typical, upload_interval={TUNED_UPLOAD_INTERVAL_S:g} s"
             stacks.append(env.typical("tuned", label, TUNED_UPLOAD_INTERVAL_S))
@@ -76,6 +77,8 @@ def run_throughput(
                 _progress(f"run {run + 1}/{args.runs} {stack.label}: {result.events_per_s:.0f} events/s")
     finally:
         env.set_latency(0, 0)
+        for stack in stacks:
+            stack.close()
     return stacks, results, generate(args.seed, "expected", args.batches, args.batch_size)
 
 

@@ -80,9 +80,7 @@ class CostReport:
         first = runs[keys[0]].workload
         rows: list[list[str] | None] = []
         for component, label in COMPONENTS:
-            values = [self.costs[workload][key][component] for key in keys]
-            if any(values):
-                rows.append([label, *[_money(v) for v in values]])
+            rows.append([label, *[_money(self.costs[workload][key][component]) for key in keys]])
         rows.append(None)
         totals = [self.total(workload, key) for key in keys]
         rows.append(["total US$ per million events", *[f"{t:.3f}" for t in totals]])

@@ -23,6 +23,7 @@ Each run uses its own visitor ids (the workload's tag), so no run sees another's
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,11 +60,22 @@ def measure(env: StackEnvironment, settings: Settings, progress: Callable[[str],
         "ours": env.ours("ours-yesterday", "segment-forwarder (warm-up environment)"),
         "typical": env.typical("typical-yesterday", "typical (warm-up environment)", WARMUP_UPLOAD_INTERVAL_S),
     }
+    try:
+        return _measure_all(env, settings, progress, yesterday)
+    finally:
+        for stack in yesterday.values():
+            stack.close()
+
+
+def _measure_all(
+    env: StackEnvironment, settings: Settings, progress: Callable[[str], None], yesterday: dict[str, Stack]
+) -> dict[str, dict[str, Run]]:
     measured: dict[str, dict[str, Run]] = {}
     for name in WORKLOADS:
         measured[name] = {}
         for key, path, label in STACKS:
             workload = generate_workload(name, settings.seed, f"{name}-{key}", settings.batches, settings.batch_size)
+            setup_started = time.perf_counter()
             stack = _new_stack(env, key)
             env.set_latency(0, 0)
             if workload.warmup:
@@ -71,13 +83,18 @@ def measure(env: StackEnvironment, settings: Settings, progress: Callable[[str],
                 warmup.events = sum(len(batch.bodies) for batch in workload.warmup)
                 env.run(yesterday["ours" if key.startswith("ours") else "typical"], warmup)
             env.run(stack, priming(settings.seed, f"prime-{name}-{key}"))
+            setup_s = time.perf_counter() - setup_started
             env.set_latency(settings.aws_ms / 1000, settings.segment_ms / 1000)
             try:
                 run = env.run_http(stack, workload) if path == "http" else env.run(stack, workload)
             finally:
                 env.set_latency(0, 0)
+                stack.close()
             measured[name][key] = run
-            progress(f"{name} workload, {label}: {run.events_per_s:.0f} events/s, {_usd(run, env.memory_mb):.3f} $/M")
+            progress(
+                f"{name} workload, {label}: {run.events_per_s:.0f} events/s, {_usd(run, env.memory_mb):.3f} US$ per "
+                f"million events (run {run.seconds:.0f} s, warm-up and priming {setup_s:.0f} s)"
+            )
     return measured
 
 

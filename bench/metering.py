@@ -100,7 +100,7 @@ class AwsRecorder:
         """Wrap ``BaseClient._make_api_call`` (once per process)."""
         if self._installed:
             return
-        original = botocore.client.BaseClient._make_api_call
+        original = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]
         recorder = self
 
         def recorded(client: Any, operation_name: str, api_params: dict) -> Any:
@@ -115,7 +115,7 @@ class AwsRecorder:
                 with recorder._lock:
                     recorder._calls.append(call)
 
-        botocore.client.BaseClient._make_api_call = recorded
+        botocore.client.BaseClient._make_api_call = recorded  # type: ignore[attr-defined]
         self._installed = True
 
     def _hook(self, client: Any) -> None:

@@ -148,6 +148,13 @@ class Stack:
     label: str
     handlers: dict[str, Handler]
     http: bool = False  # whether it has the HTTP path
+    closers: tuple[Callable[[], None], ...] = ()
+
+    def close(self) -> None:
+        """End the environment's background threads (the typical stack's Segment consumers poll every
+        ``upload_interval``: left running they would take the GIL from the runs measured after them)."""
+        for closer in self.closers:
+            closer()
 
 
 @dataclass(slots=True)
@@ -280,6 +287,7 @@ class StackEnvironment:
     def typical(self, key: str, label: str, upload_interval_s: float | None = None) -> Stack:
         """The typical stack (``bench/typical_app.py``), one fresh module per kind."""
         handlers: dict[str, Handler] = {}
+        closers = []
         for kind in KINDS:
             os.environ.update(
                 EVENT_KIND=kind,
@@ -293,8 +301,10 @@ class StackEnvironment:
                 os.environ.pop("SEGMENT_UPLOAD_INTERVAL", None)
             else:
                 os.environ["SEGMENT_UPLOAD_INTERVAL"] = str(upload_interval_s)
-            handlers[kind] = _import(TYPICAL_APP, f"typical_{kind}").handler
-        return Stack(key, label, handlers)
+            module = _import(TYPICAL_APP, f"typical_{kind}")
+            handlers[kind] = module.handler
+            closers.append(module.shutdown)
+        return Stack(key, label, handlers, closers=tuple(closers))
 
     # -- running ------------------------------------------------------------------------------------------------
 
@@ -319,7 +329,7 @@ class StackEnvironment:
         for _ in range(REDELIVERY_ROUNDS):
             if not failed:
                 break
-            again = []
+            again: list[tuple[str, dict]] = []
             for kind, records in failed.items():
                 for record in records:
                     attributes = record["attributes"]

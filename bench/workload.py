@@ -284,7 +284,7 @@ class _ProfileGenerator(_Generator):
             for test in self.rng.sample(TESTS, 2):
                 bodies["assignment"].append(self.assignment(workspace, visitor, user, test))
             bodies["conversion"].append(self.conversion(workspace, visitor, user))
-        batches = []
+        batches: list[Batch] = []
         for kind in KINDS:
             self.rng.shuffle(bodies[kind])
             self.pool[kind].extend(bodies[kind])
