@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from bench.prices import PRICES, Price
 
@@ -54,15 +54,6 @@ class Usage:
     log_bytes_function: int = 0
     log_bytes_emf: int = 0
     log_bytes_platform: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        if self.lambda_memory_mb != other.lambda_memory_mb:
-            raise ValueError("usages of different memory sizes do not add up")
-        total = Usage(lambda_memory_mb=self.lambda_memory_mb)
-        for f in fields(Usage):
-            if f.name != "lambda_memory_mb":
-                setattr(total, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return total
 
     @property
     def gb_seconds(self) -> float:
