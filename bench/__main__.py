@@ -17,7 +17,8 @@ Sections 5-8 come from one measurement (``bench.costrun``) and also go to ``--re
 Progress goes to stderr, the tables to stdout. Options: ``--runs``, ``--batches``, ``--batch-size``, ``--seed``,
 ``--import-runs``, ``--sections`` (e.g. ``34``), ``--tuned`` (adds the typical stack with a short
 ``upload_interval`` to sections 1-2), ``--aws-latency-ms`` / ``--segment-latency-ms`` (added per request in
-sections 1-2), ``--cost-aws-latency-ms`` / ``--cost-segment-latency-ms`` / ``--cost-batches`` (sections 5-8).
+sections 1-2), ``--cost-aws-latency-ms`` / ``--cost-segment-latency-ms`` / ``--cost-batches`` / ``--cost-http-batches``
+(sections 5-8).
 """
 
 from __future__ import annotations
@@ -302,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-aws-latency-ms", type=float, default=5, help="sections 5-8: per AWS request")
     parser.add_argument("--cost-segment-latency-ms", type=float, default=50, help="sections 5-8: per Segment request")
     parser.add_argument("--cost-batches", type=int, default=30, help="sections 5-8: SQS batches per workload")
+    parser.add_argument(
+        "--cost-http-batches", type=int, default=20, help="sections 5-8: batches whose records go over HTTP"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="sections 5-8: the JSON results file")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -321,11 +325,12 @@ def main(argv: list[str] | None = None) -> int:
                 stacks, results, workload = run_throughput(env, args)
             if sections & set("5678"):
                 settings = costrun.Settings(
-                    args.cost_aws_latency_ms,
-                    args.cost_segment_latency_ms,
-                    args.cost_batches,
-                    args.batch_size,
-                    args.seed,
+                    aws_ms=args.cost_aws_latency_ms,
+                    segment_ms=args.cost_segment_latency_ms,
+                    batches=args.cost_batches,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    http_batches=args.cost_http_batches,
                 )
                 report = CostReport(costrun.measure(env, settings, _progress), settings, env.memory_mb)
         finally:

@@ -49,9 +49,10 @@ class Settings:
 
     aws_ms: float = 5.0
     segment_ms: float = 50.0
-    batches: int = 30
+    batches: int = 30  # SQS batches per workload
     batch_size: int = 10
     seed: int = 7
+    http_batches: int = 20  # the HTTP path sends the records of this many batches (one request each: the slow part)
 
 
 def measure(env: StackEnvironment, settings: Settings, progress: Callable[[str], None]) -> dict[str, dict[str, Run]]:
@@ -74,7 +75,8 @@ def _measure_all(
     for name in WORKLOADS:
         measured[name] = {}
         for key, path, label in STACKS:
-            workload = generate_workload(name, settings.seed, f"{name}-{key}", settings.batches, settings.batch_size)
+            batches = settings.http_batches if path == "http" else settings.batches
+            workload = generate_workload(name, settings.seed, f"{name}-{key}", batches, settings.batch_size)
             setup_started = time.perf_counter()
             stack = _new_stack(env, key)
             env.set_latency(0, 0)
