@@ -30,6 +30,15 @@ from segment_forwarder_client import ForwarderClient, QueueProducer, RetryPolicy
 TOKEN = "integration-token"
 LOCAL_CREDENTIALS = (DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 FAST_RETRY = RetryPolicy(max_attempts=6, base_s=0.05, cap_s=0.5, budget_s=20)
+# The effective settings the connection routes show for a connection made without any (README "Settings"): the
+# behaviour before settings existed. Written out here, not taken from the code, so a changed default fails tests.
+DEFAULT_SETTINGS = {
+    "anonymous_id": "visitor_id",
+    "ip": "pass",
+    "user_agent": "pass",
+    "events": ["identify", "experiment_viewed", "conversion_triggered"],
+    "spec_names": True,
+}
 
 
 def new_id(prefix: str) -> str:

@@ -15,6 +15,8 @@ accepts it) and changes nothing. Give your own ``event_id`` when the same conver
 another process (say, your outbox's row id): the generated one only protects the retries of one call.
 
 Timestamps are ``datetime`` objects with a time zone (sent with milliseconds) or ISO-8601 strings with a zone.
+``segment_anonymous_id`` is the site's Segment anonymous id (analytics.js ``ajs_anonymous_id``): a workspace
+whose ``anonymous_id`` setting is ``segment`` sends it as ``anonymousId`` (see the README's Settings).
 """
 
 from __future__ import annotations
@@ -61,8 +63,11 @@ def _common(
     user_id: str | None,
     timestamp: datetime | str | None,
     context: Mapping[str, Any] | None,
+    segment_anonymous_id: str | None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"workspace_id": workspace_id, "visitor_id": visitor_id}
+    if segment_anonymous_id is not None:
+        body["segment_anonymous_id"] = segment_anonymous_id
     if user_id is not None:
         body["user_id"] = user_id
     if timestamp is not None:
@@ -88,9 +93,10 @@ def identify_body(
     user_id: str | None = None,
     timestamp: datetime | str | None = None,
     context: Mapping[str, Any] | None = None,
+    segment_anonymous_id: str | None = None,
 ) -> dict[str, Any]:
     """Body of ``POST /v1/identify`` (and of an IdentifyQueue message)."""
-    return _common(workspace_id, visitor_id, user_id, timestamp, context)
+    return _common(workspace_id, visitor_id, user_id, timestamp, context, segment_anonymous_id)
 
 
 def assignment_body(
@@ -104,9 +110,10 @@ def assignment_body(
     user_id: str | None = None,
     timestamp: datetime | str | None = None,
     context: Mapping[str, Any] | None = None,
+    segment_anonymous_id: str | None = None,
 ) -> dict[str, Any]:
     """Body of ``POST /v1/assignments`` (and of an AssignmentQueue message)."""
-    body = _common(workspace_id, visitor_id, user_id, timestamp, context)
+    body = _common(workspace_id, visitor_id, user_id, timestamp, context, segment_anonymous_id)
     body.update(test_id=test_id, variant_id=variant_id)
     if test_name is not None:
         body["test_name"] = test_name
@@ -127,9 +134,10 @@ def conversion_body(
     user_id: str | None = None,
     timestamp: datetime | str | None = None,
     context: Mapping[str, Any] | None = None,
+    segment_anonymous_id: str | None = None,
 ) -> dict[str, Any]:
     """Body of ``POST /v1/conversions`` (and of a ConversionQueue message), always with an ``event_id``."""
-    body = _common(workspace_id, visitor_id, user_id, timestamp, context)
+    body = _common(workspace_id, visitor_id, user_id, timestamp, context, segment_anonymous_id)
     body.update(
         conversion_id=conversion_id,
         conversion_type=str(conversion_type),

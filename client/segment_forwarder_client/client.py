@@ -123,10 +123,10 @@ class ForwarderClient:
         self._user_agent = f"segment-forwarder-client/{__version__}"
 
     # -- ingest ---------------------------------------------------------------------------------------------
-    # identify(workspace_id, visitor_id, *, user_id, timestamp, context), assignment(..., test_id, variant_id, *,
-    # test_name, variant_name, ...) and conversion(..., conversion_id, conversion_type, origin_url, *,
-    # one_per_visitor, event_id, ...) take exactly the parameters of identify_body, assignment_body and
-    # conversion_body (bodies.py), the one definition of each body.
+    # identify(workspace_id, visitor_id, *, user_id, timestamp, context, segment_anonymous_id),
+    # assignment(..., test_id, variant_id, *, test_name, variant_name, ...) and conversion(..., conversion_id,
+    # conversion_type, origin_url, *, one_per_visitor, event_id, ...) take exactly the parameters of
+    # identify_body, assignment_body and conversion_body (bodies.py), the one definition of each body.
 
     identify = _sends(
         "identify",
@@ -169,10 +169,18 @@ class ForwarderClient:
 
     # -- connections ----------------------------------------------------------------------------------------
 
-    def connect(self, workspace_id: str, write_key: str, region: str = "us") -> Connection:
-        """``PUT /v1/workspaces/{id}/segment``: connect or reconnect the workspace's Segment source."""
-        answer = self._call("PUT", _segment_path(workspace_id), {"write_key": write_key, "region": region})
-        return _connection(answer.body)
+    def connect(
+        self, workspace_id: str, write_key: str, region: str = "us", *, settings: Mapping[str, Any] | None = None
+    ) -> Connection:
+        """``PUT /v1/workspaces/{id}/segment``: connect or reconnect the workspace's Segment source, with its
+        ``settings`` (a setting left out takes its default; see the README's Settings)::
+
+            client.connect("acme", key, settings={"ip": "truncate", "consent_category": "Analytics"})
+        """
+        body: dict[str, Any] = {"write_key": write_key, "region": region}
+        if settings is not None:
+            body["settings"] = dict(settings)
+        return _connection(self._call("PUT", _segment_path(workspace_id), body).body)
 
     def connection_status(self, workspace_id: str) -> Connection:
         """``GET /v1/workspaces/{id}/segment``: whether (and where) the workspace is connected."""
@@ -261,5 +269,6 @@ def _connection(data: Any) -> Connection:
         connected=bool(data.get("connected")),
         region=data.get("region") if isinstance(data.get("region"), str) else None,
         write_key_hint=data.get("write_key_hint") if isinstance(data.get("write_key_hint"), str) else None,
+        settings=data.get("settings") if isinstance(data.get("settings"), dict) else None,
         raw=data,
     )

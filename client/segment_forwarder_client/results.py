@@ -50,6 +50,8 @@ class Connection:
     connected: bool
     region: str | None = None
     write_key_hint: str | None = None
+    settings: Mapping[str, Any] | None = None
+    """The workspace's effective settings (every default filled in) when connected."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """The whole answer (fields a newer API version adds are kept here)."""
 

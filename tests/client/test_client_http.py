@@ -202,6 +202,20 @@ def test_the_connection_routes(gateway):
     assert gateway.requests()[0].json == {"write_key": "wk-secret-value", "region": "eu"}
 
 
+def test_connect_sends_the_settings_and_the_answer_shows_them(gateway):
+    effective = {"anonymous_id": "visitor_id", "ip": "truncate", "user_agent": "pass", "events": ["identify"]}
+    gateway.script(answer(200, {"connected": True, "region": "us", "write_key_hint": "…a1b2", "settings": effective}))
+
+    connected = client_of(gateway).connect("acme", "wk-secret-value", settings={"ip": "truncate"})
+
+    assert connected.settings == effective
+    assert gateway.requests()[0].json == {
+        "write_key": "wk-secret-value",
+        "region": "us",
+        "settings": {"ip": "truncate"},
+    }
+
+
 def test_a_workspace_id_is_escaped_in_the_path_and_still_signed_right(gateway):
     gateway.script(answer(400, {"error": {"code": "invalid_value", "message": "bad id", "field": "workspace_id"}}))
 

@@ -121,7 +121,15 @@ def test_timestamps_are_sent_with_milliseconds_and_their_zone_and_naive_ones_ref
         ("assignment", assignment_body("demo", "v-1", "t-1", "b", test_name="Test", variant_name="Green")),
         ("conversion", conversion_body("demo", "v-1", "c-1", "CLICK", "https://x.example/")),
         ("conversion", conversion_body("demo", "v", "c", "PROGRAMMATIC", "https://x.example/", one_per_visitor=True)),
+        ("identify", identify_body("demo", "v-1", segment_anonymous_id="ajs-1")),
+        ("assignment", assignment_body("demo", "v-1", "t-1", "b", segment_anonymous_id="ajs-1")),
+        ("conversion", conversion_body("demo", "v-1", "c-1", "CLICK", "https://x.example/", segment_anonymous_id="a")),
     ],
 )
 def test_the_builders_make_bodies_the_api_schema_accepts(kind, body):
     assert parse_body(SCHEMAS[kind], json.dumps(body).encode()) == body
+
+
+def test_the_sites_segment_anonymous_id_is_sent_only_when_given():
+    assert identify_body("demo", "v-1", segment_anonymous_id="ajs-1")["segment_anonymous_id"] == "ajs-1"
+    assert "segment_anonymous_id" not in assignment_body("demo", "v-1", "t-1", "b")

@@ -79,11 +79,16 @@ class Stack:
         """Where the functions look for workspace secrets: the template's effective prefix."""
         return self.template.secret_prefix
 
-    def connect(self, workspace: str, write_key: str, region: str = "us") -> None:
+    def connect(self, workspace: str, write_key: str, region: str = "us", settings: Any = None) -> None:
+        """Store the workspace's secret as the connection function does; ``settings`` (a JSON object) only when
+        given, as for a connection made without any."""
         from tests.leak_check import register_write_key  # here: imported by pytest_plugins first (assert rewrite)
 
         register_write_key(write_key)
-        self.put_secret(workspace, json.dumps({"write_key": write_key, "region": region}))
+        value: dict[str, Any] = {"write_key": write_key, "region": region}
+        if settings is not None:
+            value["settings"] = settings
+        self.put_secret(workspace, json.dumps(value))
 
     def put_secret(self, workspace: str, value: str) -> None:
         client = self.session.client("secretsmanager")

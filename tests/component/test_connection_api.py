@@ -22,6 +22,7 @@ from moto import mock_aws
 
 from local_stack.invoke import LambdaContext, load_module
 from local_stack.segment_sink import SegmentSink
+from tests.stack_client import DEFAULT_SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = REPO_ROOT / "functions" / "connection" / "app.py"
@@ -180,7 +181,12 @@ def log_lines(logs):
 def test_connect_us_stores_the_secret_and_answers_the_hint(api, aws, logs):
     status, body = api.put("acme", {"write_key": KEY_US, "region": "us"})
     assert status == 200
-    assert body == {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:]}
+    assert body == {
+        "connected": True,
+        "region": "us",
+        "write_key_hint": "…" + KEY_US[-4:],
+        "settings": DEFAULT_SETTINGS,
+    }
     assert stored(aws, "acme") == {"write_key": KEY_US, "region": "us"}
     line = [entry for entry in log_lines(logs) if entry.get("message") == "connection"][-1]
     assert line["route"] == f"PUT {CONNECTION_ROUTE}"
@@ -204,7 +210,10 @@ def test_connect_eu_upper_case_is_stored_lower_case(api, aws):
 def test_get_connected_and_not_connected(api):
     assert api.get("nobody") == (200, {"connected": False})
     api.put("acme", {"write_key": KEY_EU, "region": "eu"})
-    assert api.get("acme") == (200, {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_EU[-4:]})
+    assert api.get("acme") == (
+        200,
+        {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_EU[-4:], "settings": DEFAULT_SETTINGS},
+    )
 
 
 def test_hint_shows_only_the_last_four_characters(api):
@@ -223,7 +232,12 @@ def test_reconnect_replaces_the_key(api, aws):
     api.put("acme", {"write_key": KEY_US})
     status, body = api.put("acme", {"write_key": KEY_NEW, "region": "eu"})
     assert status == 200
-    assert body == {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_NEW[-4:]}
+    assert body == {
+        "connected": True,
+        "region": "eu",
+        "write_key_hint": "…" + KEY_NEW[-4:],
+        "settings": DEFAULT_SETTINGS,
+    }
     assert api.get("acme")[1]["write_key_hint"] == "…" + KEY_NEW[-4:]
     assert stored(aws, "acme") == {"write_key": KEY_NEW, "region": "eu"}
 
@@ -249,7 +263,10 @@ def test_reconnect_right_after_disconnect_restores_and_replaces(api, aws):
     status, body = api.put("acme", {"write_key": KEY_NEW, "region": "eu"})
     assert status == 200
     assert body["write_key_hint"] == "…" + KEY_NEW[-4:]
-    assert api.get("acme") == (200, {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_NEW[-4:]})
+    assert api.get("acme") == (
+        200,
+        {"connected": True, "region": "eu", "write_key_hint": "…" + KEY_NEW[-4:], "settings": DEFAULT_SETTINGS},
+    )
     assert "DeletedDate" not in aws.describe_secret(SecretId=f"{PREFIX}/acme")
     assert stored(aws, "acme") == {"write_key": KEY_NEW, "region": "eu"}
 
@@ -275,6 +292,67 @@ def test_malformed_stored_secret_is_500_until_reconnected(api, aws):
     assert api.get("acme")[1]["connected"] is True
 
 
+# -- settings ------------------------------------------------------------------------------------------------
+
+SETTINGS = {
+    "anonymous_id": "segment",
+    "ip": "truncate",
+    "user_agent": "drop",
+    "consent_category": "Analytics",
+    "events": ["identify", "experiment_viewed"],
+    "spec_names": False,
+}
+
+
+def test_connect_with_settings_stores_them_and_answers_the_effective_settings(api, aws):
+    status, body = api.put("acme", {"write_key": KEY_US, "settings": SETTINGS})
+
+    assert (status, body["settings"]) == (200, SETTINGS)
+    assert stored(aws, "acme") == {"write_key": KEY_US, "region": "us", "settings": SETTINGS}
+    assert api.get("acme") == (
+        200,
+        {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:], "settings": SETTINGS},
+    )
+
+
+def test_settings_left_out_take_their_defaults(api, aws):
+    status, body = api.put(
+        "acme", {"write_key": KEY_US, "settings": {"ip": "drop", "events": ["conversion_triggered", "identify"]}}
+    )
+
+    expected = {**DEFAULT_SETTINGS, "ip": "drop", "events": ["identify", "conversion_triggered"]}
+    assert (status, body["settings"]) == (200, expected)
+    assert api.get("acme")[1]["settings"] == expected
+    assert stored(aws, "acme")["settings"] == expected
+
+
+def test_a_put_without_settings_replaces_them_with_the_defaults(api, aws):
+    api.put("acme", {"write_key": KEY_US, "settings": SETTINGS})
+
+    status, body = api.put("acme", {"write_key": KEY_US})
+
+    assert (status, body["settings"]) == (200, DEFAULT_SETTINGS)
+    assert stored(aws, "acme") == {"write_key": KEY_US, "region": "us"}  # as stored before settings existed
+    assert api.get("acme")[1]["settings"] == DEFAULT_SETTINGS
+
+
+def test_a_connection_stored_without_settings_shows_the_defaults(api, aws):
+    aws.create_secret(Name=f"{PREFIX}/acme", SecretString=json.dumps({"write_key": KEY_EU, "region": "eu"}))
+    assert api.get("acme")[1]["settings"] == DEFAULT_SETTINGS
+
+
+def test_malformed_stored_settings_are_500_until_reconnected(api, aws):
+    secret = {"write_key": KEY_US, "region": "us", "settings": {"ip": "mask"}}
+    aws.create_secret(Name=f"{PREFIX}/acme", SecretString=json.dumps(secret))
+
+    status, body = api.get("acme")
+
+    assert (status, body["error"]["code"]) == (500, "connection_malformed")
+    assert "settings.ip" in body["error"]["message"]
+    assert api.put("acme", {"write_key": KEY_US, "settings": {"ip": "drop"}})[0] == 200
+    assert api.get("acme")[1]["settings"]["ip"] == "drop"
+
+
 # -- validation ----------------------------------------------------------------------------------------------
 
 
@@ -291,6 +369,23 @@ def test_malformed_stored_secret_is_500_until_reconnected(api, aws):
         ("not json", "body", "invalid_json"),
         ("", "body", "invalid_body"),
         ([KEY_US], "body", "invalid_body"),
+        ({"write_key": KEY_US, "settings": "strict"}, "settings", "invalid_type"),
+        ({"write_key": KEY_US, "settings": {"anonymous_id": "cookie"}}, "settings.anonymous_id", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"ip": "mask"}}, "settings.ip", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"user_agent": "truncate"}}, "settings.user_agent", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"consent_category": ""}}, "settings.consent_category", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"consent_category": " "}}, "settings.consent_category", "invalid_value"),
+        (
+            {"write_key": KEY_US, "settings": {"consent_category": "x" * 101}},
+            "settings.consent_category",
+            "invalid_value",
+        ),
+        ({"write_key": KEY_US, "settings": {"consent_category": "a\tb"}}, "settings.consent_category", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"events": []}}, "settings.events", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"events": ["page"]}}, "settings.events.0", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"events": ["identify", "identify"]}}, "settings.events", "invalid_value"),
+        ({"write_key": KEY_US, "settings": {"spec_names": "no"}}, "settings.spec_names", "invalid_type"),
+        ({"write_key": KEY_US, "settings": {"anonymise": True}}, "settings.anonymise", "unknown_field"),
     ],
 )
 def test_bad_body_is_400_naming_the_field(api, aws, body, field, code):
@@ -344,7 +439,10 @@ def test_default_route_is_matched_by_path(api):
     api.put("acme", {"write_key": KEY_US})
     event = http_event("GET", "acme", route_key="$default")
     del event["pathParameters"]
-    assert api.call(event) == (200, {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:]})
+    assert api.call(event) == (
+        200,
+        {"connected": True, "region": "us", "write_key_hint": "…" + KEY_US[-4:], "settings": DEFAULT_SETTINGS},
+    )
 
 
 # -- the test route ------------------------------------------------------------------------------------------

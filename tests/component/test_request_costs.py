@@ -1,74 +1,79 @@
-"""What each event costs in AWS and Segment requests (the floor: one conditional write per new fact,
-one Segment request per workspace per batch). AWS calls are counted at botocore's API-call boundary."""
+"""What each event costs in AWS and Segment requests: one conditional write and one mark per new fact, nothing
+written for a repeat (known SENT in a warm function, or read so on the SQS path), one Segment request per
+workspace per batch. AWS calls are counted at botocore's API-call boundary (``aws_faults.calls``)."""
 
 from __future__ import annotations
-
-from collections import Counter
-
-import botocore.client
-import pytest
 
 from tests.component.conftest import LambdaContext, sqs_record
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 
 
-@pytest.fixture
-def aws_calls(monkeypatch):
-    calls: Counter[str] = Counter()
-    original = botocore.client.BaseClient._make_api_call
-
-    def counting(self, operation_name, api_params):
-        calls[f"{self.meta.service_model.service_name}:{operation_name}"] += 1
-        return original(self, operation_name, api_params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counting)
-    return calls
-
-
-def test_new_assignment_for_an_unseen_visitor(stack, aws_calls):
+def test_new_assignment_for_an_unseen_visitor(stack, aws_faults):
     handler = stack.handler("assignment")
-    stack.post("identify", {"workspace_id": "ws-us", "visitor_id": "v-warm"}, handler=stack.handler("identify"))
     stack.post("assignment", {**ASSIGNMENT, "visitor_id": "v-warm"}, handler)  # warm: connection cached
-    aws_calls.clear()
+    aws_faults.calls.clear()
     stack.sink.clear()
 
-    answer_status, body = stack.post("assignment", ASSIGNMENT, handler)
-    assert answer_status == 200
+    status, body = stack.post("assignment", ASSIGNMENT, handler)
 
-    assert body["status"] == "delivered"
-    # claim ASSIGN#t-1 and IDENTIFY (concurrently), one BatchWriteItem marking both SENT; the secret is cached
-    assert dict(aws_calls) == {"dynamodb:UpdateItem": 2, "dynamodb:BatchWriteItem": 1}
+    assert (status, body["status"]) == (200, "delivered")
+    # claim ASSIGN#t-1 and IDENTIFY (concurrently: one round trip), one BatchWriteItem marking both SENT
+    assert dict(aws_faults.calls) == {"dynamodb:UpdateItem": 2, "dynamodb:BatchWriteItem": 1}
     assert len(stack.sink.requests()) == 1
 
 
-def test_duplicate_assignment(stack, aws_calls):
+def test_a_repeat_in_a_warm_function_costs_no_aws_request(stack, aws_faults):
     handler = stack.handler("assignment")
     stack.post("assignment", ASSIGNMENT, handler)
-    aws_calls.clear()
+    aws_faults.calls.clear()
     stack.sink.clear()
 
-    answer_status, body = stack.post("assignment", ASSIGNMENT, handler)
-    assert answer_status == 200
+    assert stack.post("assignment", ASSIGNMENT, handler) == (200, {"status": "duplicate"})
 
-    assert body == {"status": "duplicate"}
-    # both claims (ASSIGN#t-1, IDENTIFY) fail and answer with the old items: nothing to send or mark
-    assert dict(aws_calls) == {"dynamodb:UpdateItem": 2}
+    assert dict(aws_faults.calls) == {}  # both facts known SENT in this execution environment
     assert stack.sink.requests() == []
 
 
-def test_unconnected_workspace_costs_one_secret_read_per_cache_period(stack, aws_calls):
+def test_a_repeat_over_http_in_a_cold_function_costs_its_claims(stack, aws_faults):
+    stack.post("assignment", ASSIGNMENT, stack.handler("assignment"))
+    cold = stack.handler("assignment")
+    cold({"Records": []}, LambdaContext())  # its runtime, with the connection read, before counting
+    stack.post("assignment", {**ASSIGNMENT, "visitor_id": "v-other"}, cold)
+    aws_faults.calls.clear()
+
+    assert stack.post("assignment", ASSIGNMENT, cold) == (200, {"status": "duplicate"})
+
+    # both claims fail, answering with the items (SENT): no read first on the HTTP path (one round trip)
+    assert dict(aws_faults.calls) == {"dynamodb:UpdateItem": 2}
+
+
+def test_repeats_over_sqs_in_a_cold_function_cost_one_read_and_no_write(stack, aws_faults):
+    records = [sqs_record({**ASSIGNMENT, "visitor_id": f"v-{i}"}) for i in range(10)]
+    assert stack.handler("assignment")({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+    cold = stack.handler("assignment")
+    cold({"Records": [sqs_record({**ASSIGNMENT, "visitor_id": "v-warm-up"})]}, LambdaContext())
+    aws_faults.calls.clear()
+
+    again = [sqs_record({**ASSIGNMENT, "visitor_id": f"v-{i}"}) for i in range(10)]
+    assert cold({"Records": again}, LambdaContext()) == {"batchItemFailures": []}
+
+    # 20 facts read SENT with one eventually consistent BatchGetItem; no claim, no mark, nothing sent
+    assert dict(aws_faults.calls) == {"dynamodb:BatchGetItem": 1}
+
+
+def test_unconnected_workspace_costs_one_secret_read_per_cache_period(stack, aws_faults):
     handler = stack.handler("assignment")
     for visitor in range(5):
         stack.post("assignment", {**ASSIGNMENT, "workspace_id": "nobody", "visitor_id": f"v-{visitor}"}, handler)
 
-    assert dict(aws_calls) == {"secretsmanager:GetSecretValue": 1}
+    assert dict(aws_faults.calls) == {"secretsmanager:GetSecretValue": 1}
 
 
-def test_sqs_batch_of_ten_for_two_workspaces(stack, aws_calls):
+def test_sqs_batch_of_ten_for_two_workspaces(stack, aws_faults):
     handler = stack.handler("assignment")
     handler({"Records": [sqs_record({**ASSIGNMENT, "visitor_id": "warm"})]}, LambdaContext())
-    aws_calls.clear()
+    aws_faults.calls.clear()
     stack.sink.clear()
     records = [
         sqs_record({**ASSIGNMENT, "workspace_id": "ws-us" if i % 2 else "ws-eu", "visitor_id": f"v-{i}"})
@@ -78,8 +83,9 @@ def test_sqs_batch_of_ten_for_two_workspaces(stack, aws_calls):
     assert handler({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
 
     assert len(stack.sink.requests()) == 2  # one per workspace
-    # 20 claims (ASSIGN + IDENTIFY per event), 20 facts marked SENT in one BatchWriteItem (25 a request)
-    assert dict(aws_calls) == {
+    # one read of the 20 facts, 20 claims (ASSIGN + IDENTIFY per event), one BatchWriteItem marking them SENT
+    assert dict(aws_faults.calls) == {
+        "dynamodb:BatchGetItem": 1,
         "dynamodb:UpdateItem": 20,
         "dynamodb:BatchWriteItem": 1,
         "secretsmanager:GetSecretValue": 1,

@@ -126,7 +126,7 @@ def test_the_http_path_queues_with_its_receipt_time_where_the_horizon_starts(sta
 
 
 def test_every_log_line_of_an_event_carries_its_correlation_id(stack, function_logs):
-    handler = stack.handler("assignment")
+    handler = stack.handler("assignment", DELIVERED_LOG_SAMPLE_RATE="1")
     request = http_event("assignment", ASSIGNMENT)
     handler(request, LambdaContext())
     record = queued_record(stack, {**ASSIGNMENT, "visitor_id": "v-2"})
@@ -167,3 +167,17 @@ def test_a_redriven_record_parked_again_keeps_the_id_of_its_first_message(stack)
 def _values(value: float | list[float]) -> list[float]:
     """An EMF metric's value(s): one number, or a list when several were added."""
     return value if isinstance(value, list) else [value]
+
+
+def test_delivered_lines_are_sampled_and_every_failure_is_kept(stack, function_logs):
+    handler = stack.handler("assignment", DELIVERED_LOG_SAMPLE_RATE="0")
+    delivered = [queued_record(stack, {**ASSIGNMENT, "visitor_id": f"v-ok-{i}"}) for i in range(3)]
+    handler({"Records": delivered}, LambdaContext())
+    stack.sink.set_fault(status=400, count=100)
+    refused = queued_record(stack, {**ASSIGNMENT, "visitor_id": "v-refused"})
+    handler({"Records": [refused]}, LambdaContext())
+
+    lines = [json.loads(line) for line in function_logs.getvalue().splitlines()]
+    assert [line["message"] for line in lines if str(line.get("visitor_id", "")).startswith("v-ok")] == []
+    assert [line["message"] for line in lines if line.get("visitor_id") == "v-refused"] == ["rejected"]
+    assert len(stack.tracks("Experiment Viewed")) == 3

@@ -98,10 +98,17 @@ class MemoryStore:
         self._tokens = 0
         self._lock = threading.Lock()
 
-    def claim_all(self, requests: Sequence[ClaimRequest]) -> dict[Slot, MemoryClaim]:
-        claims = {request.slot: self._claim(request) for request in requests}
+    def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> dict[Slot, MemoryClaim]:
+        claims = {request.slot: (precheck and self._read_sent(request)) or self._claim(request) for request in requests}
         self._faults.crash("after_claim")
         return claims
+
+    def _read_sent(self, request: ClaimRequest) -> MemoryClaim | None:
+        """What a read finds SENT (the precheck): answered without a claim."""
+        item = self.items.get(request.slot)
+        if item is None or item.status != "SENT" or item.expires_at <= self._clock():
+            return None
+        return MemoryClaim(request.slot, ClaimAnswer(ClaimState.SENT, item.content))
 
     def _claim(self, request: ClaimRequest) -> MemoryClaim:
         slot, now = request.slot, self._clock()
@@ -184,3 +191,7 @@ class MemoryConnections:
 
     def get(self, workspace_id: str) -> Connection | None:
         return self._connections.get(workspace_id)
+
+    def connect(self, workspace_id: str, connection: Connection) -> None:
+        """Connect (or reconnect, with other settings) a workspace."""
+        self._connections[workspace_id] = connection

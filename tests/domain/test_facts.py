@@ -15,6 +15,7 @@ from segment_forwarder.facts import (
     FactKind,
     Outcome,
     SendResult,
+    SettingsOf,
     Slot,
     claim_requests,
     largest_message,
@@ -49,10 +50,12 @@ def link(user: str) -> Fact:
 ASSIGN = Fact(FactKind.ASSIGNMENT, "t-1")
 
 
-def answers_for(events: list[Event], states: dict[str, ClaimState] | None = None) -> dict[Slot, ClaimAnswer]:
+def answers_for(
+    events: list[Event], states: dict[str, ClaimState] | None = None, settings: SettingsOf | None = None
+) -> dict[Slot, ClaimAnswer]:
     """Each requested slot answered CLAIMED with its requested content, unless ``states`` (by key) says else."""
     answers = {}
-    for request in claim_requests(events):
+    for request in claim_requests(events, settings):
         state = (states or {}).get(request.slot.fact.key, CLAIMED)
         answers[request.slot] = ClaimAnswer(state, request.content)
     return answers

@@ -80,6 +80,7 @@ class Step:
     advance_s: int
     interleave: bool = False
     resume_after_s: int = 0
+    precheck: bool = False
 
 
 steps = st.lists(
@@ -94,6 +95,7 @@ steps = st.lists(
         advance_s=st.sampled_from([0, 0, 30, LEASE_S + 1]),
         interleave=st.booleans(),
         resume_after_s=st.sampled_from([0, LEASE_S + 1]),
+        precheck=st.booleans(),
     ),
     max_size=8,
 )
@@ -114,10 +116,11 @@ class History:
         self.segment = MemorySegment(self.faults)
         self.forwarder = Forwarder(self.store, MemoryConnections(WORKSPACES), self.segment)
 
-    def attempt(self, batch: Sequence[int]) -> None:
+    def attempt(self, batch: Sequence[int], precheck: bool = False) -> None:
         """One invocation over ``batch``; consumed events leave ``pending`` (a crash consumes nothing)."""
         try:
-            results = self.forwarder.forward([self.stream[i] for i in batch], deadline=float("inf"))
+            events = [self.stream[i] for i in batch]
+            results = self.forwarder.forward(events, deadline=float("inf"), precheck=precheck)
         except Crash:
             return
         for index, outcome in zip(batch, results, strict=True):
@@ -141,7 +144,7 @@ class History:
             requests = [n.slot for i in batch for n in needs_of(self.stream[i])]
             if step.unavailable is not None and step.unavailable < len(requests):
                 self.faults.unavailable = {requests[step.unavailable]}
-            self.attempt(batch)
+            self.attempt(batch, step.precheck)
         self.faults.crash_at, self.faults.segment, self.faults.mark = None, [], "ok"
         self.faults.unavailable = set()
         self.clock.advance(step.advance_s)

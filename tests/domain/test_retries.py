@@ -79,3 +79,12 @@ def test_the_cooldown_never_exceeds_a_minute():
         breaker.record(failed=True)
 
     assert breaker.remaining_s() == 60.0
+
+
+def test_a_threshold_of_zero_never_opens():
+    breaker = CircuitBreaker(threshold=0, clock=Clock())
+    for _ in range(10):
+        assert breaker.allow()
+        breaker.record(failed=True)
+
+    assert breaker.remaining_s() == 0.0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack_client import events_of, new_id, wait_for
+from tests.stack_client import DEFAULT_SETTINGS, events_of, new_id, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,10 @@ def test_connect_disconnect_and_reconnect_in_another_region(stack, api):
     path = f"/v1/workspaces/{workspace}/segment"
 
     status, answer = api.request("PUT", path, {"write_key": us_key, "region": "us"})
-    assert (status, answer) == (200, {"connected": True, "region": "us", "write_key_hint": "…" + us_key[-4:]})
+    assert (status, answer) == (
+        200,
+        {"connected": True, "region": "us", "write_key_hint": "…" + us_key[-4:], "settings": DEFAULT_SETTINGS},
+    )
     visitor, answer = assign(api, workspace)
     assert answer["status"] == "delivered"
     assert {(e["region"], e["write_key"]) for e in events_of(stack, visitor)} == {("us", us_key)}
@@ -50,7 +53,10 @@ def test_connect_disconnect_and_reconnect_in_another_region(stack, api):
     assert events_of(stack, visitor) == []
 
     status, answer = api.request("PUT", path, {"write_key": eu_key, "region": "EU"})
-    assert (status, answer) == (200, {"connected": True, "region": "eu", "write_key_hint": "…" + eu_key[-4:]})
+    assert (status, answer) == (
+        200,
+        {"connected": True, "region": "eu", "write_key_hint": "…" + eu_key[-4:], "settings": DEFAULT_SETTINGS},
+    )
 
     def delivered_visitor() -> str | None:
         visitor, answer = assign(api, workspace)

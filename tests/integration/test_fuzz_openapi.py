@@ -10,7 +10,8 @@ Two checks are narrowed, each for a stated reason:
 * ``unsupported_method`` (405 for a method the document does not list) is off: API Gateway HTTP APIs answer
   ``404 {"message":"Not Found"}`` to a method without a route, and the local stack does the same.
 * ``positive_data_acceptance`` applies only to bodies that really are valid: bodies that break the rules the
-  document states in prose (timestamp at most 1 hour ahead and a real date, origin_url an absolute http(s) URL)
+  document states in prose (timestamp at most 1 hour ahead and a real date, origin_url an absolute http(s) URL,
+  ids and a consent category not blank once trimmed)
   are still sent and checked for everything else. Python's ``jsonschema`` (the pattern semantics the functions
   use) decides what the schema accepts.
 """
@@ -52,7 +53,7 @@ def _body_schema(case: schemathesis.Case) -> dict[str, Any] | None:
     return None if content is None else {"components": DOCUMENT["components"], **content["schema"]}
 
 
-IDS = ("visitor_id", "user_id", "test_id", "variant_id", "conversion_id", "event_id")
+IDS = ("visitor_id", "segment_anonymous_id", "user_id", "test_id", "variant_id", "conversion_id", "event_id")
 
 
 def _breaks_limits(node: Any, depth: int = 1) -> bool:
@@ -79,12 +80,19 @@ def _has_surrogate(text: str) -> bool:
     return any("\ud800" <= c <= "\udfff" for c in text)
 
 
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip().strip("\ufeff").strip()
+
+
 def _breaks_prose_rules(body: dict[str, Any]) -> bool:
-    """The rules the API states beyond the schema: the limits; ids not blank once trimmed; a timestamp that is a
-    real instant from 1970 to 1 h ahead; origin_url absolute."""
+    """The rules the API states beyond the schema: the limits; ids and a consent category not blank once trimmed;
+    a timestamp that is a real instant from 1970 to 1 h ahead; origin_url absolute."""
     if _breaks_limits(body):
         return True
-    if any(isinstance(body.get(name), str) and not body[name].strip().strip("\ufeff").strip() for name in IDS):
+    if any(_blank(body.get(name)) for name in IDS):
+        return True
+    settings = body.get("settings")
+    if isinstance(settings, dict) and _blank(settings.get("consent_category")):
         return True
     timestamp = body.get("timestamp")
     if isinstance(timestamp, str):

@@ -24,7 +24,7 @@ import urllib3
 
 from local_stack.http_api import port_is_free
 from segment_forwarder_client import ForwarderClient, Status
-from tests.stack_client import new_id
+from tests.stack_client import DEFAULT_SETTINGS, new_id
 
 pytestmark = pytest.mark.integration
 
@@ -264,7 +264,12 @@ def test_with_segment_write_key_demo_goes_to_the_real_segment_and_the_key_is_nev
     assert "demo-eu not connected" in banner  # a local demo key never goes to the real Segment
     assert key not in banner
     assert answer.status == 200
-    assert json.loads(answer.data) == {"connected": True, "region": "eu", "write_key_hint": "…" + key[-4:]}
+    assert json.loads(answer.data) == {
+        "connected": True,
+        "region": "eu",
+        "write_key_hint": "…" + key[-4:],
+        "settings": DEFAULT_SETTINGS,
+    }
 
 
 # -- LOCAL_PARAMETERS: template parameters for drills -------------------------------------------------------------

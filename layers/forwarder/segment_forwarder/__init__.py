@@ -9,7 +9,8 @@ The package is shipped as a Lambda layer and holds the whole domain; the functio
 
 Modules: ``validation`` (requests against the OpenAPI document), ``events`` (requests → Segment messages and
 dedup keys), ``dedup`` (DynamoDB claims), ``segment`` (the ``/v1/batch`` client), ``connections`` (workspace
-secrets), ``forwarding`` (claim → send → mark sent), ``handler`` (Lambda entry points for HTTP and SQS).
+secrets), ``workspace_settings`` (a workspace's identity and privacy settings), ``forwarding`` (claim → send →
+mark sent), ``handler`` (Lambda entry points for HTTP and SQS).
 """
 
 __version__ = "1.0.0"

@@ -45,6 +45,8 @@ class Settings:
     max_receive_count: int = 1000
     retry_horizon_seconds: int = 72 * 3_600
     retry_backoff_cap_seconds: int = 900
+    delivered_log_sample_rate: float = 0.1
+    segment_breaker_threshold: int = 3
     us_endpoint: str = DEFAULT_ENDPOINTS["us"]
     eu_endpoint: str = DEFAULT_ENDPOINTS["eu"]
 
@@ -84,6 +86,8 @@ class Settings:
             max_receive_count=number("MAX_RECEIVE_COUNT", 1000, int),
             retry_horizon_seconds=number("RETRY_HORIZON_MINUTES", 72 * 60, int) * 60,
             retry_backoff_cap_seconds=number("RETRY_BACKOFF_CAP_SECONDS", 900, int),
+            delivered_log_sample_rate=min(number("DELIVERED_LOG_SAMPLE_RATE", 0.1, float), 1.0),
+            segment_breaker_threshold=number("SEGMENT_BREAKER_THRESHOLD", 3, int),
             us_endpoint=env.get("SEGMENT_US_ENDPOINT") or DEFAULT_ENDPOINTS["us"],
             eu_endpoint=env.get("SEGMENT_EU_ENDPOINT") or DEFAULT_ENDPOINTS["eu"],
         )

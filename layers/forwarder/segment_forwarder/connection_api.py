@@ -2,7 +2,8 @@
 
 HTTP API (payload format 2.0) routes, bound in ``functions/connection/app.py``::
 
-    PUT    /v1/workspaces/{workspace_id}/segment        {"write_key": "...", "region": "us"|"eu"} -> 200
+    PUT    /v1/workspaces/{workspace_id}/segment        {"write_key": "...", "region": "us"|"eu", "settings": {...}}
+                                                        -> 200
     GET    /v1/workspaces/{workspace_id}/segment        -> 200 {"connected": true|false, ...}
     DELETE /v1/workspaces/{workspace_id}/segment        -> 204
     POST   /v1/workspaces/{workspace_id}/segment/test   -> 200 {"message_id", "endpoint", "region"}
@@ -11,7 +12,9 @@ HTTP API (payload format 2.0) routes, bound in ``functions/connection/app.py``::
     answer = handler(api_gateway_v2_event, lambda_context)   # {"statusCode", "headers", "body"}
 
 The connection is the secret ``<SECRET_PREFIX>/<workspace_id>`` with SecretString ``{"write_key", "region"}``
-(stored and read by ``connections.ConnectionStore``); this function is its only writer. A disconnect schedules
+and the workspace's ``settings`` when they are not the defaults (stored and read by
+``connections.ConnectionStore``); this function is its only writer. A ``PUT`` replaces the whole connection:
+a setting it leaves out takes its default (``workspace_settings``). A disconnect schedules
 the secret for deletion with a recovery window, so reconnecting soon after restores it and stores the new key.
 The ingest functions cache connections for ``CONNECTION_CACHE_SECONDS``, so a change reaches them within that
 time.
@@ -42,6 +45,7 @@ from .errors import ConnectionConfigError, RequestError
 from .messages import connection_test_content, iso_ms, with_delivery
 from .segment import SegmentClient
 from .validation import is_valid, parse_body
+from .workspace_settings import SettingsError, WorkspaceSettings
 
 logger = Logger()
 metrics = Metrics()
@@ -98,11 +102,12 @@ def _get_runtime() -> Runtime:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Serve one connection route (API Gateway HTTP API v2 event) and log one structured line about it.
 
-    Answers: PUT 200 ``{"connected": true, "region", "write_key_hint"}``; GET 200 ``{"connected": false}`` or
-    the same as PUT; DELETE 204 (also when not connected); POST .../test 200 ``{"message_id", "endpoint",
-    "region"}``, 404 ``not_connected``, 502 ``segment_unavailable`` / ``segment_rejected``. Every route: 400 for
-    a bad ``workspace_id`` or body (413 over 32 KB), 503 ``unavailable`` when Secrets Manager fails, 500
-    ``connection_malformed`` for a stored secret that cannot be read; an unknown route or method is 404.
+    Answers: PUT 200 ``{"connected": true, "region", "write_key_hint", "settings"}`` (the effective settings,
+    defaults filled in); GET 200 ``{"connected": false}`` or the same as PUT; DELETE 204 (also when not
+    connected); POST .../test 200 ``{"message_id", "endpoint", "region"}``, 404 ``not_connected``, 502
+    ``segment_unavailable`` / ``segment_rejected``. Every route: 400 for a bad ``workspace_id`` or body (413
+    over 32 KB), 503 ``unavailable`` when Secrets Manager fails, 500 ``connection_malformed`` for a stored
+    secret that cannot be read; an unknown route or method is 404.
 
     The test route proves only that Segment accepted the request: Segment answers 200 even to a wrong write key,
     so the user confirms the "Segment Connection Test" event in the Segment source's debugger.
@@ -158,9 +163,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def _connect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
-    """PUT: store the write key and region, creating, replacing or restoring the secret as needed."""
+    """PUT: store the write key, region and settings, creating, replacing or restoring the secret as needed."""
     body = parse_body("ConnectRequest", request_body(event))
-    connection = Connection(body["write_key"], str(body.get("region") or "us").lower())
+    try:
+        settings = WorkspaceSettings.from_dict(body.get("settings", {}))
+    except SettingsError as exc:  # what the schema cannot state (a blank consent category)
+        raise RequestError(400, "invalid_value", str(exc), exc.field) from None
+    connection = Connection(body["write_key"], str(body.get("region") or "us").lower(), settings)
     outcome = runtime.connections.save(workspace_id, connection)
     return Answer(200, _connected(connection), outcome, {"region": connection.region})
 
@@ -219,7 +228,12 @@ _OPERATIONS: dict[tuple[str, str], Callable[[Runtime, str, dict[str, Any], Any],
 
 
 def _connected(connection: Connection) -> dict[str, Any]:
-    return {"connected": True, "region": connection.region, "write_key_hint": connection.hint}
+    return {
+        "connected": True,
+        "region": connection.region,
+        "write_key_hint": connection.hint,
+        "settings": connection.settings.as_dict(),
+    }
 
 
 def _route_of(event: dict[str, Any]) -> tuple[str, str, str | None]:

@@ -1,7 +1,10 @@
 """Workspace connections: the write key and region of each workspace, in Secrets Manager. The only module that
 talks to Secrets Manager.
 
-The secret ``<prefix>/<workspace_id>`` holds ``{"write_key": "...", "region": "us"|"eu"}``.
+The secret ``<prefix>/<workspace_id>`` holds ``{"write_key": "...", "region": "us"|"eu", "settings": {...}}``;
+``settings`` (``workspace_settings.WorkspaceSettings``) is optional: without it the workspace has the defaults.
+Settings are read and cached with the connection, so a change reaches the ingest functions within the same
+``max_age``.
 
 Read side (ingest functions), through Powertools' parameters utility and its cache::
 
@@ -15,6 +18,7 @@ Write side (the connection function, the only writer), uncached::
 
     store = ConnectionStore(secretsmanager_client, prefix="segment-forwarder")
     store.save("demo", Connection("<write key>", "eu"))    # "connected" | "reconnected" | "restored"
+    store.save("demo", Connection("<write key>", "eu", WorkspaceSettings(ip="truncate")))
     store.read("demo")                                      # Connection | None
     store.remove("demo")                                    # True if it was connected
 """
@@ -31,6 +35,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConnectionConfigError
+from .workspace_settings import DEFAULT_SETTINGS, SettingsError, WorkspaceSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
@@ -59,10 +64,12 @@ class ConnectionUnavailableError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """A workspace's Segment source. The write key is kept out of ``repr`` so it cannot reach a log line."""
+    """A workspace's Segment source and settings. The write key is kept out of ``repr`` so it cannot reach a log
+    line."""
 
     write_key: str = field(repr=False)
     region: str
+    settings: WorkspaceSettings = DEFAULT_SETTINGS
 
     @property
     def hint(self) -> str:
@@ -76,9 +83,10 @@ def secret_name(prefix: str, workspace_id: str) -> str:
 
 
 def parse_secret(value: str) -> Connection:
-    """Parse a SecretString ``{"write_key": "...", "region": "us"|"eu"}``; ConnectionConfigError if malformed.
+    """Parse a SecretString ``{"write_key": "...", "region": "us"|"eu", "settings": {...}}`` (``settings``
+    optional: the defaults); ConnectionConfigError if malformed, settings included.
 
-    The error message never quotes the secret.
+    The error message never quotes the secret (a bad setting is named, its value is not quoted).
     """
     try:
         data = json.loads(value)
@@ -93,7 +101,24 @@ def parse_secret(value: str) -> Connection:
         raise ConnectionConfigError("the workspace secret's write_key holds characters HTTP Basic auth cannot carry")
     if not isinstance(region, str) or region.lower() not in REGIONS:
         raise ConnectionConfigError("the workspace secret's region is not us or eu")
-    return Connection(key, region.lower())
+    settings = data.get("settings")
+    try:
+        parsed = DEFAULT_SETTINGS if settings is None else WorkspaceSettings.from_dict(settings)
+    except SettingsError as exc:
+        raise ConnectionConfigError(f"the workspace secret's {exc}") from None
+    return Connection(key, region.lower(), parsed)
+
+
+def secret_value(connection: Connection) -> str:
+    """The SecretString of a connection: ``settings`` only when they are not the defaults, so a connection
+    without settings is stored as before they existed.
+
+    ``parse_secret(secret_value(connection)) == connection`` always holds.
+    """
+    value: dict[str, object] = {"write_key": connection.write_key, "region": connection.region}
+    if connection.settings != DEFAULT_SETTINGS:
+        value["settings"] = connection.settings.as_dict()
+    return json.dumps(value)
 
 
 class _ConnectionSecrets(SecretsProvider):
@@ -167,7 +192,7 @@ class ConnectionStore:
         """Store the connection: ``connected`` (new secret), ``reconnected`` (replaced) or ``restored`` (a
         secret scheduled for deletion, by a disconnect shortly before, is restored first and then written)."""
         name = secret_name(self._prefix, workspace_id)
-        value = json.dumps({"write_key": connection.write_key, "region": connection.region})
+        value = secret_value(connection)
         try:
             try:
                 self._client.create_secret(

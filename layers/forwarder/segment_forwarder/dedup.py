@@ -6,7 +6,7 @@ first claim records the fact's content and message id; a later claim keeps them 
 resend carries what the first attempt recorded. A claim that loses gets the item as it stands (ALL_OLD)::
 
     store = DedupStore(dynamodb_client, "table", lease_seconds=90, visitor_ttl_seconds=..., event_ttl_seconds=...)
-    claims = store.claim_all(claim_requests(events))        # {slot: Claim}, concurrently
+    claims = store.claim_all(claim_requests(events), precheck=True)    # {slot: Claim}, concurrently
     claims[slot].answer.state                                # CLAIMED / SENT / IN_FLIGHT / UNAVAILABLE / INVALID
     store.mark_sent([(claims[slot], message_id)])           # BatchWriteItem, 25 a request
     store.release([claims[slot]])                           # a retry can claim at once
@@ -15,14 +15,22 @@ Item: ``pk = WS#<workspace>#V#<visitor>``, ``sk`` = the fact's key (a fact id to
 its SHA-256, the id kept in ``fact_name``), ``status`` (PENDING | SENT), ``message_id``, ``content`` (JSON),
 ``first_attempt_at``, ``delivered_at``, ``attempts``, ``lease_until``, ``claim_token``, ``updated_at`` and
 ``expires_at`` (the TTL attribute).
+
+Repeats cost no write: SENT only ever changes by expiry (days) or erasure, so a fact known SENT needs no claim.
+The store remembers the facts it saw SENT (``SentCache``, per execution environment, bounded, entries for
+``SENT_CACHE_SECONDS``), and with ``precheck`` (the SQS path) it first reads the rest with one eventually
+consistent BatchGetItem per 100: a SENT item is answered from it, anything else (absent, PENDING, or a read
+that is stale) falls through to the conditional write, which alone can claim.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .facts import ClaimAnswer, ClaimRequest, ClaimState, Fact, Slot
+from .health import BUCKET_TTL_S, Bucket, Tally
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -56,6 +65,9 @@ MAX_KEY_NAME_BYTES = 200  # a fact id longer than this (UTF-8) is hashed inside 
 # The table refused the request itself: retrying the same request can never succeed.
 PERMANENT_ERRORS = frozenset({"ValidationException", "SerializationException"})
 CLAIM_THREADS = 16
+_BATCH_GET_LIMIT = 100
+SENT_CACHE_ENTRIES = 100_000
+SENT_CACHE_SECONDS = 300  # an erased visitor may read as known to a warm function for this long
 
 
 class DedupUnavailableError(Exception):
@@ -106,6 +118,44 @@ def _number(item: Mapping[str, Any], name: str) -> int:
     return int(item.get(name, {}).get("N", "0"))
 
 
+class SentCache:
+    """Facts known SENT, with their recorded content: at most ``entries``, each for ``max_age_s`` (LRU)::
+
+    cache = SentCache()
+    cache.put(slot, content)
+    cache.get(slot)          # the content, or None when unknown or too old
+    """
+
+    def __init__(
+        self,
+        entries: int = SENT_CACHE_ENTRIES,
+        max_age_s: float = SENT_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries = entries
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._known: OrderedDict[Slot, tuple[float, dict[str, Any] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, slot: Slot) -> tuple[bool, dict[str, Any] | None]:
+        """(known SENT, its recorded content)."""
+        with self._lock:
+            found = self._known.get(slot)
+            if found is None or self._clock() - found[0] > self._max_age_s:
+                return False, None
+            self._known.move_to_end(slot)
+            return True, found[1]
+
+    def put(self, slot: Slot, content: dict[str, Any] | None) -> None:
+        """Remember ``slot`` as SENT."""
+        with self._lock:
+            self._known[slot] = (self._clock(), content)
+            self._known.move_to_end(slot)
+            while len(self._known) > self._entries:
+                self._known.popitem(last=False)
+
+
 class DedupStore:
     """Claims, marks and releases facts in the dedup table. Thread-safe (boto3 clients are)."""
 
@@ -118,12 +168,14 @@ class DedupStore:
         visitor_ttl_seconds: int,
         event_ttl_seconds: int,
         clock: Callable[[], float] = time.time,
+        sent: SentCache | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._lease = lease_seconds
         self._ttl = {True: visitor_ttl_seconds, False: event_ttl_seconds}
         self._clock = clock
+        self._sent = sent if sent is not None else SentCache()
         self._pool: ThreadPoolExecutor | None = None
 
     def _map[T, R](self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
@@ -136,9 +188,67 @@ class DedupStore:
 
     # -- claims --------------------------------------------------------------------------------------------
 
-    def claim_all(self, requests: Sequence[ClaimRequest]) -> dict[Slot, Claim]:
-        """Claim every requested fact, concurrently. Never raises: failures are UNAVAILABLE / INVALID answers."""
-        return {claim.slot: claim for claim in self._map(self.claim, requests)}
+    def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> dict[Slot, Claim]:
+        """Claim every requested fact not known SENT, concurrently (first reading them, with ``precheck``).
+
+        Never raises: failures are UNAVAILABLE / INVALID answers.
+        """
+        claims: dict[Slot, Claim] = {}
+        unknown: list[ClaimRequest] = []
+        for request in requests:
+            known, content = self._sent.get(request.slot)
+            if known:
+                claims[request.slot] = Claim(request.slot, ClaimAnswer(ClaimState.SENT, content))
+            else:
+                unknown.append(request)
+        if precheck and unknown:
+            sent = self._read_sent([request.slot for request in unknown])
+            claims.update({slot: claim for slot, claim in sent.items()})
+            unknown = [request for request in unknown if request.slot not in sent]
+        claims.update({claim.slot: claim for claim in self._map(self.claim, unknown)})
+        return claims
+
+    def _read_sent(self, slots: Sequence[Slot]) -> dict[Slot, Claim]:
+        """The slots whose items read as SENT (eventually consistent; a failed read just finds nothing)."""
+        by_key = {(partition_key(s.workspace_id, s.visitor_id), sort_key(s.fact)): s for s in slots}
+        keys = [_key(slot) for slot in slots]
+        chunks = [keys[start : start + _BATCH_GET_LIMIT] for start in range(0, len(keys), _BATCH_GET_LIMIT)]
+        found: dict[Slot, Claim] = {}
+        now = int(self._clock())
+        for items in self._map(self._batch_get, chunks):
+            for item in items:
+                if item.get("status", {}).get("S") != SENT or _number(item, "expires_at") <= now:
+                    continue
+                slot = by_key[(item["pk"]["S"], item["sk"]["S"])]
+                content = _content(item)
+                self._sent.put(slot, content)
+                found[slot] = Claim(slot, ClaimAnswer(ClaimState.SENT, content), item)
+        return found
+
+    def _batch_get(self, keys: list[Item]) -> list[Item]:
+        items: list[Item] = []
+        pending = keys
+        for attempt in range(_UNPROCESSED_RETRIES + 1):
+            try:
+                answer = self._client.batch_get_item(
+                    RequestItems={
+                        self._table: {
+                            "Keys": pending,
+                            "ConsistentRead": False,
+                            "ProjectionExpression": "pk, sk, #status, content, expires_at",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                        }
+                    }
+                )
+            except (ClientError, BotoCoreError, OSError):
+                return items  # the claims decide without it
+            items.extend(answer.get("Responses", {}).get(self._table, []))
+            unprocessed = answer.get("UnprocessedKeys", {}).get(self._table)
+            if not unprocessed:
+                break
+            pending = unprocessed["Keys"]
+            time.sleep(min(0.05 * 2**attempt, 0.5))
+        return items
 
     def claim(self, request: ClaimRequest) -> Claim:
         """Try to own one fact, recording ``request.content`` if the claim creates it."""
@@ -178,6 +288,8 @@ class DedupStore:
             if _number(old, "expires_at") <= now:
                 return self._replace_expired(request, old, values, token)
             state = ClaimState.SENT if old.get("status", {}).get("S") == SENT else ClaimState.IN_FLIGHT
+            if state is ClaimState.SENT:
+                self._sent.put(slot, _content(old))
             return Claim(slot, ClaimAnswer(state, _content(old)), old)
         except (BotoCoreError, OSError) as exc:  # network errors, timeouts
             return self._failed(slot, exc)
@@ -230,6 +342,7 @@ class DedupStore:
         Unconditional on purpose: the message went out under the fact's one id with its recorded content, so
         SENT is true whoever holds the lease now. Raises DedupUnavailableError when not every item was written.
         """
+        marks = list(marks)
         now = str(int(self._clock()))
         requests: list[WriteRequestTypeDef] = []
         for claim, message_id in marks:
@@ -241,19 +354,9 @@ class DedupStore:
                 updated_at={"N": now},
             )
             requests.append({"PutRequest": {"Item": item}})
-        for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
-            pending = requests[start : start + _BATCH_WRITE_LIMIT]
-            for attempt in range(_UNPROCESSED_RETRIES + 1):
-                try:
-                    answer = self._client.batch_write_item(RequestItems={self._table: pending})
-                except (ClientError, BotoCoreError, OSError) as exc:
-                    raise DedupUnavailableError(_error_code(exc)) from exc
-                pending = cast("list[WriteRequestTypeDef]", answer.get("UnprocessedItems", {}).get(self._table, []))
-                if not pending:
-                    break
-                time.sleep(min(0.05 * 2**attempt, 0.5))
-            if pending:
-                raise DedupUnavailableError(f"{len(pending)} items unprocessed")
+        _batch_write(self._client, self._table, requests)
+        for claim, _ in marks:
+            self._sent.put(claim.slot, claim.answer.content)
 
     def release(self, claims: Sequence[Claim]) -> None:
         """Give up leases after a failed delivery so a retry can claim at once (best effort: else the lease
@@ -276,3 +379,181 @@ class DedupStore:
             )
         except (ClientError, BotoCoreError, OSError):
             return  # the lease then simply expires; nothing is lost
+
+
+def _batch_write(client: DynamoDBClient, table: str, requests: Sequence[WriteRequestTypeDef]) -> None:
+    """BatchWriteItem, 25 a request, unprocessed items retried; DedupUnavailableError when not all were written."""
+    for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
+        pending = list(requests[start : start + _BATCH_WRITE_LIMIT])
+        for attempt in range(_UNPROCESSED_RETRIES + 1):
+            try:
+                answer = client.batch_write_item(RequestItems={table: pending})
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise DedupUnavailableError(_error_code(exc)) from exc
+            pending = cast("list[WriteRequestTypeDef]", answer.get("UnprocessedItems", {}).get(table, []))
+            if not pending:
+                break
+            time.sleep(min(0.05 * 2**attempt, 0.5))
+        if pending:
+            raise DedupUnavailableError(f"{len(pending)} items unprocessed")
+
+
+# -- operators: one visitor's facts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FactRecord:
+    """One of a visitor's facts as the table holds it: its key (with the original id where the stored key is
+    hashed), ``PENDING`` or ``SENT``, the messageId, times in seconds since the epoch, the recorded content."""
+
+    key: str
+    status: str
+    message_id: str
+    first_attempt_at: int | None
+    delivered_at: int | None
+    attempts: int
+    content: dict[str, Any] | None
+
+
+class VisitorFacts:
+    """What the table knows of one visitor, for the people who run the service::
+
+        facts = VisitorFacts(dynamodb_client, "table")
+        facts.list("demo", "v-1")        # [FactRecord, ...]
+        facts.erase("demo", "v-1")       # how many facts were removed; the visitor is unknown from then on
+
+    Raises DedupUnavailableError when DynamoDB fails.
+    """
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def _items(self, workspace_id: str, visitor_id: str, projection: str | None = None) -> list[Item]:
+        items: list[Item] = []
+        start: Item | None = None
+        while True:
+            params: dict[str, Any] = {
+                "TableName": self._table,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": partition_key(workspace_id, visitor_id)}},
+                "ConsistentRead": True,
+            }
+            if projection:
+                params["ProjectionExpression"] = projection
+            if start:
+                params["ExclusiveStartKey"] = start
+            try:
+                answer = self._client.query(**params)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise DedupUnavailableError(_error_code(exc)) from exc
+            items.extend(answer.get("Items", []))
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+    def list(self, workspace_id: str, visitor_id: str) -> list[FactRecord]:
+        """The visitor's facts, by key (a consistent read)."""
+        return [
+            FactRecord(
+                key=_fact_key(item),
+                status=item.get("status", {}).get("S", ""),
+                message_id=item.get("message_id", {}).get("S", ""),
+                first_attempt_at=_number(item, "first_attempt_at") or None,
+                delivered_at=_number(item, "delivered_at") or None,
+                attempts=_number(item, "attempts"),
+                content=_content(item),
+            )
+            for item in self._items(workspace_id, visitor_id)
+        ]
+
+    def erase(self, workspace_id: str, visitor_id: str) -> int:
+        """Delete every fact of the visitor (its user ids sit in keys too); the count removed."""
+        keys = self._items(workspace_id, visitor_id, projection="pk, sk")
+        _batch_write(
+            self._client, self._table, [{"DeleteRequest": {"Key": {"pk": k["pk"], "sk": k["sk"]}}} for k in keys]
+        )
+        return len(keys)
+
+
+def _fact_key(item: Mapping[str, Any]) -> str:
+    """The fact key of an item: its sort key, with the original id in place of a hash."""
+    key = str(item["sk"]["S"])
+    name = item.get("fact_name", {}).get("S")
+    return key if name is None else f"{key.split('#sha256:', 1)[0]}#{name}"
+
+
+# -- workspace health --------------------------------------------------------------------------------------
+
+
+_COUNTERS = "delivered :delivered, messages :messages, failed :failed, parked :parked"
+
+
+class HealthLedger:
+    """Hourly buckets of each workspace's delivery health (``pk = HEALTH#<workspace>``, ``sk`` = the hour),
+    summed from every function's tallies, kept two days::
+
+        ledger = HealthLedger(dynamodb_client, "table")
+        ledger.add("demo", tally, hour="2026-11-30T07", now_s=now)    # one UpdateItem; DedupUnavailableError
+        ledger.buckets("demo", since_hour="2026-11-29T07")            # [Bucket, ...]
+    """
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def add(self, workspace_id: str, tally: Tally, *, hour: str, now_s: int) -> None:
+        """Add a tally to its hour's bucket: counters added, the latest delivery and failure set."""
+        sets = ["expires_at = :expires"]
+        values: Item = {
+            ":delivered": {"N": str(tally.delivered)},
+            ":messages": {"N": str(tally.messages)},
+            ":failed": {"N": str(tally.failed)},
+            ":parked": {"N": str(tally.parked)},
+            ":expires": {"N": str(now_s + BUCKET_TTL_S)},
+        }
+        if tally.last_delivery_at is not None:
+            sets.append("last_delivery_at = :delivery_at, last_delivery_messages = :delivery_messages")
+            values[":delivery_at"] = {"N": str(tally.last_delivery_at)}
+            values[":delivery_messages"] = {"N": str(tally.last_delivery_messages)}
+        if tally.last_failure_at is not None:
+            sets.append("last_failure_at = :failure_at, last_failure_reason = :failure_reason")
+            values[":failure_at"] = {"N": str(tally.last_failure_at)}
+            values[":failure_reason"] = {"S": tally.last_failure_reason[:300] or "-"}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}},
+                UpdateExpression=(
+                    "ADD delivered :delivered, messages :messages, failed :failed, parked :parked SET "
+                    + ", ".join(sets)
+                ),
+                ExpressionAttributeValues=values,
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise DedupUnavailableError(_error_code(exc)) from exc
+
+    def buckets(self, workspace_id: str, *, since_hour: str) -> list[Bucket]:
+        """The workspace's buckets from ``since_hour`` on (one Query)."""
+        try:
+            answer = self._client.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND sk >= :since",
+                ExpressionAttributeValues={":pk": {"S": f"HEALTH#{workspace_id}"}, ":since": {"S": since_hour}},
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise DedupUnavailableError(_error_code(exc)) from exc
+        return [
+            Bucket(
+                hour=str(item["sk"]["S"]),
+                delivered=_number(item, "delivered"),
+                messages=_number(item, "messages"),
+                failed=_number(item, "failed"),
+                parked=_number(item, "parked"),
+                last_delivery_at=_number(item, "last_delivery_at") or None,
+                last_delivery_messages=_number(item, "last_delivery_messages"),
+                last_failure_at=_number(item, "last_failure_at") or None,
+                last_failure_reason=item.get("last_failure_reason", {}).get("S", ""),
+            )
+            for item in answer.get("Items", [])
+        ]

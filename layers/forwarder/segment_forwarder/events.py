@@ -42,6 +42,10 @@ def parse_timestamp(value: str) -> datetime:
 class Event:
     """One validated request of an ingest route.
 
+    ``segment_anonymous_id`` is the site's Segment anonymous id (analytics.js ``ajs_anonymous_id``), used as
+    ``anonymousId`` only when the workspace's ``anonymous_id`` setting is ``segment``; it never changes a dedup key
+    or a messageId (those are per ``visitor_id``).
+
     ``delivery_id`` is the messageId of a conversion that has no dedup fact: stable across redeliveries when
     the transport provides one (derived from the SQS message id, or carried from the HTTP attempt that queued
     it); ``from_body`` gives a fresh random one when the transport has none.
@@ -52,6 +56,7 @@ class Event:
     visitor_id: str
     timestamp: str
     user_id: str | None = None
+    segment_anonymous_id: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     test_id: str = ""
     variant_id: str = ""
@@ -78,6 +83,7 @@ class Event:
             visitor_id=body["visitor_id"],
             timestamp=iso_ms(moment),
             user_id=body.get("user_id"),
+            segment_anonymous_id=body.get("segment_anonymous_id"),
             context=dict(body.get("context") or {}),
             test_id=body.get("test_id", ""),
             variant_id=body.get("variant_id", ""),

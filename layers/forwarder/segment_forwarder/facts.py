@@ -18,11 +18,22 @@ A conversion with neither is always sent, under its delivery id. The first claim
 *content* (the message without ``messageId`` and ``context``); every send of the fact, by any later event, sends
 that recorded content under the fact's one message id (UUIDv5 of workspace, visitor and key).
 
+The workspace's settings (``workspace_settings.WorkspaceSettings``, an input: ``settings`` maps a workspace id
+to them, a workspace not in it has the defaults) shape what is claimed and sent, never a key or a message id:
+
+* ``screen`` skips an event before anything is claimed: its own kind not forwarded (``not_forwarded``), or its
+  context does not grant the consent category (``no_consent``); a later event is then still the first;
+* ``needs_of`` leaves out the Identify and the link when Identify is not forwarded;
+* ``anonymous_id`` and ``spec_names`` shape the *content* built for a claim (so a fact keeps what its first
+  claim saw, whatever the settings are when it is resent); ``ip`` and ``user_agent`` shape the *context* of the
+  sending event.
+
 One call (an HTTP request or an SQS batch) goes through four steps; the caller does the I/O in between::
 
-    requests = claim_requests(events)               # each distinct fact of the call once, first event's content
+    events = [e for e in events if screen(e, settings[e.workspace_id]) is None]   # the others are skipped
+    requests = claim_requests(events, settings)     # each distinct fact of the call once, first event's content
     answers = {r.slot: store.claim(r) for r in requests}        # CLAIMED / SENT / IN_FLIGHT / UNAVAILABLE ...
-    plan = plan_call(events, answers)               # per event: deliveries to send, earlier ones it needs
+    plan = plan_call(events, answers, settings)     # per event: deliveries to send, earlier ones it needs
     settled = settle(plan, results)                 # outcomes; facts to mark SENT and to release
 
 What a claim answer means for an event:
@@ -56,6 +67,12 @@ from .messages import (
     message_size,
     with_delivery,
 )
+from .workspace_settings import DEFAULT_SETTINGS, WorkspaceSettings
+
+SettingsOf = Mapping[str, WorkspaceSettings]  # workspace id -> its settings (a workspace not in it: the defaults)
+# The settings under which an event's messages are largest: the bridged anonymous id adds the visitor id; every
+# other default already sends the most (all kinds, spec names, the context as given).
+WIDEST_SETTINGS = WorkspaceSettings(anonymous_id="segment")
 
 
 class FactKind(enum.StrEnum):
@@ -148,7 +165,12 @@ def own_fact(event: Event) -> Fact | None:
     return IDENTIFY
 
 
-def track_content(event: Event) -> Content:
+def _segment_anonymous_id(event: Event, settings: WorkspaceSettings) -> str | None:
+    """The site's anonymous id to use as ``anonymousId``: only when the workspace bridges to it."""
+    return event.segment_anonymous_id if settings.anonymous_id == "segment" else None
+
+
+def track_content(event: Event, settings: WorkspaceSettings = DEFAULT_SETTINGS) -> Content:
     """The content of an assignment's or a conversion's Track, as this event would record it."""
     if event.kind == "assignment":
         return experiment_viewed_content(
@@ -159,6 +181,8 @@ def track_content(event: Event) -> Content:
             variant_id=event.variant_id,
             test_name=event.test_name,
             variant_name=event.variant_name,
+            spec_names=settings.spec_names,
+            segment_anonymous_id=_segment_anonymous_id(event, settings),
         )
     if event.kind == "conversion":
         return conversion_triggered_content(
@@ -168,38 +192,59 @@ def track_content(event: Event) -> Content:
             conversion_id=event.conversion_id,
             conversion_type=event.conversion_type,
             origin_url=event.origin_url,
+            segment_anonymous_id=_segment_anonymous_id(event, settings),
         )
     raise ValueError("an identify event has no Track")
 
 
-def needs_of(event: Event) -> tuple[Need, ...]:
-    """The facts an event needs, in the order their messages go out: Identify, link, then the Track's fact."""
+def needs_of(event: Event, settings: WorkspaceSettings = DEFAULT_SETTINGS) -> tuple[Need, ...]:
+    """The facts an event needs, in the order their messages go out: Identify, link, then the Track's fact.
+
+    Without Identify among the workspace's ``events`` a Track needs neither the Identify nor the link (they are
+    not claimed, so once Identify is forwarded again the visitor's next event sends its first Identify). An
+    event ``screen`` skips needs nothing; this function does not check that.
+    """
     identify = event.kind == "identify"
-    needs = [Need(_slot(event, IDENTIFY), _identify(event, event.user_id), primary=identify)]
-    if event.user_id is not None:
-        link = Fact(FactKind.LINK, event.user_id)
-        needs.append(Need(_slot(event, link), _identify(event, event.user_id), primary=identify))
+    needs: list[Need] = []
+    if settings.identifies:
+        needs.append(Need(_slot(event, IDENTIFY), _identify(event, event.user_id, settings), primary=identify))
+        if event.user_id is not None:
+            link = Fact(FactKind.LINK, event.user_id)
+            needs.append(Need(_slot(event, link), _identify(event, event.user_id, settings), primary=identify))
     own = own_fact(event)
     if own is not None and own.kind is not FactKind.IDENTIFY:
-        needs.append(Need(_slot(event, own), track_content(event), primary=True))
+        needs.append(Need(_slot(event, own), track_content(event, settings), primary=True))
     return tuple(needs)
 
 
 def largest_message(event: Event) -> int:
-    """Size (as Segment measures it) of the largest message this event could send, with its own content.
+    """Size (as Segment measures it) of the largest message this event could send, with its own content, under
+    any workspace settings (``WIDEST_SETTINGS``: settings only ever make a message smaller, except the bridged
+    anonymous id, which adds the visitor id).
 
-    Checked at the edge, before anything is claimed: an event whose message would be over Segment's limit is
-    refused (HTTP 413, SQS dead-letter queue) instead of failing later.
+    Checked at the edge, before anything is claimed (the workspace's settings are not known there): an event
+    whose message would be over Segment's limit is refused (HTTP 413, SQS dead-letter queue) instead of failing
+    later.
     """
-    contents = [need.content for need in needs_of(event)]
+    contents = [need.content for need in needs_of(event, WIDEST_SETTINGS)]
     if own_fact(event) is None:
-        contents.append(track_content(event))
+        contents.append(track_content(event, WIDEST_SETTINGS))
     longest_id = "00000000-0000-0000-0000-000000000000"
     return max(message_size(with_delivery(content, longest_id, event.context)) for content in contents)
 
 
-def _identify(event: Event, user_id: str | None) -> Content:
-    return identify_content(event.visitor_id, user_id=user_id, timestamp=event.timestamp)
+def _identify(event: Event, user_id: str | None, settings: WorkspaceSettings) -> Content:
+    return identify_content(
+        event.visitor_id,
+        user_id=user_id,
+        timestamp=event.timestamp,
+        segment_anonymous_id=_segment_anonymous_id(event, settings),
+    )
+
+
+def settings_of(settings: SettingsOf | None, event: Event) -> WorkspaceSettings:
+    """The settings of the event's workspace (the defaults when ``settings`` has none for it)."""
+    return (settings or {}).get(event.workspace_id, DEFAULT_SETTINGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +255,12 @@ class ClaimRequest:
     content: Content
 
 
-def claim_requests(events: Sequence[Event]) -> list[ClaimRequest]:
-    """Each distinct fact the events need, once, with the content of the first event (in order) that needs it."""
+def claim_requests(events: Sequence[Event], settings: SettingsOf | None = None) -> list[ClaimRequest]:
+    """Each distinct fact the events need, once, with the content of the first event (in order) that needs it,
+    built under its workspace's settings."""
     requests: dict[Slot, ClaimRequest] = {}
     for event in events:
-        for need in needs_of(event):
+        for need in needs_of(event, settings_of(settings, event)):
             requests.setdefault(need.slot, ClaimRequest(need.slot, need.content))
     return list(requests.values())
 
@@ -239,6 +285,26 @@ class Outcome:
     reason: str = ""
     complete: bool = True
     retry_after: float | None = None
+
+
+NOT_FORWARDED = Outcome("skipped", reason="not_forwarded")
+NO_CONSENT = Outcome("skipped", reason="no_consent")
+
+
+def screen(event: Event, settings: WorkspaceSettings) -> Outcome | None:
+    """The outcome of an event its workspace's settings skip before anything is claimed, else None.
+
+    ``skipped``/``not_forwarded``: the kind of message the event exists for is not among ``events`` (an identify
+    event when Identify is not forwarded, an assignment without Experiment Viewed, a conversion without
+    Conversion Triggered): nothing at all is sent for it, not even the visitor's first Identify.
+    ``skipped``/``no_consent``: ``consent_category`` is set and the event's context does not grant it. Nothing
+    is claimed either way, so a later event that is forwarded is still the visitor's first.
+    """
+    if not settings.forwards(event.kind):
+        return NOT_FORWARDED
+    if not settings.grants(event.context):
+        return NO_CONSENT
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,14 +346,14 @@ class _Draft:
     slots: list[Slot] = field(default_factory=list)
 
 
-def _message(content: Content, message_id: str, event: Event) -> Message:
-    """The message of a fact: its recorded content, with the sending event's context.
+def _message(content: Content, message_id: str, event: Event, settings: WorkspaceSettings) -> Message:
+    """The message of a fact: its recorded content, with the sending event's context as the settings shape it.
 
     The content may have been recorded by another event, so content and context were never measured together:
     should they be over Segment's limit together, the message goes with the ``library`` context only (each
     alone is within it, checked at the edge), rather than being refused.
     """
-    message = with_delivery(content, message_id, event.context)
+    message = with_delivery(content, message_id, settings.shape_context(event.context))
     if message_size(message) > MAX_MESSAGE_BYTES:
         return with_delivery(content, message_id, {})
     return message
@@ -310,9 +376,11 @@ def _verdict(needs: Sequence[Need], answers: Mapping[Slot, ClaimAnswer]) -> Outc
     return None
 
 
-def plan_call(events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer]) -> CallPlan:
+def plan_call(
+    events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer], settings: SettingsOf | None = None
+) -> CallPlan:
     """Decide, from the claim answers, which messages each event sends (``answers`` holds every slot of
-    ``claim_requests(events)``).
+    ``claim_requests(events, settings)``).
 
     Each fact claimed by this call is sent once, by the first event (in order) that needs it and has no
     verdict; a later event that needs it depends on that delivery. A link covered by the first Identify
@@ -322,7 +390,8 @@ def plan_call(events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer]) -> C
     plans: list[tuple[list[_Draft], list[_Draft], Outcome | None, bool]] = []
     mark_now: list[tuple[Slot, str]] = []
     for event in events:
-        needs = needs_of(event)
+        workspace_settings = settings_of(settings, event)
+        needs = needs_of(event, workspace_settings)
         verdict = _verdict(needs, answers)
         own: list[_Draft] = []
         earlier: list[_Draft] = []
@@ -350,7 +419,7 @@ def plan_call(events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer]) -> C
                         continue
                 if carrier is None:
                     content = answer.content if answer.content is not None else need.content
-                    carrier = _Draft(_message(content, need.slot.message_id, event), [need.slot])
+                    carrier = _Draft(_message(content, need.slot.message_id, event, workspace_settings), [need.slot])
                     carriers[need.slot] = carrier
                     own.append(carrier)
                 elif carrier not in own and carrier not in earlier:
@@ -358,7 +427,8 @@ def plan_call(events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer]) -> C
             if own_fact(event) is None:
                 if not event.delivery_id:
                     raise ValueError("a conversion without a dedup fact needs a delivery id")
-                own.append(_Draft(_message(track_content(event), event.delivery_id, event)))
+                content = track_content(event, workspace_settings)
+                own.append(_Draft(_message(content, event.delivery_id, event, workspace_settings)))
         plans.append((own, earlier, verdict, waits))
     frozen: dict[int, Delivery] = {}
 

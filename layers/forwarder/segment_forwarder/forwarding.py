@@ -8,7 +8,8 @@ The forwarder talks to its three dependencies through small protocols (``FactSto
 ``SegmentSender``), implemented by ``dedup.DedupStore``, ``connections.Connections`` and
 ``segment.SegmentClient`` in Lambda, and by in-memory fakes in the domain tests.
 
-Steps: resolve each workspace's connection (once per call); claim every distinct fact of the call,
+Steps: resolve each workspace's connection and settings (once per call); skip the events the settings screen
+out (``not_forwarded``, ``no_consent``) before anything is claimed; claim every distinct fact of the call,
 concurrently; ``plan_call`` decides what each event sends; each workspace's deliveries go out in order with as
 few ``/v1/batch`` requests as Segment's limits allow (workspaces concurrently; after a failed request the rest
 of that workspace waits for the retry, so no Track overtakes its Identify); ``settle`` gives the outcomes and
@@ -41,6 +42,8 @@ from .facts import (
     claim_requests,
     needs_of,
     plan_call,
+    screen,
+    settings_of,
     settle,
 )
 from .messages import Message
@@ -64,8 +67,9 @@ class ClaimHandle(Protocol):
 class FactStore[C: ClaimHandle](Protocol):
     """Where facts are claimed, marked SENT and released (``dedup.DedupStore``)."""
 
-    def claim_all(self, requests: Sequence[ClaimRequest]) -> Mapping[Slot, C]:
-        """A claim handle per requested slot; failures are UNAVAILABLE / INVALID answers, never exceptions."""
+    def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> Mapping[Slot, C]:
+        """A claim handle per requested slot; failures are UNAVAILABLE / INVALID answers, never exceptions.
+        ``precheck``: first read which are SENT already (cheaper than a conditional write that loses)."""
         ...
 
     def mark_sent(self, marks: Iterable[tuple[C, str]]) -> None:
@@ -110,8 +114,11 @@ class Forwarder[C: ClaimHandle]:
         self._on_segment_request = on_segment_request
         self._pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="send")
 
-    def forward(self, events: Sequence[Event], deadline: float) -> list[Outcome]:
+    def forward(self, events: Sequence[Event], deadline: float, *, precheck: bool = False) -> list[Outcome]:
         """Forward ``events``; Segment requests are bounded by ``deadline`` (``time.monotonic()`` based).
+
+        ``precheck`` reads the facts before claiming them: one more round trip that makes repeats cost a read
+        instead of a write (the SQS path; the HTTP path keeps to one claim round trip).
 
         When the marks cannot be written, every event that needed a fact delivered by this call is not
         ``complete``: it comes back, and its resend (same ids, same content) marks them. Should anything raise
@@ -126,9 +133,10 @@ class Forwarder[C: ClaimHandle]:
             else:
                 results[index] = failure
         live = [events[index] for index in connected]
-        claims = self._store.claim_all(claim_requests(live))
+        settings = {workspace: connection.settings for workspace, connection in connections.items()}
+        claims = self._store.claim_all(claim_requests(live, settings), precheck=precheck)
         try:
-            plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()})
+            plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()}, settings)
             sent = self._send(live, plan, connections, deadline)
             settled = settle(plan, sent)
             recorded = self._settle(claims, settled.marks, settled.releases)
@@ -137,12 +145,14 @@ class Forwarder[C: ClaimHandle]:
             raise
         unmarked = set() if recorded else {slot for slot, _ in settled.marks}
         for index, event, outcome in zip(connected, live, settled.outcomes, strict=True):
-            needs_unmarked = bool(unmarked) and any(need.slot in unmarked for need in needs_of(event))
+            needs = needs_of(event, settings_of(settings, event))
+            needs_unmarked = bool(unmarked) and any(need.slot in unmarked for need in needs)
             results[index] = replace(outcome, complete=False) if needs_unmarked else outcome
         return [result or Outcome("retry", reason="internal") for result in results]
 
     def _connect(self, events: Sequence[Event], found: dict[str, Connection]) -> list[Outcome | None]:
-        """Resolve each workspace's connection once; an outcome for each event that cannot go on."""
+        """Resolve each workspace's connection once; an outcome for each event that cannot go on: its workspace is
+        not connected (or its connection cannot be read), or its settings skip it (``facts.screen``)."""
         failures: dict[str, Outcome | None] = {}
         for workspace in dict.fromkeys(event.workspace_id for event in events):
             try:
@@ -158,7 +168,7 @@ class Forwarder[C: ClaimHandle]:
             else:
                 failures[workspace] = None
                 found[workspace] = connection
-        return [failures[event.workspace_id] for event in events]
+        return [failures[event.workspace_id] or screen(event, found[event.workspace_id].settings) for event in events]
 
     def _send(
         self, events: Sequence[Event], plan: CallPlan, connections: dict[str, Connection], deadline: float

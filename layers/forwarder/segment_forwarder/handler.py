@@ -11,6 +11,7 @@ forwarder and shapes the answer; one record's failure never touches another reco
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,11 +26,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .api_gateway import json_response, request_body
 from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
-from .dedup import Claim, DedupStore
+from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
 from .errors import RequestError
 from .events import SCHEMAS, Event, Kind, sqs_delivery_id
 from .facts import Outcome, largest_message
 from .forwarding import Forwarder
+from .health import HealthRecorder, hour_of
 from .messages import MAX_MESSAGE_BYTES
 from .queues import DELIVERY_ID_ATTRIBUTE, Parked, Queues, QueueUnavailableError
 from .retries import RetryPolicy, horizon_start
@@ -52,14 +54,17 @@ class Runtime:
     settings: Settings
     forwarder: Forwarder[Claim]
     queues: Queues
+    health: HealthRecorder
+    ledger: HealthLedger
 
     @classmethod
     def from_env(cls) -> Runtime:
         """Build clients once; boto3 reads the region and (locally) AWS_ENDPOINT_URL from the environment."""
         settings = Settings.from_env(required=INGEST_VARIABLES)
         session = boto3.session.Session()
+        dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
         store = DedupStore(
-            session.client("dynamodb", config=AWS_CLIENT_CONFIG),
+            dynamodb,
             settings.table_name,
             lease_seconds=settings.lease_seconds,
             visitor_ttl_seconds=settings.dedup_ttl_seconds,
@@ -70,9 +75,10 @@ class Runtime:
             settings.secret_prefix,
             settings.connection_cache_seconds,
         )
-        forwarder = Forwarder(store, connections, SegmentClient(settings.endpoints), _segment_latency)
+        segment = SegmentClient(settings.endpoints, breaker_threshold=settings.segment_breaker_threshold)
+        forwarder = Forwarder(store, connections, segment, _segment_latency)
         queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.queue_url, settings.dlq_url)
-        return cls(settings, forwarder, queues)
+        return cls(settings, forwarder, queues, HealthRecorder(), HealthLedger(dynamodb, settings.table_name))
 
 
 def make_handler(kind: Kind) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
@@ -88,10 +94,13 @@ def make_handler(kind: Kind) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
             runtime = Runtime.from_env()
         logger.append_keys(kind=kind)
         remaining_s = context.get_remaining_time_in_millis() / 1000
-        if "Records" in event:
-            return _handle_sqs(runtime, kind, event["Records"], remaining_s)
-        logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
-        return _handle_http(runtime, kind, event, remaining_s)
+        try:
+            if "Records" in event:
+                return _handle_sqs(runtime, kind, event["Records"], remaining_s)
+            logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
+            return _handle_http(runtime, kind, event, remaining_s)
+        finally:
+            _write_health(runtime)
 
     return handler
 
@@ -115,7 +124,8 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
     except Exception:  # a bug must not lose an accepted event: log it and let the queue retry
         logger.exception("forwarding failed")
         outcome = Outcome("retry", reason="internal_error")
-    _record(event, outcome, "http")
+    _record(runtime, event, outcome, "http")
+    _tally(runtime, event, outcome)
     received_ms = int(received_at.timestamp() * 1000)
     if outcome.status in ("delivered", "duplicate") and not outcome.complete:
         _enqueue(runtime, event, received_ms, "incomplete")  # the copy comes back until every fact is recorded
@@ -174,21 +184,26 @@ def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaini
             parked.append(Parked(record, "unexpected_error", type(result).__name__, None, event.delivery_id, kind))
             continue
         outcome = result if result.complete else Outcome("retry", result.message_ids, "incomplete")
-        _record(event, outcome, "sqs", correlation_id=str(record["messageId"]))
-        if outcome.status == "rejected":
-            parked.append(Parked(record, "rejected", outcome.reason, None, event.delivery_id, kind))
-        elif outcome.status == "retry":
+        _record(runtime, event, outcome, "sqs", correlation_id=str(record["messageId"]))
+        if outcome.status == "retry":
             attributes = record.get("attributes", {})
             receives = int(attributes.get("ApproximateReceiveCount", "1"))
             carried = {k: v.get("stringValue", "") for k, v in record.get("messageAttributes", {}).items()}
             since = horizon_start(carried, int(attributes.get("ApproximateFirstReceiveTimestamp") or now_ms))
-            if policy.exhausted(now_ms=now_ms, since_ms=since) or receives >= runtime.settings.max_receive_count:
+            give_up = policy.exhausted(now_ms=now_ms, since_ms=since) or receives >= runtime.settings.max_receive_count
+            _tally(runtime, event, outcome, parked=give_up)
+            if give_up:
                 parked.append(Parked(record, "retries_exhausted", outcome.reason, None, event.delivery_id, kind))
             else:
                 metrics.add_metric("RetryAge", MetricUnit.Seconds, max(now_ms - since, 0) // 1000)
                 dice = random.random()  # noqa: S311 - jitter, not crypto
-                delay = policy.delay_s(receives=receives, retry_after_s=outcome.retry_after, dice=dice)
-                retries[str(record["messageId"])] = delay
+                retries[str(record["messageId"])] = policy.delay_s(
+                    receives=receives, retry_after_s=outcome.retry_after, dice=dice
+                )
+        else:
+            _tally(runtime, event, outcome, parked=outcome.status == "rejected")
+            if outcome.status == "rejected":
+                parked.append(Parked(record, "rejected", outcome.reason, None, event.delivery_id, kind))
     not_parked = _park(runtime, parked)
     handles = {str(r["messageId"]): str(r.get("receiptHandle", "")) for r in records}
     runtime.queues.delay([(handles[message_id], delay) for message_id, delay in retries.items()])
@@ -220,7 +235,7 @@ def _forward_isolated(runtime: Runtime, events: list[Event], deadline: float) ->
     if not events:
         return []
     try:
-        return list(runtime.forwarder.forward(events, deadline))
+        return list(runtime.forwarder.forward(events, deadline, precheck=True))
     except Exception as exc:
         if len(events) == 1:
             logger.exception("forwarding failed", extra={"visitor_id": events[0].visitor_id})
@@ -246,14 +261,42 @@ def _park(runtime: Runtime, parked: Sequence[Parked]) -> list[str]:
     return failed
 
 
+def _tally(runtime: Runtime, event: Event, outcome: Outcome, *, parked: bool = False) -> None:
+    """Count the event in its workspace's delivery health (a fact in flight elsewhere, or a complete event waiting
+    for another attempt's fact, is no failure)."""
+    now_ms = int(time.time() * 1000)
+    if outcome.message_ids and outcome.status in ("delivered", "retry"):
+        runtime.health.delivered(event.workspace_id, messages=len(outcome.message_ids), now_ms=now_ms)
+    if outcome.status == "rejected" or (outcome.status == "retry" and outcome.reason not in _NOT_FAILURES):
+        runtime.health.failed(event.workspace_id, reason=outcome.reason, now_ms=now_ms, parked=parked)
+
+
+_NOT_FAILURES = frozenset({"in_flight", "incomplete"})
+
+
+def _write_health(runtime: Runtime | None) -> None:
+    """Write the tallies that are due into their workspaces' hourly buckets (best effort: health is evidence,
+    not state; a lost tally is logged)."""
+    if runtime is None:
+        return
+    now_ms = int(time.time() * 1000)
+    for workspace, tally in runtime.health.due(now_ms=now_ms).items():
+        try:
+            runtime.ledger.add(workspace, tally, hour=hour_of(now_ms), now_s=now_ms // 1000)
+        except DedupUnavailableError as exc:
+            logger.warning("could not write delivery health", extra={"workspace_id": workspace, "error": str(exc)})
+
+
 def _segment_latency(milliseconds: int) -> None:
     metrics.add_metric("SegmentLatency", MetricUnit.Milliseconds, milliseconds)
 
 
-def _record(event: Event, outcome: Outcome, path: str, correlation_id: str | None = None) -> None:
-    """One log line and one metric per forwarded event (never the write key)."""
+def _record(runtime: Runtime, event: Event, outcome: Outcome, path: str, correlation_id: str | None = None) -> None:
+    """One metric and one log line per forwarded event (never the write key). Lines of events that went well
+    (delivered, duplicate) are INFO for a sample of them only (``DELIVERED_LOG_SAMPLE_RATE``, decided by the
+    event's delivery id, so every line of one event agrees) and DEBUG otherwise; every other outcome is INFO."""
     metrics.add_metric(outcome.status.capitalize(), MetricUnit.Count, 1)
-    extra = {
+    extra: dict[str, Any] = {
         "path": path,
         "workspace_id": event.workspace_id,
         "visitor_id": event.visitor_id,
@@ -262,4 +305,13 @@ def _record(event: Event, outcome: Outcome, path: str, correlation_id: str | Non
     }
     if correlation_id is not None:
         extra["correlation_id"] = correlation_id
-    logger.info(outcome.status, extra=extra)
+    routine = outcome.status in ("delivered", "duplicate") and outcome.complete
+    if routine and not _sampled(event.delivery_id, runtime.settings.delivered_log_sample_rate):
+        logger.debug(outcome.status, extra=extra)
+    else:
+        logger.info(outcome.status, extra=extra)
+
+
+def _sampled(key: str, rate: float) -> bool:
+    """Whether ``key`` falls in a ``rate`` share of all keys (the same answer every time)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < rate * 0x1_0000_0000

@@ -1,7 +1,7 @@
 """Segment messages: what the forwarder sends, built in one place (pure: no I/O, no clock).
 
 A message is its *content* (what a fact records the first time it is claimed: type, ids, event name,
-properties, timestamp) plus the ``messageId`` and the ``context`` added when it is sent::
+properties or traits, timestamp) plus the ``messageId`` and the ``context`` added when it is sent::
 
     content = identify_content("v-1", user_id="u-42", timestamp="2026-11-29T12:00:00.000Z")
     message = with_delivery(content, message_id("demo", "v-1", "IDENTIFY"), {"ip": "203.0.113.7"})
@@ -78,9 +78,27 @@ def _ids(anonymous_id: str, user_id: str | None) -> Content:
     return ids
 
 
-def identify_content(visitor_id: str, *, user_id: str | None, timestamp: str) -> Content:
-    """An Identify of the visitor (``anonymousId``), linking it to ``user_id`` when given."""
-    return {"type": "identify", **_ids(visitor_id, user_id), "timestamp": timestamp}
+def _anonymous_id(visitor_id: str, segment_anonymous_id: str | None) -> tuple[str, Content]:
+    """``anonymousId`` and the extra traits / properties: the visitor id alone, or, bridged to the site's Segment
+    anonymous id, that id with the visitor id as ``visitor_id``."""
+    if segment_anonymous_id is None:
+        return visitor_id, {}
+    return segment_anonymous_id, {"visitor_id": visitor_id}
+
+
+def identify_content(
+    visitor_id: str, *, user_id: str | None, timestamp: str, segment_anonymous_id: str | None = None
+) -> Content:
+    """An Identify of the visitor (``anonymousId``), linking it to ``user_id`` when given.
+
+    With ``segment_anonymous_id`` (the site's analytics.js ``ajs_anonymous_id``) that id is the ``anonymousId``
+    and the visitor id travels as ``traits.visitor_id``.
+    """
+    anonymous_id, traits = _anonymous_id(visitor_id, segment_anonymous_id)
+    content: Content = {"type": "identify", **_ids(anonymous_id, user_id), "timestamp": timestamp}
+    if traits:
+        content["traits"] = traits
+    return content
 
 
 def experiment_viewed_content(
@@ -92,19 +110,23 @@ def experiment_viewed_content(
     variant_id: str,
     test_name: str | None = None,
     variant_name: str | None = None,
+    spec_names: bool = True,
+    segment_anonymous_id: str | None = None,
 ) -> Content:
-    """ "Experiment Viewed" with the product's names and Segment's A/B spec names (experiment_*, variation_*)."""
-    properties: Content = {
-        "test_id": test_id,
-        "variant_id": variant_id,
-        "experiment_id": test_id,
-        "variation_id": variant_id,
-    }
+    """ "Experiment Viewed" with the product's names and, unless ``spec_names`` is False, Segment's A/B spec names
+    (experiment_*, variation_*); ``segment_anonymous_id`` as for ``identify_content`` (``properties.visitor_id``)."""
+    properties: Content = {"test_id": test_id, "variant_id": variant_id}
+    if spec_names:
+        properties.update(experiment_id=test_id, variation_id=variant_id)
     if test_name is not None:
-        properties["test_name"] = properties["experiment_name"] = test_name
+        properties["test_name"] = test_name
+        if spec_names:
+            properties["experiment_name"] = test_name
     if variant_name is not None:
-        properties["variant_name"] = properties["variation_name"] = variant_name
-    return _track(EXPERIMENT_VIEWED, visitor_id, user_id, timestamp, properties)
+        properties["variant_name"] = variant_name
+        if spec_names:
+            properties["variation_name"] = variant_name
+    return _track(EXPERIMENT_VIEWED, visitor_id, user_id, timestamp, properties, segment_anonymous_id)
 
 
 def conversion_triggered_content(
@@ -115,14 +137,16 @@ def conversion_triggered_content(
     conversion_id: str,
     conversion_type: str,
     origin_url: str,
+    segment_anonymous_id: str | None = None,
 ) -> Content:
-    """ "Conversion Triggered" with the conversion's id, type and the page it happened on."""
+    """ "Conversion Triggered" with the conversion's id, type and the page it happened on; ``segment_anonymous_id``
+    as for ``identify_content`` (``properties.visitor_id``)."""
     properties: Content = {
         "conversion_id": conversion_id,
         "conversion_type": conversion_type,
         "origin_url": origin_url,
     }
-    return _track(CONVERSION_TRIGGERED, visitor_id, user_id, timestamp, properties)
+    return _track(CONVERSION_TRIGGERED, visitor_id, user_id, timestamp, properties, segment_anonymous_id)
 
 
 def connection_test_content(workspace_id: str, *, timestamp: str) -> Content:
@@ -131,12 +155,20 @@ def connection_test_content(workspace_id: str, *, timestamp: str) -> Content:
     return _track(CONNECTION_TEST, CONNECTION_TEST_ANONYMOUS_ID, None, timestamp, properties)
 
 
-def _track(event: str, anonymous_id: str, user_id: str | None, timestamp: str, properties: Content) -> Content:
+def _track(
+    event: str,
+    visitor_id: str,
+    user_id: str | None,
+    timestamp: str,
+    properties: Content,
+    segment_anonymous_id: str | None = None,
+) -> Content:
+    anonymous_id, extra = _anonymous_id(visitor_id, segment_anonymous_id)
     return {
         "type": "track",
         "event": event,
         **_ids(anonymous_id, user_id),
-        "properties": properties,
+        "properties": {**properties, **extra},
         "timestamp": timestamp,
     }
 

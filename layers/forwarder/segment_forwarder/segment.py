@@ -85,7 +85,8 @@ class SendOutcome:
 class CircuitBreaker:
     """One region's Segment, as a warm function has found it: after ``threshold`` failed requests in a row
     (5xx, 429, timeouts, unreachable) it stops sending there for a cooldown (5 s, doubling each time it trips
-    again, at most 60 s), then lets one request through: success closes it, failure opens it again::
+    again, at most 60 s), then lets one request through: success closes it, failure opens it again. A
+    ``threshold`` of 0 never opens::
 
         breaker = CircuitBreaker()
         if breaker.allow():        # False while open (``remaining_s()`` says for how long)
@@ -130,7 +131,7 @@ class CircuitBreaker:
                 self._failures, self._trips, self._open_until = 0, 0, None
                 return
             self._failures += 1
-            if self._open_until is not None or self._failures >= self._threshold:
+            if self._threshold and (self._open_until is not None or self._failures >= self._threshold):
                 self._trips += 1
                 cooldown = min(self._cooldown_s * 2 ** (self._trips - 1), self._max_cooldown_s)
                 self._open_until = self._clock() + cooldown
@@ -150,12 +151,15 @@ class SegmentClient:
         endpoints: dict[str, str],
         pool: urllib3.PoolManager | None = None,
         breakers: dict[str, CircuitBreaker] | None = None,
+        breaker_threshold: int = BREAKER_THRESHOLD,
     ) -> None:
         self._endpoints = {region: url.rstrip("/") for region, url in endpoints.items()}
         self._pool = pool or urllib3.PoolManager(
             num_pools=4, maxsize=8, retries=False, cert_reqs="CERT_REQUIRED", block=False
         )
-        self._breakers = breakers if breakers is not None else {region: CircuitBreaker() for region in endpoints}
+        if breakers is None:
+            breakers = {region: CircuitBreaker(breaker_threshold) for region in endpoints}
+        self._breakers = breakers
 
     def endpoint(self, region: str) -> str:
         """The batch URL of a region; a region without an endpoint is a KeyError (never another region)."""

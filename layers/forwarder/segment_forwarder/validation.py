@@ -48,7 +48,15 @@ MAX_STRING_BYTES: Final = 8 * 1024
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FUTURE: Final = timedelta(hours=1)
-ID_FIELDS: Final = ("visitor_id", "user_id", "test_id", "variant_id", "conversion_id", "event_id")
+ID_FIELDS: Final = (
+    "visitor_id",
+    "segment_anonymous_id",
+    "user_id",
+    "test_id",
+    "variant_id",
+    "conversion_id",
+    "event_id",
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _HOST = re.compile(r"^[^\s:@/]+(:[0-9]{1,5})?$")
 
@@ -245,6 +253,9 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
         "minLength": f"must be at least {definition} characters long",
         "maxLength": f"must be at most {definition} characters long",
         "maxProperties": f"must have at most {definition} keys",
+        "minItems": f"must have at least {definition} items",
+        "maxItems": f"must have at most {definition} items",
+        "uniqueItems": "must not repeat an item",
         "pattern": "has characters or a form that are not allowed",
         "enum": f"must be one of {definition}",
         "format": f"must be a valid {definition}",
