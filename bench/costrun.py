@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bench.costs import Usage, api_gateway_units, billed_ms, cost_per_million, platform_log_bytes, sqs_request_units
 from bench.throughput import Run, Stack, StackEnvironment
@@ -174,6 +175,6 @@ def usage_of(run: Run, memory_mb: int) -> Usage:
     return usage
 
 
-def _request_bytes(event: dict) -> int:
+def _request_bytes(event: dict[str, Any]) -> int:
     headers = sum(len(name) + len(value) + 4 for name, value in event.get("headers", {}).items())
     return len(str(event.get("body", "")).encode()) + headers

@@ -40,7 +40,7 @@ import botocore.client
 from bench.costs import sqs_request_units
 from local_stack.invoke import LambdaContext
 
-Handler = Callable[[dict, Any], dict]
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 # -- AWS calls ------------------------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class AwsRecorder:
         original = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]
         recorder = self
 
-        def recorded(client: Any, operation_name: str, api_params: dict) -> Any:
+        def recorded(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
             recorder._hook(client)
             service = client.meta.service_model.service_name
             units = sqs_request_units(sqs_payload_bytes(operation_name, api_params)) if service == "sqs" else 0
@@ -151,6 +151,26 @@ def sequential_chain[T](items: Iterable[T], window: Callable[[T], tuple[float, f
             chain.append(item)
             last_end = end
     return chain
+
+
+def covered_seconds(windows: Iterable[tuple[float, float]]) -> float:
+    """The length of the union of time windows (start, end): time covered by at least one of them.
+
+    >>> covered_seconds([(0, 5), (1, 6), (2, 7), (8, 13)])  # three concurrent claims, then a mark
+    12
+    """
+    total: float = 0
+    current: tuple[float, float] | None = None
+    for start, end in sorted(windows):
+        if current is None or start > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = (start, end)
+        else:
+            current = (current[0], max(current[1], end))
+    if current is not None:
+        total += current[1] - current[0]
+    return total
 
 
 # -- output -------------------------------------------------------------------------------------------------------
@@ -244,11 +264,12 @@ class Invocation:
     """One handler call: what it answered, how long it took, which AWS calls it made, what it printed."""
 
     function: str
-    event: dict
-    answer: dict
+    event: dict[str, Any]
+    answer: dict[str, Any]
     seconds: float
     calls: list[AwsCall]
     output: OutputStats
+    cpu_seconds: float = 0.0  # CPU time of this whole process during the call (all its threads)
 
     @property
     def sequential_chain(self) -> list[AwsCall]:
@@ -265,6 +286,13 @@ class Invocation:
         """Seconds in the AWS calls of that chain (the invocation waited at least that long for AWS)."""
         return sum(call.ended - call.started for call in self.sequential_chain)
 
+    @property
+    def aws_wait_seconds(self) -> float:
+        """Seconds during which at least one AWS call was outstanding (the union of the calls' windows): all the
+        time the invocation spent waiting for AWS, concurrent calls included however long the endpoint took to
+        serve them."""
+        return covered_seconds((call.started, call.ended) for call in self.calls)
+
 
 class Meter:
     """Invokes handlers one at a time as Lambda would, measuring each call at the boundaries."""
@@ -273,15 +301,19 @@ class Meter:
         self.recorder = recorder
         self._capture = OutputCapture()
 
-    def invoke(self, function: str, handler: Handler, event: dict, timeout_s: float = 30.0) -> Invocation:
+    def invoke(self, function: str, handler: Handler, event: dict[str, Any], timeout_s: float = 30.0) -> Invocation:
         """Call ``handler(event, context)`` with its output captured; the wall time is the Lambda duration."""
         self.recorder.take()
         context = LambdaContext(timeout_s=timeout_s)
         with self._capture:
+            cpu_started = time.process_time()
             started = time.perf_counter()
             answer = handler(event, context)
             seconds = time.perf_counter() - started
-        return Invocation(function, event, answer, seconds, self.recorder.take(), OutputStats.of(self._capture.data))
+            cpu_seconds = time.process_time() - cpu_started
+        return Invocation(
+            function, event, answer, seconds, self.recorder.take(), OutputStats.of(self._capture.data), cpu_seconds
+        )
 
 
 def percentile(values: Sequence[float], share: float) -> float:

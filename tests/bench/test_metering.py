@@ -4,7 +4,16 @@ import json
 import os
 import sys
 
-from bench.metering import OutputCapture, OutputStats, percentile, sequential_chain, sqs_payload_bytes
+from bench.metering import (
+    AwsCall,
+    Invocation,
+    OutputCapture,
+    OutputStats,
+    covered_seconds,
+    percentile,
+    sequential_chain,
+    sqs_payload_bytes,
+)
 
 
 def test_overlapping_calls_count_once_and_later_ones_again():
@@ -15,6 +24,24 @@ def test_overlapping_calls_count_once_and_later_ones_again():
     # a long call beside two short sequential ones: the invocation waited for two one after another
     assert len(sequential_chain([(0, 10), (1, 4), (5, 9)], lambda w: w)) == 2
     assert sequential_chain([], lambda w: w) == []
+
+
+def test_aws_wait_is_all_the_time_a_request_was_outstanding():
+    # three concurrent claims served one at a time (as moto does), then a mark: the chain has 2 calls, but the
+    # invocation waited from the first claim's start to the last claim's end, and for the mark
+    calls = [
+        AwsCall("dynamodb", "UpdateItem", 0.00, 0.02),
+        AwsCall("dynamodb", "UpdateItem", 0.00, 0.04),
+        AwsCall("dynamodb", "UpdateItem", 0.00, 0.06),
+        AwsCall("dynamodb", "BatchWriteItem", 0.07, 0.08),
+    ]
+    invocation = Invocation("assignment", {}, {}, 0.1, calls, OutputStats())
+    assert invocation.sequential_aws_requests == 2
+    assert abs(invocation.sequential_aws_seconds - 0.03) < 1e-9  # the chain's shortest claim and the mark
+    assert abs(invocation.aws_wait_seconds - 0.07) < 1e-9
+    assert covered_seconds([]) == 0
+    assert covered_seconds([(0, 5), (1, 6), (2, 7), (8, 13)]) == 12
+    assert covered_seconds([(0, 1), (1, 2)]) == 2
 
 
 def test_output_is_split_into_log_lines_and_emf_lines():
