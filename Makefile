@@ -21,7 +21,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
 	@echo "make test   lint, unit + integration tests, sam validate (+ --lint), sam build"
-	@echo "make bench  benchmark table (throughput, requests per event, cold start, package size)"
+	@echo "make bench  benchmark tables (throughput, requests, cold start, size, US$ per million events, latency)"
 	@echo "make soak   minutes of load, crashes, a flapping Segment and a connection change, then every invariant"
 	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
 	@echo "make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<name>]  DLQ back to its queue"
@@ -120,8 +120,9 @@ erase: venv
 	@test -n "$$WORKSPACE" -a -n "$$VISITOR" || { echo "usage: make erase WORKSPACE=<id> VISITOR=<id> [STACK=<stack name>]" >&2; exit 2; }
 	PYTHONPATH=layers/forwarder $(PY) -m ops.erase "$$WORKSPACE" "$$VISITOR" $(if $(STACK),--stack "$$STACK")
 
+# make bench [BENCH_ARGS="--sections 5678 --cost-batches 20"]: see python -m bench --help; writes .bench/results.json
 bench: venv build
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 # make soak [SOAK_ARGS="--requests 1000 --seed 7 --dump /tmp/soak.json"]: see python -m soak --help
 soak: venv

@@ -1,40 +1,51 @@
-"""``make bench`` / ``python -m bench``: the benchmark table, measured in one run.
+"""``make bench`` / ``python -m bench``: the benchmark tables, measured in one run.
 
 1. throughput of a stream of SQS batches: the forwarder's functions vs the *typical stack* (``typical_app``),
    on the same moto endpoint and Segment sink, warm, median of ``--runs``;
-2. AWS requests per event (counted at botocore) and Segment requests per batch (counted by the sink), with the
-   floor;
+2. AWS requests per event (counted at botocore), DynamoDB write units (the endpoint's ledger) and Segment
+   requests per batch (counted by the sink), with the floor;
 3. cold start: import time of each handler module vs ``import boto3`` alone, in fresh processes;
-4. size of each built function and of the layer (``.aws-sam/build``).
+4. size of each built function and of the layer (``.aws-sam/build``);
+5. US dollars per million events at AWS list prices (``bench/prices.py``), per component, for the forwarder over
+   SQS and HTTP and the typical stack (library defaults and tuned), on three workloads (``mixed``, ``steady``,
+   ``launch``: ``bench/workload.py``), with simulated latency (5 ms per AWS request, 50 ms per Segment request);
+6. DynamoDB request units per event against the floor (a claim and a mark per new fact);
+7. latency: SQS throughput of the three stacks and the forwarder's HTTP latency and sequential AWS requests;
+8. issue 11's targets: met or not, the figure, what bounds it.
 
+Sections 5-8 come from one measurement (``bench.costrun``) and also go to ``--results`` (``.bench/results.json``).
 Progress goes to stderr, the tables to stdout. Options: ``--runs``, ``--batches``, ``--batch-size``, ``--seed``,
 ``--import-runs``, ``--sections`` (e.g. ``34``), ``--tuned`` (adds the typical stack with a short
-``upload_interval``, to show how much of its time is the Segment client's batching window),
-``--aws-latency-ms`` / ``--segment-latency-ms`` (added per request, to see how the numbers move with latencies
-closer to AWS's and Segment's than moto's and the local sink's).
+``upload_interval`` to sections 1-2), ``--aws-latency-ms`` / ``--segment-latency-ms`` (added per request in
+sections 1-2), ``--cost-aws-latency-ms`` / ``--cost-segment-latency-ms`` / ``--cost-batches`` / ``--cost-http-batches``
+(sections 5-8).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "layers" / "forwarder"))  # segment_forwarder, as the layer provides it on Lambda
 
-from bench import coldstart, package_size  # noqa: E402
+from bench import coldstart, costrun, package_size  # noqa: E402
+from bench.costreport import CostReport  # noqa: E402
 from bench.report import ratio, size, table  # noqa: E402
-from bench.throughput import RunResult, Stack, StackEnvironment  # noqa: E402
+from bench.throughput import Run, Stack, StackEnvironment  # noqa: E402
 from bench.workload import Workload, generate  # noqa: E402
 
-TUNED_UPLOAD_INTERVAL_S = 0.05
+TUNED_UPLOAD_INTERVAL_S = costrun.TUNED_UPLOAD_INTERVAL_S
 WARMUP_BATCHES = 3
+RESULTS = ROOT / ".bench" / "results.json"
 
 
 def _progress(message: str) -> None:
@@ -44,21 +55,21 @@ def _progress(message: str) -> None:
 # -- sections 1 and 2 --------------------------------------------------------------------------------------------
 
 
-def run_throughput(args: argparse.Namespace) -> tuple[list[Stack], dict[str, list[RunResult]], Workload]:
+def run_throughput(
+    env: StackEnvironment, args: argparse.Namespace
+) -> tuple[list[Stack], dict[str, list[Run]], Workload]:
     """Warm up every stack, then run the workload ``args.runs`` times per stack, interleaved."""
-    env = StackEnvironment.start()
-    env.calls.added_latency_s = args.aws_latency_ms / 1000
-    if args.segment_latency_ms:
-        env.sink.set_fault(status=None, count=10**9, delay_s=args.segment_latency_ms / 1000)
+    env.set_latency(args.aws_latency_ms / 1000, args.segment_latency_ms / 1000)
+    stacks: list[Stack] = []
     try:
-        stacks = [env.ours(), env.typical("typical", "typical stack (library defaults)")]
+        stacks += [env.ours(), env.typical("typical", "typical stack (library defaults)")]
         if args.tuned:
             label = f"typical, upload_interval={TUNED_UPLOAD_INTERVAL_S:g} s"
             stacks.append(env.typical("tuned", label, TUNED_UPLOAD_INTERVAL_S))
         for stack in stacks:
             _progress(f"warming up {stack.label}")
             env.run(stack, generate(args.seed, f"warm-{stack.key}", WARMUP_BATCHES, args.batch_size))
-        results: dict[str, list[RunResult]] = {stack.key: [] for stack in stacks}
+        results: dict[str, list[Run]] = {stack.key: [] for stack in stacks}
         for run in range(args.runs):
             for stack in stacks:
                 workload = generate(args.seed, f"{stack.key}-{run}", args.batches, args.batch_size)
@@ -66,15 +77,17 @@ def run_throughput(args: argparse.Namespace) -> tuple[list[Stack], dict[str, lis
                 results[stack.key].append(result)
                 _progress(f"run {run + 1}/{args.runs} {stack.label}: {result.events_per_s:.0f} events/s")
     finally:
-        env.stop()
+        env.set_latency(0, 0)
+        for stack in stacks:
+            stack.close()
     return stacks, results, generate(args.seed, "expected", args.batches, args.batch_size)
 
 
-def _median_rate(results: list[RunResult]) -> float:
+def _median_rate(results: list[Run]) -> float:
     return statistics.median(r.events_per_s for r in results)
 
 
-def throughput_table(stacks: list[Stack], results: dict[str, list[RunResult]], workload: Workload) -> str:
+def throughput_table(stacks: list[Stack], results: dict[str, list[Run]], workload: Workload) -> str:
     """Section 1."""
     ours = _median_rate(results["ours"])
     rows = []
@@ -98,7 +111,7 @@ def throughput_table(stacks: list[Stack], results: dict[str, list[RunResult]], w
         runs = results[stack.key]
         delivered = sorted({r.segment_messages for r in runs})
         check = "as expected" if delivered == [workload.messages] else f"EXPECTED {workload.messages}"
-        failed = sum(r.batch_item_failures for r in runs)
+        failed = sum(r.first_failures for r in runs)
         unfinished = sum(r.unfinished for r in runs)
         notes.append(
             f"{stack.key}: Segment messages per run {'/'.join(map(str, delivered))} ({check}); records reported failed "
@@ -122,7 +135,7 @@ def throughput_table(stacks: list[Stack], results: dict[str, list[RunResult]], w
     return table(title, header, rows, notes)
 
 
-def requests_table(stacks: list[Stack], results: dict[str, list[RunResult]], workload: Workload) -> str:
+def requests_table(stacks: list[Stack], results: dict[str, list[Run]], workload: Workload) -> str:
     """Section 2."""
     operations = sorted({op for runs in results.values() for r in runs for op in r.aws_calls})
     header = ["per event (mean of all runs)", *[s.key for s in stacks]]
@@ -138,7 +151,12 @@ def requests_table(stacks: list[Stack], results: dict[str, list[RunResult]], wor
     rows.append(
         ["AWS requests", *[per_event(s, sum(sum(r.aws_calls.values()) for r in results[s.key])) for s in stacks]]
     )
-    rows.append(["DynamoDB items written", *[per_event(s, sum(r.item_writes for r in results[s.key])) for s in stacks]])
+    rows.append(
+        [
+            "DynamoDB write units (by item size)",
+            *[per_event(s, sum(r.units("wru") for r in results[s.key])) for s in stacks],
+        ]
+    )
     floor_writes = f"{workload.new_facts / workload.events:.2f}"
     rows.append(["floor: 1 conditional write per new fact", *[floor_writes for _ in stacks]])
     rows.append(None)
@@ -147,7 +165,7 @@ def requests_table(stacks: list[Stack], results: dict[str, list[RunResult]], wor
         [
             "Segment requests",
             *[
-                f"{sum(r.segment_requests for r in results[s.key]) / sum(r.batches for r in results[s.key]):.2f}"
+                f"{sum(len(r.segment_requests) for r in results[s.key]) / sum(r.batches for r in results[s.key]):.2f}"
                 for s in stacks
             ],
         ]
@@ -163,8 +181,9 @@ def requests_table(stacks: list[Stack], results: dict[str, list[RunResult]], wor
     )
     notes = [
         "AWS requests counted at botocore's BaseClient._make_api_call; Segment requests by the sink.",
-        "DynamoDB items written: PutItem/UpdateItem = 1, BatchWriteItem = its items (write units, items < 1 KB);",
-        "failed conditional writes included (they are billed too). A duplicate costs >= 1 request to detect.",
+        "DynamoDB write units: the endpoint's ledger, per item by the larger of its size before and after the",
+        "write; failed conditional writes included (they are billed too). Issue 11's floor (a claim and a mark",
+        "per new fact) is in section 6.",
     ]
     return table(title, header, rows, notes)
 
@@ -217,10 +236,11 @@ def size_table(sizes: list[package_size.PackageSize] | None) -> str:
 
 
 def summary(
-    results: dict[str, list[RunResult]] | None,
+    results: dict[str, list[Run]] | None,
     workload: Workload | None,
     timings: list[coldstart.ImportTiming] | None,
     sizes: list[package_size.PackageSize] | None,
+    report: CostReport | None,
 ) -> str:
     """The one-line summary of what was measured."""
     parts = []
@@ -231,12 +251,18 @@ def summary(
             return sum(sum(r.aws_calls.values()) for r in results[key]) / sum(r.events for r in results[key])
 
         def seg(key: str) -> float:
-            return sum(r.segment_requests for r in results[key]) / sum(r.batches for r in results[key])
+            return sum(len(r.segment_requests) for r in results[key]) / sum(r.batches for r in results[key])
 
         parts.append(f"{ours:.0f} vs {typical:.0f} events/s ({ratio(ours, typical)}) against the typical stack")
         parts.append(f"{aws('ours'):.2f} vs {aws('typical'):.2f} AWS requests/event")
         floor = workload.segment_floor / len(workload.batches)
         parts.append(f"{seg('ours'):.2f} vs {seg('typical'):.2f} Segment requests/batch (floor {floor:.2f})")
+    if report:
+        costs = ", ".join(
+            f"{name} ${report.total(name, 'ours'):.2f} vs ${report.total(name, 'typical'):.2f}"
+            for name in report.measured
+        )
+        parts.append(f"US$ per million events, ours vs typical: {costs}")
     if timings:
         beyond = max(t.median_beyond_boto3_ms for t in timings[1:5])
         parts.append(f"handlers import boto3 ({timings[0].median_ms:.0f} ms) + <= {beyond:.0f} ms")
@@ -244,6 +270,18 @@ def summary(
         layer = sizes[-1]
         parts.append(f"layer {size(layer.zip_bytes)} zipped, functions {size(max(s.zip_bytes for s in sizes[:-1]))}")
     return "Summary: " + "; ".join(parts) + "."
+
+
+def write_results(report: CostReport, args: argparse.Namespace, path: Path) -> None:
+    """Write ``report.results()`` with the run's circumstances to ``path`` (JSON)."""
+    document = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "moto": version("moto")},
+        "seed": args.seed,
+        **report.results(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,27 +292,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=10, help="records per SQS batch")
     parser.add_argument("--seed", type=int, default=7, help="workload seed")
     parser.add_argument("--import-runs", type=int, default=5, help="fresh processes per import measurement")
-    parser.add_argument("--sections", default="1234", help="sections to run, e.g. 34")
+    parser.add_argument("--sections", default="12345678", help="sections to run, e.g. 34")
     parser.add_argument(
         "--tuned",
         action="store_true",
-        help=f"add the typical stack with upload_interval={TUNED_UPLOAD_INTERVAL_S:g} s (about +30 s)",
+        help=f"sections 1-2: add the typical stack with upload_interval={TUNED_UPLOAD_INTERVAL_S:g} s",
     )
-    parser.add_argument("--aws-latency-ms", type=float, default=0, help="added before every AWS request")
-    parser.add_argument("--segment-latency-ms", type=float, default=0, help="added to every Segment request")
+    parser.add_argument("--aws-latency-ms", type=float, default=0, help="sections 1-2: added before every AWS request")
+    parser.add_argument("--segment-latency-ms", type=float, default=0, help="sections 1-2: added to Segment requests")
+    parser.add_argument("--cost-aws-latency-ms", type=float, default=5, help="sections 5-8: per AWS request")
+    parser.add_argument("--cost-segment-latency-ms", type=float, default=50, help="sections 5-8: per Segment request")
+    parser.add_argument("--cost-batches", type=int, default=30, help="sections 5-8: SQS batches per workload")
+    parser.add_argument(
+        "--cost-http-batches", type=int, default=20, help="sections 5-8: batches whose records go over HTTP"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="sections 5-8: the JSON results file")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     sections = set(args.sections)
 
-    sizes = timings = results = workload = stacks = None
+    sizes = timings = results = workload = stacks = report = None
     if "4" in sections:
         _progress("measuring the built packages")
         sizes = package_size.measure()
     if "3" in sections:
         _progress(f"timing imports ({args.import_runs} fresh processes per module)")
         timings = coldstart.measure(args.import_runs)
-    if sections & {"1", "2"}:
-        stacks, results, workload = run_throughput(args)
+    if sections & set("125678"):
+        env = StackEnvironment.start()
+        try:
+            if sections & {"1", "2"}:
+                stacks, results, workload = run_throughput(env, args)
+            if sections & set("5678"):
+                settings = costrun.Settings(
+                    aws_ms=args.cost_aws_latency_ms,
+                    segment_ms=args.cost_segment_latency_ms,
+                    batches=args.cost_batches,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    http_batches=args.cost_http_batches,
+                )
+                report = CostReport(costrun.measure(env, settings, _progress), settings, env.memory_mb)
+        finally:
+            env.stop()
 
     cpus = os.cpu_count() or 0
     print(
@@ -283,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.aws_latency_ms or args.segment_latency_ms:
         print(
-            f"added latency: {args.aws_latency_ms:g} ms per AWS request (slept by the caller), "
+            f"sections 1-2, added latency: {args.aws_latency_ms:g} ms per AWS request (slept by the caller), "
             f"{args.segment_latency_ms:g} ms per Segment request (sink)"
         )
     blocks = []
@@ -296,11 +356,24 @@ def main(argv: list[str] | None = None) -> int:
         blocks.append(coldstart_table(timings))
     if "4" in sections:
         blocks.append(size_table(sizes))
+    if report:
+        if "5" in sections:
+            blocks.extend(report.cost_table(name) for name in report.measured)
+            blocks.append(report.price_table())
+        if "6" in sections:
+            blocks.append(report.units_table())
+        if "7" in sections:
+            blocks.append(report.latency_table())
+        if "8" in sections:
+            blocks.append(report.targets_table())
+        write_results(report, args, args.results)
     for block in blocks:
         print()
         print(block)
     print()
-    print(summary(results, workload, timings, sizes))
+    print(summary(results, workload, timings, sizes, report))
+    if report:
+        print(f"results: {args.results}")
     print(f"(measured in {time.perf_counter() - started:.0f} s)")
     return 0
 

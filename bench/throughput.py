@@ -1,36 +1,45 @@
-"""Sections 1 and 2 of the benchmark: SQS-batch throughput and requests per event, both stacks side by side.
+"""Running workloads through the stacks: SQS batches (both stacks) and HTTP requests (the forwarder's path).
 
 ::
 
-    env = StackEnvironment.start()                  # moto child process, Segment sink, template resources
-    stacks = [env.ours(), env.typical("typical")]  # handlers loaded like Lambda loads them
-    result = env.run(stacks[0], generate(tag="x"))  # RunResult: seconds, AWS calls, Segment requests
+    env = StackEnvironment.start()                    # moto child process (with its DynamoDB ledger), Segment sink
+    ours = env.ours()                                 # a new execution environment per function
+    run = env.run(ours, generate(tag="x"))            # Run: invocations (timed, AWS calls, output), units, Segment
+    run = env.run_http(ours, generate(tag="y"))       # one API Gateway (payload 2.0) event per record
+    env.set_latency(aws_s=0.005, segment_s=0.05)      # added per AWS HTTP attempt and per Segment request
 
-Both stacks are invoked in this process with SQS events and a Lambda-like context, one batch after another,
-against the same moto endpoint and the same sink. AWS requests are counted at botocore's
-``BaseClient._make_api_call`` (by ``service:operation``), Segment requests by the sink.
+Both stacks are invoked in this process with Lambda-like events and contexts, one invocation after another,
+against the same moto endpoint and the same sink. What each run cost is measured at the boundaries only
+(``bench.metering``: botocore calls, the process's output; the endpoint's DynamoDB ledger; the sink's requests).
+
+Each ``ours()`` / ``typical()`` is a new execution environment per function: its module is imported anew (for the
+forwarder, with its own copy of ``segment_forwarder``, so no state of another environment or function is shared,
+as on Lambda). A typical stack's module is named per function like Lambda names ``app``: the Powertools
+idempotency keys contain it, so another environment of the same function finds the same records.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import json
 import os
+import sys
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.client
 
 from bench.aws_endpoint import AwsEndpoint
+from bench.metering import AwsRecorder, Invocation, Meter
 from bench.workload import KINDS, WORKSPACES, Workload
-from local_stack.invoke import LambdaContext, load_module, sqs_record
+from local_stack.invoke import sqs_record
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
 
@@ -38,70 +47,20 @@ ROOT = Path(__file__).resolve().parent.parent
 TYPICAL_APP = Path(__file__).resolve().parent / "typical_app.py"
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 IDEMPOTENCY_TABLE = "bench-typical-idempotency"
+# As deployed: the template's log level (INFO) and metrics (EMF lines on stdout) for the forwarder; the typical
+# stack runs with Powertools' defaults. Their output is captured per invocation, never printed.
 BASE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
     "POWERTOOLS_SERVICE_NAME": "segment-forwarder",
     "AWS_LAMBDA_FUNCTION_NAME": "bench-function",
 }
 REDELIVERY_ROUNDS = 3
+PACKAGE = "segment_forwarder"
 
 Handler = Callable[[dict, Any], dict]
-
-
-# -- counting AWS requests ---------------------------------------------------------------------------------------
-
-
-class AwsCalls:
-    """Counts every botocore API call of this process by ``service:operation``, and DynamoDB items written."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls: Counter[str] = Counter()
-        self.item_writes = 0
-        self.added_latency_s = 0.0  # slept in the calling thread before each call (simulated network latency)
-        self._installed = False
-
-    def install(self) -> None:
-        """Wrap ``BaseClient._make_api_call`` (once)."""
-        if self._installed:
-            return
-        original = botocore.client.BaseClient._make_api_call
-        counter = self
-
-        def counting(client: Any, operation_name: str, api_params: dict) -> Any:
-            counter.record(client.meta.service_model.service_name, operation_name, api_params)
-            if counter.added_latency_s:
-                time.sleep(counter.added_latency_s)
-            return original(client, operation_name, api_params)
-
-        botocore.client.BaseClient._make_api_call = counting
-        self._installed = True
-
-    def record(self, service: str, operation: str, params: dict) -> None:
-        """Count one call; DynamoDB writes also count the items they write (conditional failures included)."""
-        writes = 0
-        if service == "dynamodb":
-            if operation in ("PutItem", "UpdateItem", "DeleteItem"):
-                writes = 1
-            elif operation == "BatchWriteItem":
-                writes = sum(len(items) for items in params.get("RequestItems", {}).values())
-            elif operation == "TransactWriteItems":
-                writes = len(params.get("TransactItems", []))
-        with self._lock:
-            self.calls[f"{service}:{operation}"] += 1
-            self.item_writes += writes
-
-    def take(self) -> tuple[Counter[str], int]:
-        """The counts since the last ``take``, and reset."""
-        with self._lock:
-            calls, writes = self.calls, self.item_writes
-            self.calls, self.item_writes = Counter(), 0
-            return calls, writes
 
 
 class FlushClock:
@@ -139,7 +98,7 @@ class FlushClock:
             return seconds
 
 
-# -- Lambda-like invocation ----------------------------------------------------------------------------------------
+# -- events -------------------------------------------------------------------------------------------------------
 
 
 def sqs_event(bodies: list[dict[str, Any]]) -> dict:
@@ -147,43 +106,107 @@ def sqs_event(bodies: list[dict[str, Any]]) -> dict:
     return {"Records": [sqs_record(body) for body in bodies]}
 
 
+def http_event(path: str, body: dict[str, Any]) -> dict:
+    """An API Gateway HTTP API (payload 2.0) event of an IAM-signed ``POST path`` with a JSON body."""
+    text = json.dumps(body, separators=(",", ":"))
+    now = time.time()
+    return {
+        "version": "2.0",
+        "routeKey": f"POST {path}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {
+            "content-length": str(len(text.encode())),
+            "content-type": "application/json",
+            "host": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+            "user-agent": "segment-forwarder-client/1.0",
+            "x-amz-date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)),
+        },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "a1b2c3d4e5",
+            "authorizer": {"iam": {"accountId": "123456789012", "userId": "AROAEXAMPLE:platform"}},
+            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "198.51.100.10"},
+            "requestId": uuid.uuid4().hex[:16],
+            "routeKey": f"POST {path}",
+            "stage": "$default",
+            "timeEpoch": int(now * 1000),
+        },
+        "body": text,
+        "isBase64Encoded": False,
+    }
+
+
+# -- stacks and runs ----------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Stack:
-    """A named set of handlers, one per ingest function."""
+    """A named set of handlers, one per ingest function (one execution environment each)."""
 
     key: str
     label: str
     handlers: dict[str, Handler]
+    http: bool = False  # whether it has the HTTP path
+    closers: tuple[Callable[[], None], ...] = ()
+
+    def close(self) -> None:
+        """End the environment's background threads (the typical stack's Segment consumers poll every
+        ``upload_interval``: left running they would take the GIL from the runs measured after them)."""
+        for closer in self.closers:
+            closer()
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """One pass of a workload through a stack."""
+@dataclass(slots=True)
+class Run:
+    """One pass of a workload through a stack, and everything measured on the way."""
 
+    stack: str
+    path: str  # "sqs" or "http"
+    workload: Workload
     seconds: float
-    events: int
-    batches: int
-    aws_calls: Counter[str]
-    item_writes: int
-    segment_requests: int
-    segment_failed_requests: int
+    invocations: list[Invocation]
+    ledger: dict[str, dict[str, float]]  # DynamoDB units per operation (the endpoint's ledger)
+    segment_requests: list[dict[str, Any]]
     segment_messages: int
-    batch_item_failures: int  # records reported failed on their first delivery
-    redelivered: int  # deliveries of those records again (SQS redelivery, simulated)
-    unfinished: int  # records still failed after the last redelivery round
-    flush_seconds: float  # time spent in the Segment client's flush() (typical stack)
+    first_failures: int = 0  # records reported failed on their first delivery
+    redelivered: int = 0  # deliveries of those records again (SQS redelivery, simulated)
+    unfinished: int = 0  # records still failed after the last redelivery round
+    flush_seconds: float = 0.0  # time spent in the Segment client's flush() (typical stack)
+    answers: Counter[str] = field(default_factory=Counter)  # HTTP: status of each answer
+
+    @property
+    def events(self) -> int:
+        """Events of the workload."""
+        return self.workload.events
+
+    @property
+    def batches(self) -> int:
+        """SQS batches of the workload."""
+        return len(self.workload.batches)
 
     @property
     def events_per_s(self) -> float:
-        """Throughput of the run."""
+        """Throughput of the run (one invocation at a time)."""
         return self.events / self.seconds
 
+    @property
+    def aws_calls(self) -> Counter[str]:
+        """AWS requests by ``service:operation``."""
+        return Counter(call.name for invocation in self.invocations for call in invocation.calls)
 
-# -- the environment ----------------------------------------------------------------------------------------------
+    def units(self, kind: str) -> float:
+        """DynamoDB ``wru`` or ``rru`` of the run."""
+        return sum(entry[kind] for entry in self.ledger.values())
+
+    @property
+    def segment_failed_requests(self) -> int:
+        """Segment requests answered with anything but 200."""
+        return sum(1 for r in self.segment_requests if r["status"] != 200)
 
 
 class StackEnvironment:
-    """The shared moto endpoint (template resources, connections) and Segment sink, plus the AWS call counter."""
+    """The shared moto endpoint (template resources, connections) and Segment sink, plus the meters."""
 
     def __init__(self, endpoint: AwsEndpoint, sink: SegmentSink, template: Template) -> None:
         self.endpoint = endpoint
@@ -191,12 +214,15 @@ class StackEnvironment:
         self.template = template
         self.session = boto3.session.Session()
         self.resources: dict[str, Resource] = template.create_resources(self.session)
-        self.calls = AwsCalls()
+        self.recorder = AwsRecorder()
+        self.meter = Meter(self.recorder)
         self.flushes = FlushClock()
         self.flushes.install()
         self._create_idempotency_table()
         self._connect_workspaces()
-        self.calls.install()
+        self.recorder.install()
+        self.routes = {function: path for _, path, function in template.http_routes()}
+        self.memory_mb = int(template.function_property(FUNCTIONS["assignment"], "MemorySize"))
 
     @classmethod
     def start(cls) -> StackEnvironment:
@@ -206,13 +232,17 @@ class StackEnvironment:
         os.environ.update(BASE_ENV)
         os.environ["AWS_ENDPOINT_URL"] = endpoint.url
         warnings.filterwarnings("ignore", message="Dimension .kind. has already been added")
-        warnings.filterwarnings("ignore", message="No application metrics to publish")
         return cls(endpoint, sink, Template.load())
 
     def stop(self) -> None:
         """Stop the sink and the moto child."""
         self.sink.stop()
         self.endpoint.stop()
+
+    def set_latency(self, aws_s: float, segment_s: float) -> None:
+        """Added latency: per AWS HTTP attempt (slept by the caller) and per Segment request (by the sink)."""
+        self.recorder.latency_s = aws_s
+        self.sink.set_latency(segment_s)
 
     @property
     def secret_prefix(self) -> str:
@@ -239,25 +269,25 @@ class StackEnvironment:
 
     # -- the stacks ---------------------------------------------------------------------------------------------
 
-    def ours(self) -> Stack:
-        """The forwarder's functions, each loaded from ``functions/<kind>/app.py`` with its template environment."""
+    def ours(self, key: str = "ours", label: str = "segment-forwarder") -> Stack:
+        """The forwarder's functions, each loaded from ``functions/<kind>/app.py`` with its template environment,
+        each with its own copy of the ``segment_forwarder`` package (a new execution environment)."""
         handlers: dict[str, Handler] = {}
         for kind in KINDS:
             env = self.template.function_environment(FUNCTIONS[kind], self.resources)
-            env.update(
-                SEGMENT_US_ENDPOINT=self.sink.region_url("us"),
-                SEGMENT_EU_ENDPOINT=self.sink.region_url("eu"),
-                POWERTOOLS_LOG_LEVEL=BASE_ENV["POWERTOOLS_LOG_LEVEL"],
-            )
+            env.update(SEGMENT_US_ENDPOINT=self.sink.region_url("us"), SEGMENT_EU_ENDPOINT=self.sink.region_url("eu"))
             os.environ.update(env)
-            handler = load_module(ROOT / "functions" / kind / "app.py", f"app_{kind}").handler
-            handler({"Records": []}, LambdaContext())  # builds the runtime from this environment; no AWS call
+            for name in [n for n in sys.modules if n == PACKAGE or n.startswith(f"{PACKAGE}.")]:
+                del sys.modules[name]
+            handler = _import(ROOT / "functions" / kind / "app.py", "app").handler
+            self.meter.invoke(kind, handler, {"Records": []})  # builds the runtime from this environment; no AWS call
             handlers[kind] = handler
-        return Stack("ours", "segment-forwarder", handlers)
+        return Stack(key, label, handlers, http=True)
 
     def typical(self, key: str, label: str, upload_interval_s: float | None = None) -> Stack:
         """The typical stack (``bench/typical_app.py``), one fresh module per kind."""
         handlers: dict[str, Handler] = {}
+        closers = []
         for kind in KINDS:
             os.environ.update(
                 EVENT_KIND=kind,
@@ -271,66 +301,106 @@ class StackEnvironment:
                 os.environ.pop("SEGMENT_UPLOAD_INTERVAL", None)
             else:
                 os.environ["SEGMENT_UPLOAD_INTERVAL"] = str(upload_interval_s)
-            handlers[kind] = load_module(TYPICAL_APP, f"typical_{key}_{kind}").handler
-        return Stack(key, label, handlers)
+            module = _import(TYPICAL_APP, f"typical_{kind}")
+            handlers[kind] = module.handler
+            closers.append(module.shutdown)
+        return Stack(key, label, handlers, closers=tuple(closers))
 
     # -- running ------------------------------------------------------------------------------------------------
 
-    def run(self, stack: Stack, workload: Workload) -> RunResult:
-        """Invoke the stack's handlers with every batch of the workload, in order; count what it cost.
+    def _begin(self) -> None:
+        self.sink.clear()
+        self.endpoint.ledger()
+        self.flushes.take()
+
+    def run(self, stack: Stack, workload: Workload) -> Run:
+        """Invoke the stack's handlers with every SQS batch of the workload, in order; measure what it cost.
 
         Records a handler reports failed come back like SQS redelivers them (without the visibility timeout's
         wait), up to ``REDELIVERY_ROUNDS`` times, after the stream: their cost is part of the run.
         """
         events = [(batch.kind, sqs_event(batch.bodies)) for batch in workload.batches]
         batch_size = max(len(batch.bodies) for batch in workload.batches)
-        self.sink.clear()
-        self.calls.take()
-        self.flushes.take()
-        first_failures = redelivered = 0
-        # Powertools 3.37 still prints EMF lines with POWERTOOLS_METRICS_DISABLED once a metric holds 100 values.
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            started = time.perf_counter()
-            failed = _invoke_all(stack, events)
-            first_failures = sum(len(records) for records in failed.values())
-            for _ in range(REDELIVERY_ROUNDS):
-                if not failed:
-                    break
-                again = []
-                for kind, records in failed.items():
-                    for record in records:
-                        attributes = record["attributes"]
-                        attributes["ApproximateReceiveCount"] = str(int(attributes["ApproximateReceiveCount"]) + 1)
-                    redelivered += len(records)
-                    again.extend(
-                        (kind, {"Records": records[i : i + batch_size]}) for i in range(0, len(records), batch_size)
-                    )
-                failed = _invoke_all(stack, again)
-            seconds = time.perf_counter() - started
-        calls, writes = self.calls.take()
-        requests = self.sink.requests()
-        return RunResult(
-            seconds=seconds,
-            events=workload.events,
-            batches=len(workload.batches),
-            aws_calls=calls,
-            item_writes=writes,
-            segment_requests=len(requests),
-            segment_failed_requests=sum(1 for r in requests if r["status"] != 200),
-            segment_messages=len(self.sink.events()),
-            batch_item_failures=first_failures,
-            redelivered=redelivered,
-            flush_seconds=self.flushes.take(),
+        self._begin()
+        invocations: list[Invocation] = []
+        started = time.perf_counter()
+        failed = self._invoke_all(stack, events, invocations)
+        first_failures, redelivered = sum(len(records) for records in failed.values()), 0
+        for _ in range(REDELIVERY_ROUNDS):
+            if not failed:
+                break
+            again: list[tuple[str, dict]] = []
+            for kind, records in failed.items():
+                for record in records:
+                    attributes = record["attributes"]
+                    attributes["ApproximateReceiveCount"] = str(int(attributes["ApproximateReceiveCount"]) + 1)
+                redelivered += len(records)
+                again.extend(
+                    (kind, {"Records": records[i : i + batch_size]}) for i in range(0, len(records), batch_size)
+                )
+            failed = self._invoke_all(stack, again, invocations)
+        seconds = time.perf_counter() - started
+        return self._finish(
+            stack, "sqs", workload, seconds, invocations,
+            first_failures=first_failures, redelivered=redelivered,
             unfinished=sum(len(records) for records in failed.values()),
+        )  # fmt: skip
+
+    def run_http(self, stack: Stack, workload: Workload) -> Run:
+        """Send every record of the workload as one HTTP API request to its function, in order."""
+        if not stack.http:
+            raise ValueError(f"{stack.label} has no HTTP path")
+        self._begin()
+        invocations: list[Invocation] = []
+        answers: Counter[str] = Counter()
+        started = time.perf_counter()
+        for batch in workload.batches:
+            path = self.routes[FUNCTIONS[batch.kind]]
+            for body in batch.bodies:
+                invocation = self.meter.invoke(batch.kind, stack.handlers[batch.kind], http_event(path, body))
+                invocations.append(invocation)
+                answer = invocation.answer
+                status = json.loads(answer.get("body") or "{}").get("status") or str(answer.get("statusCode"))
+                answers[status] += 1
+        seconds = time.perf_counter() - started
+        return self._finish(stack, "http", workload, seconds, invocations, answers=answers)
+
+    def _finish(
+        self, stack: Stack, path: str, workload: Workload, seconds: float, invocations: list[Invocation], **more: Any
+    ) -> Run:
+        return Run(
+            stack=stack.key,
+            path=path,
+            workload=workload,
+            seconds=seconds,
+            invocations=invocations,
+            ledger=self.endpoint.ledger(),
+            segment_requests=self.sink.requests(),
+            segment_messages=len(self.sink.events()),
+            flush_seconds=self.flushes.take(),
+            **more,
         )
 
+    def _invoke_all(
+        self, stack: Stack, events: list[tuple[str, dict]], invocations: list[Invocation]
+    ) -> dict[str, list[dict]]:
+        """Invoke each (kind, SQS event) in order; return the records reported failed, by kind."""
+        failed: dict[str, list[dict]] = {}
+        for kind, event in events:
+            invocation = self.meter.invoke(kind, stack.handlers[kind], event)
+            invocations.append(invocation)
+            ids = {item["itemIdentifier"] for item in invocation.answer.get("batchItemFailures", [])}
+            if ids:
+                failed.setdefault(kind, []).extend(r for r in event["Records"] if r["messageId"] in ids)
+        return failed
 
-def _invoke_all(stack: Stack, events: list[tuple[str, dict]]) -> dict[str, list[dict]]:
-    """Invoke each (kind, SQS event) in order; return the records reported failed, by kind."""
-    failed: dict[str, list[dict]] = {}
-    for kind, event in events:
-        answer = stack.handlers[kind](event, LambdaContext())
-        ids = {item["itemIdentifier"] for item in answer.get("batchItemFailures", [])}
-        if ids:
-            failed.setdefault(kind, []).extend(r for r in event["Records"] if r["messageId"] in ids)
-    return failed
+
+def _import(path: Path, name: str) -> Any:
+    """Import a file as a new module called ``name`` (not registered in ``sys.modules``), as Lambda's runtime
+    imports a function's ``app.py`` in a new execution environment."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -120,6 +120,13 @@ def record_handler(record: SQSRecord) -> dict:
     return forward(event=body)
 
 
+def shutdown() -> None:
+    """Flush and stop every Segment client's consumer thread (the benchmark ends an environment with it)."""
+    for client in clients.values():
+        client.shutdown()
+    clients.clear()
+
+
 @logger.inject_lambda_context
 def handler(event: dict, context: Any) -> dict:
     """Lambda entry point of the SQS event source (ReportBatchItemFailures)."""

@@ -18,6 +18,7 @@ Usage from Python (tests, the local stack, the benchmarks)::
         sink.requests()                              # every request under /us and /eu, failed ones included
         sink.set_fault(status=503, count=2, retry_after=1)   # the next two /v1 requests answer 503
         sink.set_fault(status=None, delay_s=0.5)     # the next /v1 request stalls 0.5 s, then proceeds
+        sink.set_latency(0.05)                       # every tracking request waits 50 ms first (network + Segment)
         sink.clear()
 
 From a shell (foreground, Ctrl-C stops it)::
@@ -655,6 +656,8 @@ class _Handler(BaseHTTPRequestHandler):
         except _Rejected as exc:
             rejected = exc
 
+        if sink.latency_s > 0:  # the simulated round trip of every request, before any fault
+            sink._stopping.wait(sink.latency_s)
         fault = sink._take_fault(info.messages)
         if fault is not None:
             if fault.delay_s > 0:
@@ -781,8 +784,11 @@ class SegmentSink:
         port: int = 0,
         tls_cert: tuple[str, str] | None = None,
         log: LogFn | None = None,
+        latency_s: float = 0.0,
     ) -> None:
         self.host = host
+        self.latency_s = 0.0
+        self.set_latency(latency_s)
         self._requested_port = port
         self._tls_cert = tls_cert
         self._log = log
@@ -933,6 +939,13 @@ class SegmentSink:
         with self._cond:
             self._fault = fault if fault.count > 0 else None
             return fault.as_dict()
+
+    def set_latency(self, seconds: float) -> None:
+        """Make every tracking request (``POST /us|eu/v1/...``) wait ``seconds`` before it is answered, as a
+        round trip to Segment would; faults come on top. 0 turns it off. ValueError unless finite and >= 0."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (0 <= seconds < math.inf):
+            raise ValueError("latency must be a finite number of seconds >= 0")
+        self.latency_s = float(seconds)
 
     def fault(self) -> dict[str, Any] | None:
         """The armed fault (remaining count), or None."""

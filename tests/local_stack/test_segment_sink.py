@@ -300,6 +300,29 @@ def test_delay_fault_stalls_then_proceeds(sink, http):
     assert [e["message"]["messageId"] for e in sink.events()] == ["m1", "m2"]
 
 
+def test_latency_delays_every_tracking_request_and_only_those(sink, http):
+    sink.set_latency(0.2)
+
+    timings = []
+    for i in (1, 2):
+        started = time.monotonic()
+        assert post(http, batch_url(sink), {"batch": [track(i)]}).status == 200
+        timings.append(time.monotonic() - started)
+    started = time.monotonic()
+    http.request("GET", f"{sink.url}/events")
+    control_took = time.monotonic() - started
+    sink.set_latency(0)
+    started = time.monotonic()
+    post(http, batch_url(sink), {"batch": [track(3)]})
+    after_took = time.monotonic() - started
+
+    assert min(timings) >= 0.2
+    assert control_took < 0.15 and after_took < 0.15
+    assert len(sink.events()) == 3
+    with pytest.raises(ValueError):
+        sink.set_latency(-1)
+
+
 def test_events_filter_by_region_and_write_key(sink, http):
     post(http, batch_url(sink, "us"), {"batch": [track(1)]}, key="key_us_1111")
     post(http, batch_url(sink, "eu"), {"batch": [track(2)]}, key="key_eu_2222")
