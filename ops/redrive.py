@@ -191,7 +191,7 @@ def _release(sqs: Any, url: str, messages: Iterable[Message]) -> None:
 
 
 def _note(report: Report, message: Message) -> None:
-    reason = _string(message, "error_code") or "(no error_code)"
+    reason = _string(message, "error_code") or "(no error_code: moved by SQS after MaxReceiveCount receives)"
     report.by_reason[reason] += 1
     examples = report.examples.setdefault(reason, [])
     if len(examples) < EXAMPLES_PER_REASON:

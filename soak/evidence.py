@@ -26,13 +26,15 @@ def dump(evidence: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps({**evidence, "connections": connections}, indent=1), encoding="utf-8")
 
 
-def load(path: Path) -> tuple[list[Request], list[dict[str, Any]], list[Connection], list[Parked], float]:
-    """(requests, sink_events, connections, parked, cache_s) from a file ``dump`` wrote."""
+def load(
+    path: Path,
+) -> tuple[list[Request], list[dict[str, Any]], list[Connection], list[Parked], float, list[str]]:
+    """(requests, sink_events, connections, parked, cache_s, crashed) from a file ``dump`` wrote."""
     data = json.loads(path.read_text(encoding="utf-8"))
     requests = [Request(**{**r, "message_ids": tuple(r["message_ids"])}) for r in data["requests"]]
     connections = [Connection(**{**c, "at": -math.inf if c["at"] is None else c["at"]}) for c in data["connections"]]
     parked = [Parked(**p) for p in data["parked"]]
-    return requests, data["sink_events"], connections, parked, float(data["cache_s"])
+    return requests, data["sink_events"], connections, parked, float(data["cache_s"]), list(data.get("crashed", []))
 
 
 def main(argv: list[str]) -> int:
@@ -40,8 +42,8 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    requests, sink_events, connections, parked, cache_s = load(Path(argv[0]))
-    result = evaluate(requests, sink_events, connections, parked, cache_s=cache_s)
+    requests, sink_events, connections, parked, cache_s, crashed = load(Path(argv[0]))
+    result = evaluate(requests, sink_events, connections, parked, cache_s=cache_s, crashed=crashed)
     for violation in result.violations:
         print(violation)
     for visitor in argv[1:]:

@@ -46,6 +46,11 @@ They come from the event that sends it: its ``userId``, ``timestamp`` and conver
 one request of the fact; the variant from one request sent before the fact was known to be delivered (a
 ``duplicate`` answer, or a ``delivered`` answer listing the messageId) — the first variant.
 
+**Parked records** carry their reason (``error_code``), with one exception the product cannot avoid: SQS's own
+redrive policy moves a record after ``MaxReceiveCount`` receives without one when the function never finished its
+last receive (a crash or a timeout). So a record without a reason is accepted only from a queue whose function
+was killed during the run (``crashed``), and counted apart (``parked_by_sqs``).
+
 Every rule a ``Violation`` can name is in ``RULES``.
 """
 
@@ -54,7 +59,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -103,7 +108,7 @@ RULES: dict[str, str] = {
     MALFORMED: "a message without messageId or anonymousId",
     ANSWER_MISSING: "a messageId a delivered answer listed never reached Segment",
     ANSWER_MISMATCH: "a messageId a delivered answer listed belongs to another workspace or visitor",
-    PARKED_NO_REASON: "a dead-lettered record without its reason (error_code)",
+    PARKED_NO_REASON: "a dead-lettered record without its reason (error_code), of a function that never crashed",
     PARKED_UNKNOWN: "a dead-lettered record that no request accounts for",
 }
 
@@ -201,6 +206,7 @@ class Evaluation:
     facts_optional: int = 0  # facts of parked, possibly skipped, failed or uncertain requests only
     parked: int = 0
     parked_with_reason: int = 0
+    parked_by_sqs: int = 0  # without a reason, from a queue whose function was killed: SQS's redrive policy
 
     @property
     def ok(self) -> bool:
@@ -420,11 +426,13 @@ class _Evaluator:
         connections: Sequence[Connection],
         parked: Sequence[Parked],
         cache_s: float,
+        crashed: Collection[str] = (),
     ) -> None:
         self.requests = list(requests)
         self.sink_events = sink_events
         self.connections = sorted(connections, key=lambda c: c.at)
         self.parked = parked
+        self.crashed = frozenset(crashed)
         self.cache_s = cache_s
         self.result = Evaluation()
         self.parked_requests: set[int] = set()
@@ -485,6 +493,8 @@ class _Evaluator:
             reason = str(record.attributes.get("error_code") or "").strip()
             if reason:
                 self.result.parked_with_reason += 1
+            elif record.kind in self.crashed:
+                self.result.parked_by_sqs += 1
             else:
                 self.violation(PARKED_NO_REASON, f"{record.kind} record {record.body[:120]!r}")
             try:
@@ -768,6 +778,8 @@ def evaluate(
     parked: Sequence[Parked] = (),
     *,
     cache_s: float = 0.0,
+    crashed: Collection[str] = (),
 ) -> Evaluation:
-    """Check every invariant; see the module docstring. ``sink_events`` are the sink's ``GET /events`` records."""
-    return _Evaluator(requests, sink_events, connections, parked, cache_s).run()
+    """Check every invariant; see the module docstring. ``sink_events`` are the sink's ``GET /events`` records;
+    ``crashed`` the kinds (``assignment``, ...) whose function had a worker killed during the run."""
+    return _Evaluator(requests, sink_events, connections, parked, cache_s, crashed).run()

@@ -159,7 +159,13 @@ class SoakReport:
             "sink_events": self.sink_events,
             "connections": [asdict(c) for c in self.connections],
             "parked": [asdict(p) for p in self.parked],
+            "crashed": self.crashed,
         }
+
+    @property
+    def crashed(self) -> list[Kind]:
+        """The kinds whose function had a worker killed (SQS may park their records without a reason)."""
+        return [kind for kind, queue in QUEUES.items() if self.kills[queue.replace("Queue", "Function")]]
 
     @property
     def write_keys(self) -> list[str]:
@@ -194,7 +200,8 @@ class SoakReport:
             f"  deliveries    {ev.deliveries} records, {ev.message_ids} messageIds, {ev.repeats} repeats",
             f"  facts         {ev.facts_required} required, {ev.facts_optional} optional (parked, possibly skipped "
             "or never accepted)",
-            f"  parked        {ev.parked}, {ev.parked_with_reason} with a reason{_counts(self.parked_reasons, '')}",
+            f"  parked        {ev.parked}, {ev.parked_with_reason} with a reason{_counts(self.parked_reasons, '')}"
+            + (f", {ev.parked_by_sqs} moved by SQS after a killed last receive" if ev.parked_by_sqs else ""),
             f"  violations    {len(ev.violations)}{_counts(Counter(ev.by_rule()), '')}",
             f"  wall time     {self.wall_s:.1f}s",
         ]
@@ -353,6 +360,7 @@ class _Run:
             report.connections,
             report.parked,
             cache_s=config.timings.connection_cache_s,
+            crashed=report.crashed,
         )
         return report
 

@@ -355,6 +355,13 @@ def test_a_parked_record_needs_a_reason_and_a_request():
 
     assert sorted(v.rule for v in result.violations) == [inv.PARKED_UNKNOWN, inv.PARKED_NO_REASON]
 
+    # SQS's redrive policy moves a record without a reason when its function died on the last receive: accepted
+    # only for a kind whose function was killed during the run
+    moved = evaluate(requests, [], CONNECTIONS, [without_reason], crashed=["assignment"])
+    assert (moved.violations, moved.parked_by_sqs, moved.parked_with_reason) == ([], 1, 0)
+    elsewhere = evaluate(requests, [], CONNECTIONS, [without_reason], crashed=["identify", "conversion"])
+    assert [v.rule for v in elsewhere.violations] == [inv.PARKED_NO_REASON]
+
 
 def test_a_queued_event_may_be_skipped_while_its_workspace_is_disconnected_and_must_arrive_otherwise():
     connections = [

@@ -140,7 +140,7 @@ def test_a_message_moved_by_the_redrive_policy_keeps_its_message_id_and_so_its_d
     report = redrive(aws.sqs, aws.queues, now_ms=lambda: NOW_MS)
 
     [copy] = aws.take(aws.queues.source_url)
-    assert report.by_reason == {"(no error_code)": 1}
+    assert report.by_reason == {"(no error_code: moved by SQS after MaxReceiveCount receives)": 1}
     assert strings(copy)["source_message_id"] == original
     assert strings(copy)["delivery_id"] == sqs_delivery_id(original)  # what its first attempts were sent under
 
