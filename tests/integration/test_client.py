@@ -7,6 +7,7 @@ path finds in flight comes back within seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -107,7 +108,8 @@ def test_the_connection_calls_over_the_client(stack, client):
     client.disconnect(workspace)
 
     assert (connected.connected, connected.region, connected.write_key_hint) == (True, "us", "…" + key[-4:])
-    assert shown == connected
+    assert shown == dataclasses.replace(connected, health=shown.health, raw=shown.raw)  # GET adds the health
+    assert shown.health is not None and shown.health["last_24h"] == {"delivered": 0, "failed": 0, "parked": 0}
     test_events = [e for e in stack.sink.events(write_key=key) if e["message"]["messageId"] == tested.message_id]
     assert len(test_events) == 1
     assert client.connection_status(workspace).connected is False

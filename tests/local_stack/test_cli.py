@@ -269,6 +269,7 @@ def test_with_segment_write_key_demo_goes_to_the_real_segment_and_the_key_is_nev
         "region": "eu",
         "write_key_hint": "…" + key[-4:],
         "settings": DEFAULT_SETTINGS,
+        "health": {"last_delivery": None, "last_failure": None, "last_24h": {"delivered": 0, "failed": 0, "parked": 0}},
     }
 
 
