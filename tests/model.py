@@ -2,6 +2,7 @@
 evaluator of the repository) and what the dedup table recorded (here, since only tests can see the table)::
 
     problems = violations(events, received, connections, recorded)   # [] when every promise holds
+    kind, body = draw(event_bodies(["ws-a", "ws-b"], index=3, timestamp="2026-11-29T10:00:03Z"))  # in a history
 
 Segment's side (``soak.invariants.evaluate``): every fact of every consumed event reached Segment under one
 messageId with one content, from a request of that fact, with its workspace's key and region, and nothing else.
@@ -17,10 +18,43 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hypothesis import strategies as st
+
 from segment_forwarder.connections import Connection
 from segment_forwarder.events import Event
 from segment_forwarder.facts import FactKind, Slot, needs_of
 from soak import invariants
+
+KINDS = ("identify", "assignment", "conversion")
+
+
+@st.composite
+def event_bodies(
+    draw: st.DrawFn, workspaces: Sequence[str], *, index: int, timestamp: str
+) -> tuple[str, dict[str, Any]]:
+    """One event of a generated history, its kind and body: over ``workspaces``, two visitors each (the visitor id
+    tells its workspace), two users, two tests, one conversion id sent once per visitor, with an ``event_id`` or
+    plain; ``index`` makes a conversion's origin URL its own."""
+    kind = draw(st.sampled_from(KINDS))
+    workspace = draw(st.sampled_from(sorted(workspaces)))
+    body: dict[str, Any] = {
+        "workspace_id": workspace,
+        "visitor_id": f"{workspace}:{draw(st.sampled_from(['v-1', 'v-2']))}",
+        "timestamp": timestamp,
+    }
+    user = draw(st.sampled_from([None, "u-1", "u-2"]))
+    if user is not None:
+        body["user_id"] = user
+    if kind == "assignment":
+        body.update(test_id=draw(st.sampled_from(["t-1", "t-2"])), variant_id=draw(st.sampled_from("ab")))
+    if kind == "conversion":
+        body.update(conversion_id="c-1", conversion_type="CLICK", origin_url=f"https://shop.example/{index}")
+        mode = draw(st.sampled_from(["once", "event", "plain"]))
+        if mode == "once":
+            body["one_per_visitor"] = True
+        elif mode == "event":
+            body["event_id"] = draw(st.sampled_from(["e-1", "e-2"]))
+    return kind, body
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,11 @@ from segment_forwarder.events import Event
 from segment_forwarder.facts import Fact, FactKind, Slot
 from tests.component.conftest import LambdaContext, sqs_record
 from tests.domain.fakes import Crash
-from tests.model import Received, Recorded, violations
+from tests.model import KINDS, Received, Recorded, event_bodies, violations
 
 HISTORIES = 20
 LEASE_S = 1
 CONNECTIONS = {"ws-us": Connection("key-us-0001", "us"), "ws-eu": Connection("key-eu-0002", "eu")}
-KINDS = ("identify", "assignment", "conversion")
 
 AWS_FAULTS = [
     None,
@@ -52,24 +51,7 @@ def bodies(draw: st.DrawFn) -> list[tuple[str, dict[str, Any], str]]:
     """(kind, body, path) of 1-8 events over two workspaces, two visitors each, two users and two tests."""
     stream = []
     for index in range(draw(st.integers(1, 8))):
-        kind = draw(st.sampled_from(KINDS))
-        workspace = draw(st.sampled_from(sorted(CONNECTIONS)))
-        body: dict[str, Any] = {
-            "workspace_id": workspace,
-            "visitor_id": f"{workspace}:v-{draw(st.integers(1, 2))}",
-            "timestamp": f"2026-11-29T10:00:{index:02d}Z",
-        }
-        if draw(st.booleans()):
-            body["user_id"] = draw(st.sampled_from(["u-1", "u-2"]))
-        if kind == "assignment":
-            body.update(test_id=draw(st.sampled_from(["t-1", "t-2"])), variant_id=draw(st.sampled_from("ab")))
-        if kind == "conversion":
-            body.update(conversion_id="c-1", conversion_type="CLICK", origin_url=f"https://shop.example/{index}")
-            mode = draw(st.sampled_from(["once", "event", "plain"]))
-            if mode == "once":
-                body["one_per_visitor"] = True
-            elif mode == "event":
-                body["event_id"] = draw(st.sampled_from(["e-1", "e-2"]))
+        kind, body = draw(event_bodies(sorted(CONNECTIONS), index=index, timestamp=f"2026-11-29T10:00:{index:02d}Z"))
         plain = kind == "conversion" and "one_per_visitor" not in body and "event_id" not in body
         # a plain conversion is forwarded per call: a client's retry of one is a new conversion, so it is not
         # sent over HTTP here (the client of the API sets event_id to make retries idempotent)

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -29,7 +28,7 @@ from segment_forwarder.connections import Connection
 from segment_forwarder.events import Event
 from segment_forwarder.facts import needs_of
 from segment_forwarder.forwarding import Forwarder
-from tests.model import Received, Recorded, violations
+from tests.model import Received, Recorded, event_bodies, violations
 
 from .fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore
 
@@ -44,25 +43,8 @@ def events(draw: st.DrawFn) -> list[Event]:
     """A stream of 1-14 events over 2 workspaces, 2 visitors, 2 users, 2 tests and 1 conversion id."""
     stream = []
     for index in range(draw(st.integers(1, 14))):
-        kind = draw(st.sampled_from(["identify", "assignment", "conversion"]))
-        workspace = draw(st.sampled_from(sorted(WORKSPACES)))
-        body: dict[str, Any] = {
-            "workspace_id": workspace,
-            "visitor_id": f"{workspace}:{draw(st.sampled_from(['v-1', 'v-2']))}",  # tells its workspace
-            "timestamp": (START + timedelta(seconds=index)).isoformat(),
-        }
-        user = draw(st.sampled_from([None, "u-1", "u-2"]))
-        if user is not None:
-            body["user_id"] = user
-        if kind == "assignment":
-            body.update(test_id=draw(st.sampled_from(["t-1", "t-2"])), variant_id=draw(st.sampled_from("ab")))
-        if kind == "conversion":
-            body.update(conversion_id="c-1", conversion_type="CLICK", origin_url=f"https://shop.example/{index}")
-            mode = draw(st.sampled_from(["once", "event", "plain"]))
-            if mode == "once":
-                body["one_per_visitor"] = True
-            elif mode == "event":
-                body["event_id"] = draw(st.sampled_from(["e-1", "e-2"]))
+        timestamp = (START + timedelta(seconds=index)).isoformat()
+        kind, body = draw(event_bodies(sorted(WORKSPACES), index=index, timestamp=timestamp))
         stream.append(Event.from_body(kind, body, START, delivery_id=f"delivery-{index}"))
     return stream
 
