@@ -16,9 +16,13 @@ template)::
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ import urllib3
 from local_stack.stack import DUMMY_CREDENTIALS, REGION, LocalStack
 from segment_forwarder_client import ForwarderClient, QueueProducer, RetryPolicy
 
+ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "integration-token"
 LOCAL_CREDENTIALS = (DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 FAST_RETRY = RetryPolicy(max_attempts=6, base_s=0.05, cap_s=0.5, budget_s=20)
@@ -44,6 +49,26 @@ DEFAULT_SETTINGS = {
 def new_id(prefix: str) -> str:
     """A fresh id, so tests never see each other's dedup state."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def run_tool(stack: LocalStack, module: str, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> args...`` (an operator tool, as ``make`` runs it) against the stack: its ports in
+    ``LOCAL_AWS_PORT`` / ``LOCAL_API_PORT``, no ``AWS_*`` or other ``LOCAL_*`` variable of the test's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOCAL_"))}
+    env |= {
+        "LOCAL_AWS_PORT": stack.aws_endpoint.rsplit(":", 1)[1],
+        "LOCAL_API_PORT": stack.api_url.rsplit(":", 1)[1],
+        "PYTHONPATH": str(ROOT / "layers" / "forwarder"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def wait_for[T](probe: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.05) -> T:

@@ -4,21 +4,16 @@ erase route and ``make erase``), and is workspace W healthy (its connection's GE
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from local_stack.stack import LocalStack
-from tests.stack_client import Api, drain, events_of, new_id, queue_depth, wait_for
+from tests.stack_client import Api, drain, events_of, new_id, queue_depth, run_tool, wait_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SENT_CACHE_SECONDS = 3  # how long a warm function remembers a fact as delivered (300 when deployed)
 # Health tallies written at every invocation (HEALTH_FLUSH_SECONDS 0) and retries every second or two, so the
 # tests see within seconds what a deployed stack shows within a minute.
@@ -39,27 +34,9 @@ def assignment(visitor: str, workspace: str = "demo", variant: str = "b") -> dic
     return {"workspace_id": workspace, "visitor_id": visitor, "test_id": "t-ops", "variant_id": variant}
 
 
-def tool(stack: LocalStack, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOCAL_"))}
-    env |= {
-        "LOCAL_AWS_PORT": stack.aws_endpoint.rsplit(":", 1)[1],
-        "LOCAL_API_PORT": stack.api_url.rsplit(":", 1)[1],
-        "PYTHONPATH": str(ROOT / "layers" / "forwarder"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def lookup(stack: LocalStack, workspace: str, visitor: str) -> dict[str, dict[str, Any]]:
     """The visitor's facts by key, from ``python -m ops.lookup --json`` (what ``make lookup`` runs)."""
-    done = tool(stack, "ops.lookup", workspace, visitor, "--json")
+    done = run_tool(stack, "ops.lookup", workspace, visitor, "--json")
     assert done.returncode == 0, done.stderr
     return {fact["key"]: fact for fact in json.loads(done.stdout)}
 
@@ -91,7 +68,7 @@ def test_lookup_shows_delivered_duplicate_queued_and_parked_facts(stack, api: Ap
     assert {fact["status"] for fact in lookup(stack, "demo", parked).values()} == {"PENDING"}  # never delivered
     wait_for(lambda: settled(stack) and {f["status"] for f in lookup(stack, "demo", queued).values()} == {"SENT"})
 
-    text = tool(stack, "ops.lookup", "demo", delivered)
+    text = run_tool(stack, "ops.lookup", "demo", delivered)
     assert "first sighting" in text.stdout and "variant b" in text.stdout
     assert f'visitor_id = "{delivered}"' in text.stdout  # the Logs Insights query
 
@@ -120,7 +97,7 @@ def test_make_erase_calls_the_route_signed(stack, api: Api):
     visitor = new_id("v-make-erase")
     api.post("/v1/assignments", assignment(visitor))
 
-    done = tool(stack, "ops.erase", "demo", visitor)
+    done = run_tool(stack, "ops.erase", "demo", visitor)
 
     assert done.returncode == 0, done.stderr
     assert "2 fact(s) erased" in done.stdout

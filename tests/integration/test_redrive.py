@@ -5,15 +5,11 @@ is delivered once, under the messageId its first attempts used (a conversion wit
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 from segment_forwarder.events import sqs_delivery_id
-from tests.stack_client import drain, events_of, new_id, queue_depth, wait_for
+from tests.stack_client import drain, events_of, new_id, queue_depth, run_tool, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 # A short life for a failing record: 2 receives, then parked (by the function on its last receive, or by the
 # queue's redrive policy: either way with its SQS message id, which is what the redrive derives from). Shortened
 # timings keep the template's rule: function timeout < lease <= visibility timeout - function timeout.
@@ -26,17 +22,7 @@ STACK_OVERRIDES = {
 
 
 def redrive(stack, kind: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {"LOCAL_AWS_PORT": stack.aws_endpoint.rsplit(":", 1)[1], "PYTHONPATH": str(ROOT / "layers" / "forwarder")}
-    return subprocess.run(
-        [sys.executable, "-m", "ops.redrive", kind, *flags],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_tool(stack, "ops.redrive", kind, *flags, timeout_s=120)
 
 
 def test_events_parked_by_an_outage_are_redriven_and_delivered_once_under_their_first_message_ids(stack):
