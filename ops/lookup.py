@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from local_stack.template import Template
 from segment_forwarder.dedup import DedupUnavailableError, FactRecord, VisitorFacts
+from segment_forwarder.facts import FactKind
 
 from .stacks import (
     CLIENT_CONFIG,
@@ -65,17 +66,20 @@ def recorded(fact: FactRecord) -> str:
     return ", ".join(parts) or "-"
 
 
+KIND_WORDS = {  # the link first: its key starts with the first sighting's
+    FactKind.LINK: "link to a user id",
+    FactKind.IDENTIFY: "first sighting",
+    FactKind.ASSIGNMENT: "assignment",
+    FactKind.CONVERSION: "one-per-visitor conversion",
+    FactKind.EVENT: "conversion (event_id)",
+}
+
+
 def kind_of(key: str) -> str:
-    """The fact's kind, in words."""
-    for prefix, kind in (
-        ("IDENTIFY#U#", "link to a user id"),
-        ("IDENTIFY", "first sighting"),
-        ("ASSIGN#", "assignment"),
-        ("CONV#", "one-per-visitor conversion"),
-        ("EVENT#", "conversion (event_id)"),
-    ):
-        if key.startswith(prefix):
-            return kind
+    """The fact's kind, in words (its key is the kind's prefix, then ``#`` and the id, but for the first sighting)."""
+    for kind, words in KIND_WORDS.items():
+        if key == kind.value or key.startswith(f"{kind.value}#"):
+            return words
     return "?"
 
 
