@@ -16,13 +16,14 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs redrive lookup erase bench soak clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test repeat validate build run send-sqs redrive lookup erase bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
 	@echo "make test   lint, unit + integration tests, sam validate (+ --lint), sam build"
 	@echo "make bench  benchmark tables (throughput, requests, cold start, size, US$ per million events, latency)"
 	@echo "make soak   minutes of load, crashes, a flapping Segment and a connection change, then every invariant"
+	@echo "make repeat [N=100]  every concurrency test N times over (a CI run must never fail by chance)"
 	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
 	@echo "make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<name>]  DLQ back to its queue"
 	@echo "make lookup WORKSPACE=<id> VISITOR=<id> [STACK=<name>]  what happened to a visitor (its facts)"
@@ -94,6 +95,10 @@ security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
 
 test: lint security validate build
 	$(PY) -m pytest -q
+
+# make repeat [N=100] [MARK=concurrency]: every test with that marker N times over, to catch failures by chance
+repeat: venv
+	$(PY) -m pytest -q -m "$(or $(MARK),concurrency)" --count=$(or $(N),100)
 
 run: venv
 	$(PY) -m local_stack

@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from tests.component.conftest import LambdaContext, load_app
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
@@ -48,6 +50,7 @@ def facts_of(stack: Any, workspace_id: str, visitor_id: str) -> dict[str, str]:
     return {item["sk"]["S"]: item["status"]["S"] for item in items}
 
 
+@pytest.mark.concurrency
 def test_an_erase_during_a_delivery_does_not_report_the_visitor_erased_when_the_delivery_records_it_again(stack):
     ingest, connection = stack.handler("assignment"), connection_handler(stack)
     stack.sink.set_fault(status=None, delay_s=1.5)  # the delivery stalls at Segment, its facts claimed (PENDING)

@@ -21,6 +21,7 @@ from tests.component.conftest import ROOT, LambdaContext, http_event, load_app, 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 
 
+@pytest.mark.concurrency
 def test_twenty_four_concurrent_identical_assignments_send_one_experiment_viewed(stack):
     handlers = [stack.handler("assignment") for _ in range(24)]  # 24 execution environments
     barrier = threading.Barrier(len(handlers))
@@ -40,7 +41,6 @@ def test_twenty_four_concurrent_identical_assignments_send_one_experiment_viewed
         thread.join()
 
     statuses = sorted(body["status"] for _, body in answers)
-    assert statuses.count("delivered") == 1
     assert set(statuses) <= {"delivered", "duplicate", "queued"}
     # Queued: every 202 (its fact in flight elsewhere at the time), and a copy of any duplicate that found the
     # visitor's Identify in flight (it comes back until that is recorded SENT). Duplicates once processed.
@@ -49,8 +49,16 @@ def test_twenty_four_concurrent_identical_assignments_send_one_experiment_viewed
     if queued:
         answer = stack.handler("assignment")({"Records": stack.as_records(queued)}, LambdaContext())
         assert answer == {"batchItemFailures": []}
-    assert len(stack.tracks("Experiment Viewed")) == 1
-    assert len(stack.identifies()) == 1
+    # One call may send the Experiment Viewed while another sends the visitor's Identify (released to it while the
+    # first held it): more than one "delivered" answer is truthful. What must hold: Segment got each fact once, and
+    # each messageId it got was reported delivered by exactly one call (or sent from the queue).
+    sent = [e["message"] for e in stack.sink.events()]
+    assert sorted(m["type"] for m in sent) == ["identify", "track"]
+    assert stack.tracks("Experiment Viewed")[0]["properties"]["variant_id"] == "b"
+    reported = [mid for _, body in answers if body["status"] == "delivered" for mid in body["message_ids"]]
+    assert len(reported) == len(set(reported))
+    assert set(reported) <= {m["messageId"] for m in sent}
+    assert statuses.count("delivered") >= 1
 
 
 def test_retry_after_is_honoured_within_the_budget(stack):
@@ -126,6 +134,7 @@ def moto_server(monkeypatch):
     server.stop()
 
 
+@pytest.mark.concurrency
 def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id(moto_server, sink, monkeypatch):
     sink.clear()
     session = boto3.session.Session()

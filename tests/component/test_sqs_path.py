@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from local_stack.template import Template
 from tests.component.conftest import LambdaContext, sqs_record
 
@@ -182,6 +184,7 @@ def test_same_identify_twice_in_one_batch_is_sent_once_and_both_are_consumed(sta
     assert len(stack.identifies()) == 1
 
 
+@pytest.mark.concurrency
 def test_workspaces_of_one_batch_are_sent_concurrently_each_with_its_own_key(stack):
     stack.connect("ws-us-2", "key-us-0003")
     workspaces = ["ws-us", "ws-eu", "ws-us-2"]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -169,6 +170,7 @@ def check(history: History) -> None:
     assert not history.pending
 
 
+@pytest.mark.concurrency
 @settings(max_examples=HISTORIES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=events(), history_steps=steps)
 def test_every_fact_once_under_one_message_id_with_its_recorded_content(stream, history_steps):

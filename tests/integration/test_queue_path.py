@@ -169,6 +169,7 @@ def test_segment_outage_queues_the_event_and_the_queue_delivers_it_exactly_once(
     assert api.post("/v1/assignments", body) == (200, {"status": "duplicate"})
 
 
+@pytest.mark.concurrency
 def test_a_crashed_worker_answers_502_and_is_replaced(stack, api: Api):
     stack.sink.set_fault(status=None, count=1, delay_s=5)  # the next Segment request stalls
     body = {"workspace_id": "demo", "visitor_id": new_id("v")}
@@ -188,6 +189,7 @@ def test_a_crashed_worker_answers_502_and_is_replaced(stack, api: Api):
     assert not set(stack.worker_pids("IdentifyFunction")) & set(pids)
 
 
+@pytest.mark.concurrency
 def test_a_worker_crash_fails_the_batch_and_the_redelivery_sends_the_same_message_id(stack):
     body = {"workspace_id": "demo", "visitor_id": new_id("v")}
     stack.sink.set_fault(status=None, count=1, delay_s=4)  # the first attempt stalls at Segment

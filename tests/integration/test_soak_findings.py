@@ -114,6 +114,7 @@ def _assignment_with_names_then_without(visitor: str) -> tuple[str, dict[str, An
     return "assignment", first, again, 2
 
 
+@pytest.mark.concurrency
 @pytest.mark.parametrize(
     "requests", [_first_with_user_then_anonymous, _assignment_with_names_then_without], ids=["link", "viewed"]
 )
@@ -129,6 +130,7 @@ def test_after_a_segment_call_slower_than_the_budget_each_fact_keeps_one_message
     producer.check(stack, visitor)
 
 
+@pytest.mark.concurrency
 def test_the_identify_of_a_crashed_attempt_is_not_lost_when_the_client_retries(stack, api):
     producer = _Producer(api)
     visitor = new_id("v")

@@ -112,6 +112,7 @@ def test_the_backlog_is_larger_than_the_clients_we_promise():
     assert LISTEN_BACKLOG >= 2 * CLIENTS
 
 
+@pytest.mark.concurrency
 @pytest.mark.parametrize("keep_alive", [False, True], ids=["new-connections", "keep-alive"])
 def test_64_concurrent_clients_on_the_api_see_no_reset_and_no_refusal(stack: LocalStack, keep_alive):
     seen = burst(stack.api_url, _identify, clients=CLIENTS, keep_alive=keep_alive)
@@ -123,6 +124,7 @@ def test_64_concurrent_clients_on_the_api_see_no_reset_and_no_refusal(stack: Loc
     assert seen.reconnects == 0, str(seen)
 
 
+@pytest.mark.concurrency
 @pytest.mark.parametrize("keep_alive", [False, True], ids=["new-connections", "keep-alive"])
 def test_64_concurrent_clients_on_the_sink_see_no_reset_and_no_refusal(keep_alive):
     with SegmentSink() as sink:

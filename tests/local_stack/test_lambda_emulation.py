@@ -260,6 +260,7 @@ def test_answers_the_function_gives_in_other_shapes(stack, api: Api):
     assert api.post("/v1/identify?mode=raise", {}) == (502, {"message": "Internal Server Error"})
 
 
+@pytest.mark.concurrency
 @pytest.mark.parametrize("mode", ["exit", "sleep"])
 def test_a_crash_or_a_timeout_answers_502_and_the_next_call_gets_a_fresh_environment(stack, api: Api, mode):
     before = api.post("/v1/identify", {})[1]["pid"]
