@@ -75,6 +75,12 @@ SECRETS_UNDER_PREFIX = {
 }
 DEDUP_TABLE = {"Fn::GetAtt": ["DedupTable", "Arn"]}
 # Secrets Manager actions that change nothing; every other one writes (Create/Put/Update/Delete/Restore/Tag...).
+SECRETS_OF_OTHER_STACKS = {
+    "Fn::Sub": [
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${Prefix}/*/*",
+        {"Prefix": EFFECTIVE_PREFIX},
+    ]
+}
 SECRETS_READ_ACTIONS = {
     "secretsmanager:GetSecretValue",
     "secretsmanager:BatchGetSecretValue",
@@ -146,10 +152,12 @@ def role_of(resources: dict[str, dict[str, Any]], function: str) -> dict[str, An
     return resources[f"{function}Role"]
 
 
-def grants(role: dict[str, Any], service: str) -> list[tuple[str, Any]]:
-    """(action, resource) pairs the role's inline policies allow for one service."""
+def grants(role: dict[str, Any], service: str, effect: str = "Allow") -> list[tuple[str, Any]]:
+    """(action, resource) pairs the role's inline policies allow (or, with ``effect="Deny"``, deny) for one service."""
     pairs = []
     for statement in statements(role):
+        if statement.get("Effect") != effect:
+            continue
         for action in as_list(statement["Action"]):
             if action.split(":")[0] == service:
                 pairs += [(action, resource) for resource in as_list(statement["Resource"])]
@@ -209,8 +217,10 @@ def test_no_inline_statement_has_a_wildcard_action_or_resource(resources):
     assert set(roles) == {f"{f}Role" for f in [*INGEST, CONNECTION]}
     for name, role in roles.items():
         for statement in statements(role):
-            assert statement["Effect"] == "Allow"
+            assert statement["Effect"] in ("Allow", "Deny")
             assert "NotAction" not in statement and "NotResource" not in statement, name
+            if statement["Effect"] == "Deny":  # a deny only takes away: a wildcard action there is no grant
+                continue
             for action in as_list(statement["Action"]):
                 assert action != "*" and not action.endswith(":*"), f"{name}: wildcard action {action}"
                 assert "*" not in action, f"{name}: wildcard action {action}"
@@ -238,6 +248,18 @@ def test_only_the_connection_function_writes_secrets_and_only_under_the_prefix(r
         "secretsmanager:DeleteSecret",
         "secretsmanager:RestoreSecret",
     }
+
+
+@pytest.mark.parametrize("function", [*INGEST, CONNECTION])
+def test_no_function_reaches_secrets_deeper_than_a_workspace_under_the_prefix(resources, function):
+    # With SecretPrefix=segment-forwarder (a stack deployed before per-stack prefixes), <prefix>/* would also match
+    # segment-forwarder/<another stack>/<workspace>: the deny keeps every role to names one level under the prefix.
+    role = role_of(resources, function)
+    allowed = {action for action, _ in grants(role, "secretsmanager")}
+    denied = grants(role, "secretsmanager", effect="Deny")
+    assert denied and all(resource == SECRETS_OF_OTHER_STACKS for _, resource in denied)
+    denied_actions = {action for action, _ in denied}
+    assert denied_actions == {"secretsmanager:*"} or allowed <= denied_actions
 
 
 @pytest.mark.parametrize("function", INGEST)
