@@ -52,9 +52,14 @@ def test_twenty_four_concurrent_identical_assignments_send_one_experiment_viewed
     # One call may send the Experiment Viewed while another sends the visitor's Identify (released to it while the
     # first held it): more than one "delivered" answer is truthful. What must hold: Segment got each fact once, and
     # each messageId it got was reported delivered by exactly one call (or sent from the queue).
+    # A request that timed out on our side may still have reached Segment: its resend carries the same messageId
+    # (Segment drops the repeat). So: one messageId per fact, whatever the number of copies.
     sent = [e["message"] for e in stack.sink.events()]
-    assert sorted(m["type"] for m in sent) == ["identify", "track"]
-    assert stack.tracks("Experiment Viewed")[0]["properties"]["variant_id"] == "b"
+    ids_by_type: dict[str, set[str]] = {}
+    for message in sent:
+        ids_by_type.setdefault(message["type"], set()).add(message["messageId"])
+    assert {kind: len(ids) for kind, ids in ids_by_type.items()} == {"identify": 1, "track": 1}
+    assert {m["properties"]["variant_id"] for m in stack.tracks("Experiment Viewed")} == {"b"}
     reported = [mid for _, body in answers if body["status"] == "delivered" for mid in body["message_ids"]]
     assert len(reported) == len(set(reported))
     assert set(reported) <= {m["messageId"] for m in sent}
