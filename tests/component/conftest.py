@@ -23,11 +23,13 @@ from moto import mock_aws
 from local_stack.invoke import LambdaContext, load_module, sqs_record
 from local_stack.moto_dynamodb import make_atomic
 from local_stack.segment_sink import SegmentSink
+from local_stack.strict_sqs import make_strict
 from local_stack.template import Resource, Template
 from tests.domain.fakes import Crash
 
 ROOT = Path(__file__).resolve().parents[2]
 make_atomic()  # moto's conditional writes atomic, as DynamoDB's are
+make_strict()  # moto's SQS refuses what SQS refuses (sizes, attributes, batches, visibility)
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}

@@ -14,10 +14,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local_stack.strict_sqs import make_strict
 from local_stack.template import Template
 from ops.redrive import QueuePair, dry_run, main, redrive, redriven_attributes, render, stack_queues
 from segment_forwarder.events import sqs_delivery_id
 
+make_strict()  # moto's SQS refuses what SQS refuses (sizes, attributes, batches, visibility)
 NOW_MS = 1_900_000_000_000
 BODY = json.dumps({"workspace_id": "ws", "visitor_id": "v-1", "conversion_id": "c", "conversion_type": "CLICK",
                    "origin_url": "https://example.com/"})  # fmt: skip
