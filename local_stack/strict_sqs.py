@@ -44,9 +44,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import moto.sqs.responses
 from moto.core.utils import unix_time_millis
 from moto.sqs.exceptions import (
     BatchEntryIdsNotDistinct,
@@ -56,7 +57,6 @@ from moto.sqs.exceptions import (
     SQSException,
     TooManyEntriesInBatchRequest,
 )
-import moto.sqs.responses
 from moto.sqs.models import Message, Queue, SQSBackend
 
 MAX_ATTRIBUTES = 10
@@ -88,7 +88,7 @@ class BatchRequestTooLong(SQSException):
 def _utf8(value: Any) -> bytes:
     if value is None:
         return b""
-    return value if isinstance(value, bytes | bytearray) else str(value).encode("utf-8")
+    return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8")
 
 
 def message_size(body: str, attributes: Mapping[str, Mapping[str, Any]] | None) -> int:
@@ -175,7 +175,7 @@ def _visibility_range_error(seconds: int) -> str | None:
     )
 
 
-def _check_batch_shape(entries: list[Mapping[str, Any]], action: str) -> None:
+def _check_batch_shape(entries: Sequence[Mapping[str, Any]], action: str) -> None:
     if not entries:
         raise SQSException(
             "AWS.SimpleQueueService.EmptyBatchRequest",
@@ -260,7 +260,7 @@ def _change_message_visibility(self: SQSBackend, queue_name: str, receipt_handle
     if problem:
         raise InvalidParameterValue(problem)
     queue = self.get_queue(queue_name)
-    for message in queue._messages:  # noqa: SLF001 - moto's own list of the queue's messages
+    for message in queue._messages:  # moto's own list of the queue's messages
         if not message.had_receipt_handle(receipt_handle):
             continue
         received_ms = getattr(message, _RECEIVED_AT, None) or unix_time_millis()
@@ -337,7 +337,6 @@ def make_strict() -> None:
     SQSBackend.change_message_visibility_batch = _change_message_visibility_batch  # type: ignore[method-assign]
     SQSBackend.delete_message_batch = _delete_message_batch(SQSBackend.delete_message_batch)  # type: ignore[method-assign]
     Message.mark_received = _mark_received(Message.mark_received)  # type: ignore[method-assign]
-    moto.sqs.responses.validate_message_attributes = _response_attribute_check(  # type: ignore[assignment]
-        moto.sqs.responses.validate_message_attributes
-    )
+    responses: Any = moto.sqs.responses
+    responses.validate_message_attributes = _response_attribute_check(responses.validate_message_attributes)
     setattr(SQSBackend, _MARK, True)

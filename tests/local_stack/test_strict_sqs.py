@@ -122,7 +122,7 @@ def test_each_template_queue_takes_up_to_its_own_MaximumMessageSize(sqs):
         room = limit - message_size("", attributes)
         sqs.client.send_message(QueueUrl=url, MessageBody="x" * room, MessageAttributes=attributes)
         assert refused(
-            lambda url=url, room=room: sqs.client.send_message(
+            lambda url=url, room=room, attributes=attributes: sqs.client.send_message(
                 QueueUrl=url, MessageBody="x" * (room + 1), MessageAttributes=attributes
             )
         ) == ("InvalidParameterValue", "ClientError", TOO_LONG.format(limit))
@@ -224,6 +224,7 @@ def test_at_most_ten_message_attributes(sqs):
     )
 
 
+CAST = "Can't cast the value of message (user) attribute 'n' to a number."
 RESERVED = (
     "You can't use message attribute names beginning with 'AWS.' or 'Amazon.'. These strings are reserved for "
     "internal use. Additionally, they cannot start or end with '.'."
