@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -126,6 +127,23 @@ def test_each_template_queue_takes_up_to_its_own_MaximumMessageSize(sqs):
                 QueueUrl=url, MessageBody="x" * (room + 1), MessageAttributes=attributes
             )
         ) == ("InvalidParameterValue", "ClientError", TOO_LONG.format(limit))
+
+
+def test_a_queues_MaximumMessageSize_in_the_template_is_the_limit(sqs, tmp_path):
+    text = (Path(__file__).resolve().parents[2] / "template.yaml").read_text(encoding="utf-8")
+    text = text.replace(
+        "      MessageRetentionPeriod: 1209600\n",
+        "      MessageRetentionPeriod: 1209600\n      MaximumMessageSize: 2048\n",
+    )
+    path = tmp_path / "template.yaml"
+    path.write_text(text, encoding="utf-8")
+    url = Template.load(path).create_resources(boto3.session.Session())["AssignmentQueue"].ref
+
+    attributes = sqs.client.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])["Attributes"]
+    assert attributes == {"MaximumMessageSize": "2048"}
+    sqs.client.send_message(QueueUrl=url, MessageBody="x" * 2048)
+    send_over = lambda: sqs.client.send_message(QueueUrl=url, MessageBody="x" * 2049)  # noqa: E731
+    assert refused(send_over) == ("InvalidParameterValue", "ClientError", TOO_LONG.format(2048))
 
 
 # -- SendMessageBatch ---------------------------------------------------------------------------------------------
