@@ -271,8 +271,10 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
 
     from local_stack.moto_dynamodb import make_atomic
+    from local_stack.strict_sqs import make_strict
 
     make_atomic()
+    make_strict()
     ledger = DynamoDBLedger()
     ledger.install()
 

@@ -56,6 +56,7 @@ from .lambda_pool import FunctionPool, FunctionSpec
 from .moto_dynamodb import make_atomic
 from .segment_sink import SegmentSink
 from .sqs_poller import LONG_POLL_S, SqsPoller
+from .strict_sqs import make_strict
 from .template import ACCOUNT_ID, TEMPLATE_PATH, Resource, Template
 
 LogFn = Callable[[str], None]
@@ -96,12 +97,13 @@ class PortInUseError(OSError):
 
 class _MotoServer(ThreadedMotoServer):
     """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB's item
-    operations atomic as on AWS (``moto_dynamodb``)."""
+    operations atomic as on AWS (``moto_dynamodb``) and SQS refusing what SQS refuses (``strict_sqs``)."""
 
     error: BaseException | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         make_atomic()
+        make_strict()
         super().__init__(*args, **kwargs)
 
     def _server_entry(self) -> None:

@@ -279,7 +279,13 @@ class Template:
         props = self.resolve(spec.get("Properties", {}), created)
         name = props.get("QueueName") or self._physical_name(logical_id)
         attributes: dict[str, str] = {}
-        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds"):
+        for key in (
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "DelaySeconds",
+            "ReceiveMessageWaitTimeSeconds",
+            "MaximumMessageSize",
+        ):
             if key in props:
                 attributes[key] = str(props[key])
         if "RedrivePolicy" in props:

@@ -23,15 +23,18 @@ from moto import mock_aws
 from local_stack.invoke import LambdaContext, load_module, sqs_record
 from local_stack.moto_dynamodb import make_atomic
 from local_stack.segment_sink import SegmentSink
+from local_stack.sqs_poller import failed_ids, lambda_record
+from local_stack.strict_sqs import make_strict
 from local_stack.template import Resource, Template
 from tests.domain.fakes import Crash
 
 ROOT = Path(__file__).resolve().parents[2]
 make_atomic()  # moto's conditional writes atomic, as DynamoDB's are
+make_strict()  # moto's SQS refuses what SQS refuses (sizes, attributes, batches, visibility)
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
-__all__ = ["LambdaContext", "http_event", "load_app", "sqs_record"]
+__all__ = ["LambdaContext", "SqsBatch", "http_event", "load_app", "sqs_record"]
 
 
 def load_app(name: str) -> Any:
@@ -62,6 +65,21 @@ def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = F
         "body": text,
         "isBase64Encoded": base64_body,
     }
+
+
+@dataclass
+class SqsBatch:
+    """An SQS batch's outcome as Lambda reads it (``Stack.run_batch``)."""
+
+    answer: Any
+    failed: set[str] | None  # the records to come back; None: the whole batch failed
+    ids: list[str]
+    error: Exception | None = None
+
+    @property
+    def succeeded(self) -> list[str]:
+        """The message ids Lambda counts as done (and deletes from the queue)."""
+        return [] if self.failed is None else [i for i in self.ids if i not in self.failed]
 
 
 @dataclass
@@ -144,19 +162,50 @@ class Stack:
         )
         return list(got.get("Messages", []))
 
-    def as_records(self, messages: list[dict]) -> list[dict]:
-        """SQS messages (from receive_message) in the shape of Lambda's SQS event records."""
-        records = []
-        for message in messages:
-            record = sqs_record(message["Body"], message_id=message["MessageId"])
-            record["attributes"].update(message.get("Attributes", {}))
-            record["receiptHandle"] = message["ReceiptHandle"]
-            record["messageAttributes"] = {
-                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
-                for name, value in message.get("MessageAttributes", {}).items()
-            }
-            records.append(record)
-        return records
+    def queue_arn(self, kind: str, dead: bool = False) -> str:
+        return self.resources[f"{QUEUES[kind]}{'DeadLetter' if dead else ''}Queue"].attributes["Arn"]
+
+    def as_records(self, messages: list[dict], kind: str | None = None) -> list[dict]:
+        """SQS messages (from receive_message) as the records Lambda's event source hands the function (the local
+        stack's poller builds the same); from ``kind``'s queue when given (``run_batch`` then deletes the ones that
+        succeed, as the event source does)."""
+        arn = self.queue_arn(kind) if kind else sqs_record("")["eventSourceARN"]
+        return [lambda_record(message, arn, "us-east-1") for message in messages]
+
+    def received(self, kind: str) -> list[dict]:
+        """The visible messages of ``kind``'s queue as an event source batch: received (in flight, as the event
+        source leaves them while the function runs), in Lambda's record shape."""
+        return self.as_records(self.drain_keeping(kind), kind)
+
+    def run_batch(
+        self,
+        kind: str,
+        records: list[dict],
+        handler: Callable[[dict, Any], Any] | None = None,
+        context: LambdaContext | None = None,
+    ) -> SqsBatch:
+        """Run an SQS batch through ``kind``'s handler (a fresh one unless given) and read the answer as Lambda
+        does with ReportBatchItemFailures: a function error, or an answer that is not a valid report (not an
+        object, an unknown, empty or malformed ``itemIdentifier``), fails the whole batch; otherwise the records
+        not listed failed are done, and those that came from ``kind``'s queue are deleted from it::
+
+            batch = stack.run_batch("assignment", stack.received("assignment"))
+            assert batch.failed == set()          # None: the whole batch failed
+        """
+        ids = [record["messageId"] for record in records]
+        try:
+            answer = (handler or self.handler(kind))({"Records": records}, context or LambdaContext())
+        except Exception as exc:  # a function error: an answer to read as Lambda reads it
+            return SqsBatch(answer=None, failed=None, ids=ids, error=exc)
+        failed = failed_ids(answer, set(ids))
+        done = [r for r in records if failed is not None and r["messageId"] not in failed]
+        from_queue = [r for r in done if r.get("eventSourceARN") == self.queue_arn(kind)]
+        sqs = self.session.client("sqs")
+        for start in range(0, len(from_queue), 10):
+            chunk = from_queue[start : start + 10]
+            entries = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)]
+            sqs.delete_message_batch(QueueUrl=self.queue_url(kind), Entries=entries)
+        return SqsBatch(answer=answer, failed=failed, ids=ids)
 
     def item(self, pk: str, sk: str) -> dict | None:
         client = self.session.client("dynamodb")

@@ -21,7 +21,7 @@ def queued_record(stack, body: dict, receive_count: int = 1, **attributes: str) 
         MessageBody=json.dumps(body),
         MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
     )
-    [record] = stack.as_records(stack.drain_keeping("assignment"))
+    [record] = stack.received("assignment")
     record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
     return record
 
@@ -78,11 +78,12 @@ def test_past_the_horizon_a_transient_failure_is_parked_with_what_a_redrive_need
         MessageBody=json.dumps(conversion),
         MessageAttributes={"first_received_at": {"DataType": "String", "StringValue": str(first)}},
     )
-    [record] = stack.as_records(stack.drain_keeping("conversion"))
+    [record] = stack.received("conversion")
 
-    answer = stack.handler("conversion")({"Records": [record]}, LambdaContext(timeout_s=4))
+    batch = stack.run_batch("conversion", [record], context=LambdaContext(timeout_s=4))
 
-    assert answer == {"batchItemFailures": []}
+    assert (batch.answer, batch.failed) == ({"batchItemFailures": []}, set())
+    assert stack.drain("conversion") == []  # parked, so done: deleted from its queue
     [parked] = stack.drain("conversion", dead=True)
     attributes = {k: v["StringValue"] for k, v in parked["MessageAttributes"].items()}
     assert attributes["error_code"] == "retries_exhausted"

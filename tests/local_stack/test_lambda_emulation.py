@@ -21,6 +21,7 @@ import urllib3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from local_stack.stack import LocalStack
 from tests.stack_client import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
@@ -341,3 +342,28 @@ def test_a_function_error_or_an_invalid_report_fails_the_whole_batch(stack, code
     assert {r["messageId"] for r in first["Records"]} == {innocent_id, culprit_id}
     wait_for(lambda: queue_depth(stack, stack.queue_url("IdentifyQueue")) == 0, timeout_s=15)
     assert culprit_id in {m["MessageId"] for m in drain(stack, stack.dlq_url("IdentifyQueue"))}
+
+
+# -- the AWS endpoint refuses what SQS refuses (local_stack.strict_sqs; its rules: tests/local_stack/test_strict_sqs)
+
+
+def test_the_endpoints_sqs_refuses_what_sqs_refuses(stack):
+    sqs = stack.client("sqs")
+    url = sqs.create_queue(QueueName="strict-check", Attributes={"MaximumMessageSize": "1024"})["QueueUrl"]
+    eleven = {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(11)}
+
+    with pytest.raises(ClientError) as too_many:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageAttributes=eleven)
+    with pytest.raises(ClientError) as too_long:
+        sqs.send_message(QueueUrl=url, MessageBody="é" * 513)  # 1,026 bytes in 513 characters
+    with pytest.raises(ClientError) as too_late:
+        sqs.send_message(QueueUrl=url, MessageBody="x", DelaySeconds=-1)
+
+    assert too_many.value.response["Error"]["Message"] == (
+        "Number of message attributes [11] exceeds the allowed maximum [10]."
+    )
+    assert too_long.value.response["Error"]["Message"] == (
+        "One or more parameters are invalid. Reason: Message must be shorter than 1024 bytes."
+    )
+    assert too_late.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert queue_depth(stack, url) == 0
