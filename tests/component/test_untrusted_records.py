@@ -138,7 +138,7 @@ def test_a_copied_delivery_id_never_becomes_two_conversions_message_id(stack):
 
 
 def test_large_refused_records_and_their_small_neighbour_are_all_parked(stack, strict_sqs):
-    large = [sqs_record(json.dumps({**CONVERSION, "pad": "x" * 120_000})) for _ in range(2)]
+    large = [sqs_record(json.dumps({**CONVERSION, "pad": "x" * 140_000})) for _ in range(2)]
     small = sqs_record("{not json")
     records = [*large, small]
 
