@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+from segment_forwarder.events import sqs_delivery_id
 from tests.component.conftest import LambdaContext, http_event
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "a"}
@@ -156,13 +157,14 @@ def test_a_retried_record_reports_how_long_it_has_been_retried(stack, capsys):
 
 def test_a_redriven_record_parked_again_keeps_the_id_of_its_first_message(stack):
     stack.sink.set_fault(status=400, count=100)
-    record = queued_record(stack, ASSIGNMENT, source_message_id="the-first-message", delivery_id="d-first")
+    first_id = sqs_delivery_id("the-first-message")  # what a redrive carries for a record a producer sent
+    record = queued_record(stack, ASSIGNMENT, source_message_id="the-first-message", delivery_id=first_id)
 
     assert stack.handler("assignment")({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
 
     [parked] = stack.drain("assignment", dead=True)
     attributes = {k: v["StringValue"] for k, v in parked["MessageAttributes"].items()}
-    assert (attributes["source_message_id"], attributes["delivery_id"]) == ("the-first-message", "d-first")
+    assert (attributes["source_message_id"], attributes["delivery_id"]) == ("the-first-message", first_id)
 
 
 def _values(value: float | list[float]) -> list[float]:

@@ -11,10 +11,18 @@ resend carries what the first attempt recorded. A claim that loses gets the item
     store.mark_sent([(claims[slot], message_id)])           # BatchWriteItem, 25 a request
     store.release([claims[slot]])                           # a retry can claim at once
 
-Item: ``pk = WS#<workspace>#V#<visitor>``, ``sk`` = the fact's key (a fact id too long for a key is replaced by
-its SHA-256, the id kept in ``fact_name``), ``status`` (PENDING | SENT), ``message_id``, ``content`` (JSON),
+Item: ``pk = WS#<workspace>#V#<visitor>``, ``sk`` = the fact's key (a fact id over ``MAX_KEY_NAME_BYTES`` is
+replaced by ``HASHED_MARKER`` and its SHA-256, the id kept in ``fact_name``; the marker starts with a control
+character no valid id holds, so a literal id ``sha256:<hex>`` never shares a hashed id's item), ``status``
+(PENDING | SENT), ``message_id``, ``content`` (JSON),
 ``first_attempt_at``, ``delivered_at``, ``attempts``, ``lease_until``, ``claim_token``, ``updated_at`` and
 ``expires_at`` (the TTL attribute).
+
+Keys hashed before the marker changed (``KIND#sha256:<hex>``, with ``fact_name``) stay readable: ``make lookup``
+and erasure list and delete them as before. A claim does not look for them, so a fact with such a long id that
+was recorded before the change (an id over 200 bytes: rare) is claimed anew at its next occurrence and sent once
+more, under the same messageId (message ids derive from the fact, not from the sort key: Segment drops the
+repeat within its deduplication window, about a day); the old item expires with its TTL.
 
 Repeats cost no write: SENT only ever changes by expiry (days) or erasure, so a fact known SENT needs no claim.
 The store remembers the facts it saw SENT (``SentCache``, per execution environment, bounded, entries for
@@ -62,6 +70,9 @@ _CLAIM_CONDITION = "attribute_not_exists(pk) OR (#status = :pending AND lease_un
 _BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_RETRIES = 5
 MAX_KEY_NAME_BYTES = 200  # a fact id longer than this (UTF-8) is hashed inside the sort key (limit 1,024 bytes)
+# Marks a hashed fact id in a sort key. It starts with U+001F, a control character no valid id can hold (ids are
+# refused with any of U+0000-U+001F and U+007F-U+009F), so no literal id ("sha256:…" included) shares its key.
+HASHED_MARKER: Final = "\x1fsha256:"
 # The table refused the request itself: retrying the same request can never succeed.
 PERMANENT_ERRORS = frozenset({"ValidationException", "SerializationException"})
 CLAIM_THREADS = 16
@@ -90,10 +101,14 @@ def partition_key(workspace_id: str, visitor_id: str) -> str:
 
 
 def sort_key(fact: Fact) -> str:
-    """The fact's key, with an id too long for a DynamoDB key replaced by its SHA-256."""
+    """The fact's key, with an id too long for a DynamoDB key replaced by ``HASHED_MARKER`` and its SHA-256::
+
+    sort_key(Fact(FactKind.ASSIGNMENT, "t-1"))      # "ASSIGN#t-1"
+    sort_key(Fact(FactKind.ASSIGNMENT, "é" * 101))  # "ASSIGN#\x1fsha256:<64 hex>" (the id is kept in fact_name)
+    """
     if len(fact.name.encode("utf-8")) <= MAX_KEY_NAME_BYTES:
         return fact.key
-    return f"{fact.kind.value}#sha256:{hashlib.sha256(fact.name.encode('utf-8')).hexdigest()}"
+    return f"{fact.kind.value}#{HASHED_MARKER}{hashlib.sha256(fact.name.encode('utf-8')).hexdigest()}"
 
 
 def _key(slot: Slot) -> Item:
@@ -530,10 +545,11 @@ def _settled(item: Mapping[str, Any], now: int) -> bool:
 
 
 def _fact_key(item: Mapping[str, Any]) -> str:
-    """The fact key of an item: its sort key, with the original id in place of a hash."""
+    """The fact key of an item: its sort key, with the original id (``fact_name``, on hashed keys of either
+    marker) in place of a hash."""
     key = str(item["sk"]["S"])
     name = item.get("fact_name", {}).get("S")
-    return key if name is None else f"{key.split('#sha256:', 1)[0]}#{name}"
+    return key if name is None else f"{key.rsplit('#', 1)[0]}#{name}"
 
 
 # -- workspace health --------------------------------------------------------------------------------------

@@ -28,15 +28,23 @@ from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
 from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger, SentCache
 from .errors import RequestError
-from .events import SCHEMAS, Event, Kind, sqs_delivery_id
+from .events import SCHEMAS, Event, Kind, new_nonce, record_delivery_id
 from .facts import Outcome, largest_message
 from .forwarding import Forwarder
 from .health import HealthRecorder, hour_of
 from .messages import MAX_MESSAGE_BYTES
-from .queues import DELIVERY_ID_ATTRIBUTE, Parked, Queues, QueueUnavailableError
-from .retries import RetryPolicy, horizon_start
+from .queues import (
+    DELIVERY_ID_ATTRIBUTE,
+    DELIVERY_NONCE_ATTRIBUTE,
+    SOURCE_MESSAGE_ID_ATTRIBUTE,
+    Parked,
+    Queues,
+    QueueUnavailableError,
+    carried_attributes,
+)
+from .retries import FIRST_RECEIVED_AT, RetryPolicy, attribute_ms, horizon_start
 from .segment import SegmentClient
-from .validation import parse_body
+from .validation import MAX_BODY_BYTES, parse_body
 
 logger = Logger()
 metrics = Metrics()
@@ -115,7 +123,8 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
     call carries the API request id as its ``correlation_id``."""
     received_at = datetime.now(UTC)
     try:
-        event = _checked(Event.from_body(kind, parse_body(SCHEMAS[kind], request_body(request)), received_at))
+        event = Event.from_body(kind, parse_body(SCHEMAS[kind], request_body(request)), received_at)
+        event = _queueable(_checked(event.bound(new_nonce())))
     except RequestError as exc:
         metrics.add_metric("Rejected", MetricUnit.Count, 1)
         logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": exc.status})
@@ -151,7 +160,9 @@ def _enqueue(runtime: Runtime, event: Event, received_ms: int, reason: str) -> b
     """Put the event on the function's queue with the delivery id this attempt used and its receipt time (its
     retry horizon starts there); False if that failed."""
     try:
-        runtime.queues.enqueue(event.queue_body(), delivery_id=event.delivery_id, received_ms=received_ms)
+        runtime.queues.enqueue(
+            event.queue_text(), delivery_id=event.delivery_id, nonce=event.delivery_nonce, received_ms=received_ms
+        )
     except QueueUnavailableError as exc:
         logger.error("could not queue the event", extra={"error": str(exc), "reason": reason})
         return False
@@ -182,30 +193,13 @@ def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaini
     now_ms = int(time.time() * 1000)
     retries: dict[str, int] = {}  # message id -> seconds until its next receive
     for record, event, result in zip(accepted, events, _forward_isolated(runtime, events, deadline), strict=True):
-        if isinstance(result, BaseException):
-            parked.append(Parked(record, "unexpected_error", type(result).__name__, None, event.delivery_id, kind))
-            continue
-        outcome = result if result.complete else Outcome("retry", result.message_ids, "incomplete")
-        _record(runtime, event, outcome, "sqs", correlation_id=str(record["messageId"]))
-        if outcome.status == "retry":
-            attributes = record.get("attributes", {})
-            receives = int(attributes.get("ApproximateReceiveCount", "1"))
-            carried = {k: v.get("stringValue", "") for k, v in record.get("messageAttributes", {}).items()}
-            since = horizon_start(carried, int(attributes.get("ApproximateFirstReceiveTimestamp") or now_ms))
-            give_up = policy.exhausted(now_ms=now_ms, since_ms=since) or receives >= runtime.settings.max_receive_count
-            _tally(runtime, event, outcome, parked=give_up)
-            if give_up:
-                parked.append(Parked(record, "retries_exhausted", outcome.reason, None, event.delivery_id, kind))
-            else:
-                metrics.add_metric("RetryAge", MetricUnit.Seconds, max(now_ms - since, 0) // 1000)
-                dice = random.random()  # noqa: S311 - jitter, not crypto
-                retries[str(record["messageId"])] = policy.delay_s(
-                    receives=receives, retry_after_s=outcome.retry_after, dice=dice
-                )
-        else:
-            _tally(runtime, event, outcome, parked=outcome.status == "rejected")
-            if outcome.status == "rejected":
-                parked.append(Parked(record, "rejected", outcome.reason, None, event.delivery_id, kind))
+        try:
+            delay = _settle(runtime, policy, record, event, result, parked, now_ms)
+        except Exception:  # a bug in one record's bookkeeping never fails the batch: that record comes back
+            logger.exception("could not settle the record", extra={"correlation_id": record.get("messageId")})
+            delay = policy.delay_s(receives=1, retry_after_s=None, dice=0.5)
+        if delay is not None:
+            retries[str(record["messageId"])] = delay
     not_parked = _park(runtime, parked)
     handles = {str(r["messageId"]): str(r.get("receiptHandle", "")) for r in records}
     runtime.queues.delay([(handles[message_id], delay) for message_id, delay in retries.items()])
@@ -213,14 +207,76 @@ def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaini
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
 
+def _settle(
+    runtime: Runtime,
+    policy: RetryPolicy,
+    record: Record,
+    event: Event,
+    result: Outcome | BaseException,
+    parked: list[Parked],
+    now_ms: int,
+) -> int | None:
+    """Record one forwarded record's outcome; park it (appended to ``parked``) or return the seconds until its
+    next receive (None: done)."""
+    if isinstance(result, BaseException):
+        parked.append(Parked(record, "unexpected_error", type(result).__name__, None, event.delivery_id, event.kind))
+        return None
+    outcome = result if result.complete else Outcome("retry", result.message_ids, "incomplete")
+    _record(runtime, event, outcome, "sqs", correlation_id=str(record["messageId"]))
+    if outcome.status != "retry":
+        _tally(runtime, event, outcome, parked=outcome.status == "rejected")
+        if outcome.status == "rejected":
+            parked.append(Parked(record, "rejected", outcome.reason, None, event.delivery_id, event.kind))
+        return None
+    system = record.get("attributes", {})
+    receives = _sqs_int(system.get("ApproximateReceiveCount")) or 1
+    first_receive = _sqs_int(system.get("ApproximateFirstReceiveTimestamp")) or now_ms
+    since = horizon_start(carried_attributes(record), first_receive, now_ms=now_ms)
+    give_up = policy.exhausted(now_ms=now_ms, since_ms=since) or receives >= runtime.settings.max_receive_count
+    _tally(runtime, event, outcome, parked=give_up)
+    if give_up:
+        parked.append(Parked(record, "retries_exhausted", outcome.reason, None, event.delivery_id, event.kind))
+        return None
+    metrics.add_metric("RetryAge", MetricUnit.Seconds, max(now_ms - since, 0) // 1000)
+    dice = random.random()  # noqa: S311 - jitter, not crypto
+    return policy.delay_s(receives=receives, retry_after_s=outcome.retry_after, dice=dice)
+
+
+def _sqs_int(value: object) -> int | None:
+    """An integer attribute SQS set (receive count, timestamps), or None when absent or not one."""
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16 else None
+
+
 def _event_of(kind: Kind, record: Record) -> Event:
-    """The record's event; its delivery id is the one the HTTP attempt used, else derived from the SQS id."""
-    body = parse_body(SCHEMAS[kind], str(record.get("body", "")).encode("utf-8", "surrogatepass"))
-    sent_ms = record.get("attributes", {}).get("SentTimestamp")
-    received_at = datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else datetime.now(UTC)
-    carried = record.get("messageAttributes", {}).get(DELIVERY_ID_ATTRIBUTE, {}).get("stringValue")
-    delivery_id = carried or sqs_delivery_id(str(record["messageId"]))
+    """The record's event. A body without a timestamp is dated by its first receipt: ``first_received_at`` when it
+    is plausible (the HTTP path, or a redrive, kept it), else when SQS took the message (``SentTimestamp``). Its
+    delivery id is the one the HTTP attempt used when provably bound to this body, else derived from the SQS
+    message id it first had (``events.record_delivery_id``)."""
+    text = str(record.get("body", ""))
+    body = parse_body(SCHEMAS[kind], text.encode("utf-8", "surrogatepass"))
+    carried = carried_attributes(record)
+    now_ms = int(time.time() * 1000)
+    first_ms = attribute_ms(carried.get(FIRST_RECEIVED_AT), now_ms=now_ms)
+    if first_ms is None:
+        first_ms = _sqs_int(record.get("attributes", {}).get("SentTimestamp")) or now_ms
+    delivery_id = record_delivery_id(
+        text,
+        str(record["messageId"]),
+        carried_id=carried.get(DELIVERY_ID_ATTRIBUTE),
+        nonce=carried.get(DELIVERY_NONCE_ATTRIBUTE),
+        source_message_id=carried.get(SOURCE_MESSAGE_ID_ATTRIBUTE),
+    )
+    received_at = datetime.fromtimestamp(first_ms / 1000, UTC)
     return _checked(Event.from_body(kind, body, received_at, delivery_id))
+
+
+def _queueable(event: Event) -> Event:
+    """The event, if its queued form is within the body limit the SQS path applies (what the HTTP path accepts,
+    the SQS path accepts after it); else RequestError 413."""
+    if len(event.queue_text().encode("utf-8")) > MAX_BODY_BYTES:
+        message = f"the body with its timestamp made explicit is over {MAX_BODY_BYTES} bytes"
+        raise RequestError(413, "payload_too_large", message, "body")
+    return event
 
 
 def _checked(event: Event) -> Event:

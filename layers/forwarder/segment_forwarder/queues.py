@@ -2,30 +2,38 @@
 receive back, park records in the dead-letter queue with their reason. The only module that talks to SQS::
 
     queues = Queues(sqs_client, queue_url="…", dlq_url="…")
-    queues.enqueue(event.queue_body(), delivery_id=event.delivery_id, received_ms=now_ms)   # QueueUnavailableError
+    queues.enqueue(event.queue_text(), delivery_id=event.delivery_id, nonce=event.delivery_nonce,
+                   received_ms=now_ms)                  # QueueUnavailableError
     queues.delay([(record["receiptHandle"], 450)])          # its next receive in 450 s (best effort)
     not_parked = queues.park([Parked(record, "invalid_value", "visitor_id …", "visitor_id")])
 
-Message attributes (all String; valid SQS text of bounded length, whatever the input held):
+Message attributes (all String; valid SQS text of bounded length, at most 10, whatever the input held):
 
-* on every queued or parked event: ``delivery_id`` (the messageId of a conversion without dedup key),
-  ``first_received_at`` (ms since the epoch of the event's first receipt), ``retry_since`` (ms since the epoch the
-  retry horizon counts from; a redrive sets it anew);
+* on every queued or parked event: ``delivery_id`` (the messageId of a conversion without dedup key) and
+  ``delivery_nonce`` (what binds that id to the body: ``events.record_delivery_id``), ``first_received_at`` (ms
+  since the epoch of the event's first receipt), ``retry_since`` (ms since the epoch the retry horizon counts
+  from; a redrive sets it anew; left out of a parked record when it equals ``first_received_at``);
 * on parked records, their reason: ``error_code``, ``error_message``, ``error_field``, and ``source_message_id``,
-  ``receive_count``, ``source_kind`` (identify | assignment | conversion).
+  ``receive_count``, ``source_kind`` (identify | assignment | conversion); for a body cut to fit
+  (``parked_message``), ``body_bytes`` and ``body_sha256`` of the whole body.
+
+Producers may write any attribute (they only need ``sqs:SendMessage``): nothing here or in the handler believes
+one that is not well-formed (``retries.attribute_ms`` for times; the nonce and source id by their form; a delivery
+id only when bound to the body). Parked messages are grouped by bytes, never only by count (``Queues.park``).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .retries import FIRST_RECEIVED_AT, RETRY_SINCE
+from .retries import FIRST_RECEIVED_AT, RETRY_SINCE, attribute_ms
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -38,9 +46,19 @@ else:
     SQSClient = Any
 
 DELIVERY_ID_ATTRIBUTE = "delivery_id"
+DELIVERY_NONCE_ATTRIBUTE = "delivery_nonce"
+SOURCE_MESSAGE_ID_ATTRIBUTE = "source_message_id"
 SOURCE_KIND_ATTRIBUTE = "source_kind"
 MAX_ATTRIBUTE_CHARS = 1000
+MAX_ATTRIBUTES = 10  # SQS refuses a message with more
+# SQS's limits, in bytes of body plus attributes: a message (the queues' MaximumMessageSize; the template leaves
+# it at SQS's default, which is at least this) and a SendMessageBatch request (the sum of its messages).
+MAX_MESSAGE_BYTES = 262_144
+MAX_REQUEST_BYTES = 262_144
 _BATCH_LIMIT = 10
+_DIGITS = re.compile(r"[0-9]{1,16}")
+_NONCE = re.compile(r"[0-9a-f]{32}")
+_SOURCE_ID = re.compile(r"[!-~]{1,128}")
 # SQS accepts #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF in bodies and attribute values.
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -71,35 +89,80 @@ class Parked:
         """The SQS message id of the record."""
         return str(self.record["messageId"])
 
-    def attributes(self) -> dict[str, str]:
-        """The reason as message attributes (valid SQS text, bounded)."""
-        carried = self.record.get("messageAttributes", {})
-        attributes = {
+    def attributes(self, *, now_ms: int | None = None, truncated: bool = False) -> dict[str, str]:
+        """The reason as message attributes (valid SQS text, bounded, at most ``MAX_ATTRIBUTES``). What the record
+        carried is kept only when well-formed (a producer may have written it): times within the plausible
+        window, the nonce and source id as the function would write them. ``truncated``: the body is cut, so
+        the delivery id (bound to the whole body) is left out."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        carried = carried_attributes(self.record)
+        system = self.record.get("attributes", {})
+        first = attribute_ms(carried.get(FIRST_RECEIVED_AT), now_ms=now)
+        if first is None:  # the record's first receipt: when SQS took it from its producer
+            first = _int_or_none(system.get("SentTimestamp")) or _int_or_none(
+                system.get("ApproximateFirstReceiveTimestamp")
+            )
+        since = attribute_ms(carried.get(RETRY_SINCE), now_ms=now)
+        source = carried.get(SOURCE_MESSAGE_ID_ATTRIBUTE)
+        nonce = carried.get(DELIVERY_NONCE_ATTRIBUTE)
+        nonce = nonce if not truncated and isinstance(nonce, str) and _NONCE.fullmatch(nonce) else None
+        attributes: dict[str, str | None] = {
             "error_code": self.code,
             "error_message": self.message or self.code,
+            "error_field": self.field,
             # a redriven record keeps the id of the message it was first (its delivery id derives from that)
-            "source_message_id": carried.get("source_message_id", {}).get("stringValue") or self.message_id,
-            "receive_count": str(self.record.get("attributes", {}).get("ApproximateReceiveCount", "1")),
+            SOURCE_MESSAGE_ID_ATTRIBUTE: source if _well_formed_id(source) else self.message_id,
+            SOURCE_KIND_ATTRIBUTE: self.kind,
+            "receive_count": str(_int_or_none(system.get("ApproximateReceiveCount")) or 1),
+            FIRST_RECEIVED_AT: None if first is None else str(first),
+            RETRY_SINCE: None if since is None or since == first else str(since),
+            DELIVERY_ID_ATTRIBUTE: None if truncated else self.delivery_id,
+            DELIVERY_NONCE_ATTRIBUTE: nonce,
         }
-        if self.field:
-            attributes["error_field"] = self.field
-        if self.delivery_id:
-            attributes[DELIVERY_ID_ATTRIBUTE] = self.delivery_id
-        if self.kind:
-            attributes[SOURCE_KIND_ATTRIBUTE] = self.kind
-        for name in (FIRST_RECEIVED_AT, RETRY_SINCE):
-            value = carried.get(name, {}).get("stringValue")
-            if value:
-                attributes[name] = value
-        if FIRST_RECEIVED_AT not in attributes:
-            first = self.record.get("attributes", {}).get("ApproximateFirstReceiveTimestamp")
-            if first:
-                attributes[FIRST_RECEIVED_AT] = str(first)
-        return {name: sqs_text(value) or "-" for name, value in attributes.items()}
+        kept = {name: sqs_text(value) or "-" for name, value in attributes.items() if value}
+        return dict(list(kept.items())[:MAX_ATTRIBUTES])
+
+
+def carried_attributes(record: Mapping[str, Any]) -> dict[str, str]:
+    """The record's String message attributes (any a producer wrote too)."""
+    carried = record.get("messageAttributes") or {}
+    values = {name: value.get("stringValue") for name, value in carried.items() if isinstance(value, Mapping)}
+    return {name: value for name, value in values.items() if isinstance(value, str)}
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and _DIGITS.fullmatch(value) else None
+
+
+def _well_formed_id(value: object) -> bool:
+    return isinstance(value, str) and _SOURCE_ID.fullmatch(value) is not None
 
 
 def _string_attributes(values: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
     return {name: {"DataType": "String", "StringValue": value} for name, value in values.items()}
+
+
+def message_bytes(body: str, attributes: Mapping[str, str]) -> int:
+    """What SQS counts of a message against its size limits: the body and each attribute's name, data type
+    (``String``) and value, in UTF-8 bytes."""
+    size = len(body.encode("utf-8"))
+    return size + sum(len(n.encode()) + len("String") + len(v.encode("utf-8")) for n, v in attributes.items())
+
+
+def parked_message(item: Parked, *, now_ms: int | None = None) -> tuple[str, dict[str, str]]:
+    """The body and attributes that park ``item``: its body as it came, or, when that with the attributes is over
+    ``MAX_MESSAGE_BYTES``, its first bytes with the whole body's size and SHA-256 in ``body_bytes`` and
+    ``body_sha256`` (the body can never be delivered: its record was refused as too large)."""
+    body = sqs_text(str(item.record.get("body") or ""), None) or "(empty body)"
+    attributes = item.attributes(now_ms=now_ms)
+    if message_bytes(body, attributes) <= MAX_MESSAGE_BYTES:
+        return body, attributes
+    whole = body.encode("utf-8")
+    facts = {"body_bytes": str(len(whole)), "body_sha256": hashlib.sha256(whole).hexdigest()}
+    reason = list(item.attributes(now_ms=now_ms, truncated=True).items())  # the error code and message first
+    attributes = dict([*reason[:2], *facts.items(), *reason[2:]][:MAX_ATTRIBUTES])
+    room = MAX_MESSAGE_BYTES - message_bytes("", attributes)
+    return whole[:room].decode("utf-8", "ignore"), attributes
 
 
 class Queues:
@@ -110,18 +173,19 @@ class Queues:
         self._queue_url = queue_url
         self._dlq_url = dlq_url
 
-    def enqueue(self, body: Mapping[str, Any], *, delivery_id: str, received_ms: int) -> None:
-        """Put an event on the function's queue, with the delivery id its first attempt used and its receipt time
-        (where its retry horizon starts)."""
+    def enqueue(self, body: str, *, delivery_id: str, nonce: str, received_ms: int) -> None:
+        """Put an event's queue text on the function's queue, with the delivery id its first attempt used, the
+        nonce that binds that id to the body, and its receipt time (where its retry horizon starts)."""
         attributes = {
             DELIVERY_ID_ATTRIBUTE: delivery_id,
+            DELIVERY_NONCE_ATTRIBUTE: nonce,
             FIRST_RECEIVED_AT: str(received_ms),
             RETRY_SINCE: str(received_ms),
         }
         try:
             self._client.send_message(
                 QueueUrl=self._queue_url,
-                MessageBody=json.dumps(body),
+                MessageBody=body,
                 MessageAttributes=_string_attributes(attributes),
             )
         except (ClientError, BotoCoreError) as exc:
@@ -146,23 +210,45 @@ class Queues:
         return changed
 
     def park(self, parked: Sequence[Parked]) -> list[str]:
-        """Move records to the dead-letter queue with their reason (10 a request); return the SQS message ids
-        of those that could not be moved."""
+        """Move records to the dead-letter queue with their reason; return the SQS message ids of those that could
+        not be moved. Requests hold at most 10 messages and ``MAX_REQUEST_BYTES``; a body too large to park even
+        alone is truncated (``parked_message``); when SQS refuses a request of several, each is tried alone, so
+        one record never keeps its neighbours from being parked."""
+        now_ms = int(time.time() * 1000)
+        messages = [(item, *parked_message(item, now_ms=now_ms)) for item in parked]
         failed: list[str] = []
-        for start in range(0, len(parked), _BATCH_LIMIT):
-            chunk = parked[start : start + _BATCH_LIMIT]
-            entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {
-                    "Id": str(index),
-                    "MessageBody": sqs_text(str(item.record.get("body") or ""), None) or "(empty body)",
-                    "MessageAttributes": _string_attributes(item.attributes()),
-                }
-                for index, item in enumerate(chunk)
-            ]
-            try:
-                answer = self._client.send_message_batch(QueueUrl=self._dlq_url, Entries=entries)
-            except (ClientError, BotoCoreError):
-                failed.extend(item.message_id for item in chunk)
-                continue
-            failed.extend(chunk[int(entry["Id"])].message_id for entry in answer.get("Failed", []))
+        for group in _groups(messages):
+            refused = self._send_to_dlq(group)
+            if refused is None:  # the request was refused: each alone (one alone is not tried twice)
+                alone = [self._send_to_dlq([one]) if len(group) > 1 else None for one in group]
+                refused = [one[0] for one, answer in zip(group, alone, strict=True) if answer is None]
+                refused += [item for answer in alone if answer for item in answer]
+            failed.extend(item.message_id for item in refused)
         return failed
+
+    def _send_to_dlq(self, group: Sequence[tuple[Parked, str, dict[str, str]]]) -> list[Parked] | None:
+        """Send one SendMessageBatch; the items SQS did not take, or None when it refused the request."""
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(index), "MessageBody": body, "MessageAttributes": _string_attributes(attributes)}
+            for index, (_, body, attributes) in enumerate(group)
+        ]
+        try:
+            answer = self._client.send_message_batch(QueueUrl=self._dlq_url, Entries=entries)
+        except (ClientError, BotoCoreError):
+            return None
+        return [group[int(entry["Id"])][0] for entry in answer.get("Failed", [])]
+
+
+def _groups(messages: Sequence[tuple[Parked, str, dict[str, str]]]) -> list[list[tuple[Parked, str, dict[str, str]]]]:
+    """The messages in requests of at most 10 and ``MAX_REQUEST_BYTES`` each, in order (a message that fits no
+    request with others goes alone)."""
+    groups: list[list[tuple[Parked, str, dict[str, str]]]] = []
+    size = 0
+    for message in messages:
+        bytes_ = message_bytes(message[1], message[2])
+        if not groups or len(groups[-1]) >= _BATCH_LIMIT or size + bytes_ > MAX_REQUEST_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(message)
+        size += bytes_
+    return groups
