@@ -247,12 +247,6 @@ def test_run_batch_reads_an_answer_as_the_event_source_does(stack, answer, comes
 # -- parking what SQS limits: a DLQ message at most the queue's MaximumMessageSize, a request at most 1 MiB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Queues.park groups parked records 10 to a SendMessageBatch by count, not by bytes: two records of "
-    "600 KB (each within the queue's 1 MiB) make a request over SQS's 1 MiB per request (BatchRequestTooLong), "
-    "so neither is parked and both come back",
-)
 def test_two_large_records_that_cannot_be_delivered_are_both_parked(stack):
     records = [sqs_record("{" + "x" * 600_000) for _ in range(2)]  # not JSON, over the body limit: parked
 
@@ -262,12 +256,6 @@ def test_two_large_records_that_cannot_be_delivered_are_both_parked(stack):
     assert len(stack.drain("assignment", dead=True)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Queues.park copies the record's body whole and adds its reason attributes: a record within the "
-    "queue's MaximumMessageSize (1 MiB) but with less room than the reason takes is refused by SQS "
-    "(InvalidParameterValue: Message must be shorter than 1048576 bytes) and is never parked (nothing truncates)",
-)
 def test_a_record_of_almost_the_queues_maximum_is_parked(stack):
     record = sqs_record("{" + "x" * (1_048_576 - 200))  # fits the queue alone; not with the reason attributes
 
