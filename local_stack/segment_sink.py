@@ -668,7 +668,8 @@ def _render_page(
             f"<td><code>{esc(props_json)}</code></td>"
             "</tr>"
         )
-    fault_text = esc(json.dumps([f.as_dict() for f in faults])) if faults else "none"
+    shown_faults = [{**f.as_dict(), "write_key": f.write_key and _mask_key(f.write_key)} for f in faults]
+    fault_text = esc(json.dumps(shown_faults, ensure_ascii=False)) if faults else "none"
     limit_text = esc(json.dumps(limit.as_dict()))
     shown = f" (newest {len(events)} shown)" if len(events) < total else ""
     body = "\n".join(rows) or '<tr><td colspan="8">No events yet.</td></tr>'
