@@ -11,8 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -652,7 +652,7 @@ def test_the_sink_imports_nothing_from_the_forwarder():
             request = urllib.request.Request(
                 sink.region_url("us") + "/v1/batch",
                 data=json.dumps({"batch": [{"type": "track", "event": "e", "anonymousId": "a"}]}).encode(),
-                headers={"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(b"k:").decode()},
+                headers={"Content-Type": "application/json", "Authorization": "Basic azo="},
             )
             assert urllib.request.urlopen(request, timeout=5).status == 200
             assert len(sink.events()) == 1
