@@ -268,8 +268,9 @@ def _is_finite_non_negative(value: object) -> bool:
 class RateLimit:
     """The rate limit of every source (write key): token buckets refilled at ``requests_per_s`` requests and
     ``events_per_s`` messages per second, each holding ``burst_s`` seconds' worth (at least one request). None
-    turns that bucket off. Over it, a request is answered 429 with ``Retry-After`` and ``X-RateLimit-Reset``
-    (whole seconds until it would pass) and is not counted.
+    turns that bucket off. Every request that names a write key counts (one Segment would refuse with a 400 too;
+    an armed fault that fails it comes first). Over it, a request is answered 429 with ``Retry-After`` and
+    ``X-RateLimit-Reset`` (whole seconds until it would pass) and is not counted.
 
     A batch with more messages than the events bucket holds passes when the bucket is full, and leaves the
     bucket in debt (the source then waits until it is paid back)::
