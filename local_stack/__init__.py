@@ -1,7 +1,9 @@
 """The whole system on one machine (``make run``): moto, the HTTP API, SQS pollers and a Segment sink.
 
-The sink shares the product's definition of Segment's message size and ids (``segment_forwarder.messages``),
-so the layer's folder is put on ``sys.path`` here, as Lambda's runtime puts the layer there for the functions.
+Code run through the local stack imports the product's layer (function modules loaded in-process by
+``local_stack.invoke``, the operator tools), so the layer's folder is put on ``sys.path`` here, as Lambda's runtime
+puts the layer there for the functions. The Segment sink imports nothing from it: it follows Segment's
+documented rules, not the forwarder's reading of them.
 """
 
 import sys

@@ -87,6 +87,24 @@ def test_retry_after_longer_than_the_budget_queues_at_once(stack):
     assert len(stack.drain("assignment")) == 1
 
 
+@pytest.mark.xfail(
+    strict=True, reason="429s open the region's breaker: one source's rate limit queues every workspace of the region"
+)
+def test_one_workspaces_429s_do_not_hold_back_another_workspace_of_the_same_region(stack):
+    stack.connect("ws-us-b", "key-us-0003")  # a second workspace in the region us
+    stack.sink.set_fault(status=429, count=1000, retry_after=0.1, write_key="key-us-0001")  # ws-us rate limited
+    handler = stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="3")  # one execution environment for both
+
+    limited = stack.post("assignment", ASSIGNMENT, handler)
+    other = stack.post("assignment", {**ASSIGNMENT, "workspace_id": "ws-us-b"}, handler)
+
+    assert limited == (202, {"status": "queued"})
+    assert {r["status"] for r in stack.sink.requests() if r["write_key"] == "key-us-0001"} == {429}
+    # Segment rate limits a source, not a region: the other workspace's request is sent and delivered.
+    assert [r["status"] for r in stack.sink.requests() if r["write_key"] == "key-us-0003"] == [200]
+    assert (other[0], other[1]["status"]) == (200, "delivered")
+
+
 def test_segment_timeout_on_http_queues_and_the_queue_resends_the_same_ids(stack):
     stack.sink.set_fault(status=None, count=1, delay_s=2.5)  # answers only after our read timeout
     handler = stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="1")

@@ -1,14 +1,17 @@
 """The local Segment sink, exercised over real HTTP on loopback (no mocks)."""
 
+import ast
 import base64
 import gzip
 import json
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from local_stack.segment_sink import SegmentSink
+from local_stack.segment_sink import RateLimit, SegmentSink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY = "wk_test_secret_9f3a"
@@ -221,8 +224,9 @@ def test_invalid_requests_are_400_and_record_nothing(sink, http, payload, body, 
 def test_fault_with_count_2_fails_two_requests_then_recovers(sink, http):
     armed = http.request("POST", f"{sink.url}/faults", body=json.dumps({"status": 503, "count": 2}))
     assert armed.status == 200
-    assert armed.json() == {"status": 503, "count": 2, "delay_s": 0.0, "retry_after": None, "match": None}
-    assert http.request("GET", f"{sink.url}/faults").json()["count"] == 2
+    unscoped = {"match": None, "write_key": None, "region": None}
+    assert armed.json() == {"status": 503, "count": 2, "delay_s": 0.0, "retry_after": None, **unscoped}
+    assert [f["count"] for f in http.request("GET", f"{sink.url}/faults").json()] == [2]
 
     statuses = [post(http, batch_url(sink), {"batch": [track(i)]}).status for i in range(3)]
 
@@ -233,7 +237,8 @@ def test_fault_with_count_2_fails_two_requests_then_recovers(sink, http):
         (503, KEY, 1),
         (200, KEY, 1),
     ]
-    assert http.request("GET", f"{sink.url}/faults").json() is None
+    assert http.request("GET", f"{sink.url}/faults").json() == []
+    assert sink.fault() is None
 
 
 def test_fault_can_be_cleared_and_is_validated(sink, http):
@@ -482,3 +487,376 @@ def test_tls_serves_https(tmp_path):
         response = post(pool, batch_url(sink), {"batch": [track(7)]})
         assert response.status == 200
         assert [e["message"]["messageId"] for e in sink.events()] == ["m7"]
+
+
+# -- written from Segment's contract, not from the forwarder ---------------------------------------------------
+
+KB = 1024
+
+
+def sized_track(size, *, filler="é", messageId="m-sized", **extra):
+    """A track message whose compact UTF-8 JSON is exactly ``size`` bytes (``filler``: a 1- or 2-byte character)."""
+    message = track(0, messageId=messageId, properties={"text": ""}, **extra)
+    base = len(compact(message))
+    width = len(filler.encode())
+    count, rest = divmod(size - base, width)
+    message["properties"]["text"] = filler * count + "x" * rest
+    assert len(compact(message)) == size
+    return message
+
+
+def compact(value):
+    """JSON as a client that does not escape non-ASCII sends it: compact, UTF-8."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def raw_batch(items, **envelope):
+    """A batch body built from the items' own bytes, exactly as given."""
+    head = b'{"batch":[' + b",".join(items) + b"]"
+    tail = b"".join(b"," + json.dumps(k).encode() + b":" + json.dumps(v).encode() for k, v in envelope.items())
+    return head + tail + b"}"
+
+
+def test_non_ascii_text_counts_its_utf8_bytes_not_escapes(sink, http):
+    text = "é漢😀" * 2_700  # 24,300 bytes as UTF-8; 64,800 as \u escapes (the astral one: two of them)
+    message = track(1, properties={"review": text})
+    as_utf8 = post(http, batch_url(sink), body=compact({"batch": [message]}))
+    escaped = post(http, batch_url(sink), body=json.dumps({"batch": [{**message, "messageId": "m2"}]}).encode())
+
+    assert len(compact(message)) < 32 * KB < len(json.dumps(message))
+    assert as_utf8.status == 200, as_utf8.data
+    assert escaped.status == 400  # the same message, sent with \u escapes: over 32 KB as it arrives
+    assert "32 KB" in escaped.json()["message"]
+    assert [e["message"]["properties"]["review"] for e in sink.events()] == [text]
+
+
+@pytest.mark.parametrize(("size", "status"), [(32 * KB, 200), (32 * KB + 1, 400), (33 * KB, 400)])
+def test_a_batch_item_is_measured_as_written_32_kb_at_most(sink, http, size, status):
+    message = sized_track(size)
+
+    response = post(http, batch_url(sink), body=raw_batch([compact(track(1)), compact(message)], writeKey=KEY))
+
+    assert response.status == status, response.data
+    assert len(sink.events()) == (2 if status == 200 else 0)  # one oversize item refuses its whole batch
+    if status == 400:
+        assert f"batch[1]: message is {size} bytes" in response.json()["message"]
+
+
+def test_whitespace_inside_a_batch_item_counts_as_sent(sink, http):
+    message = sized_track(31 * KB, filler="x")
+    padded = json.dumps(message, indent=4096).encode()  # ~8 KB of indentation: 39 KB as written
+
+    response = post(http, batch_url(sink), body=raw_batch([padded]))
+
+    assert len(compact(message)) < 32 * KB < len(padded)
+    assert response.status == 400
+    assert "32 KB" in response.json()["message"]
+
+
+@pytest.mark.parametrize(("size", "status"), [(32 * KB, 200), (32 * KB + 1, 400)])
+def test_a_single_call_is_measured_as_its_whole_body(sink, http, size, status):
+    body = {k: v for k, v in sized_track(size).items() if k != "type"}  # /v1/track: the type is the endpoint
+    body["writeKey"] = KEY
+    raw = compact(body)
+    body["properties"]["text"] = body["properties"]["text"][: len(raw) - size or None]  # writeKey included
+    raw = compact(body)
+    if len(raw) < size:
+        body["properties"]["text"] += "x" * (size - len(raw))
+        raw = compact(body)
+    assert len(raw) == size
+
+    response = post(http, f"{sink.region_url('us')}/v1/track", body=raw)
+
+    assert response.status == status, response.data
+    assert len(sink.events()) == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["identity", "gzip"])
+@pytest.mark.parametrize(("size", "status"), [(500 * KB, 200), (500 * KB + 1, 400)])
+def test_the_request_body_is_500_kb_at_most_after_gunzip(sink, http, size, status, gzipped):
+    items = [compact(sized_track(30 * KB, filler="x", messageId=f"m{i}")) for i in range(16)]
+    body = raw_batch(items)
+    body = body[:-1] + b" " * (size - len(body)) + b"}"  # JSON whitespace up to the exact size
+    assert len(body) == size
+    headers = {"Content-Encoding": "gzip"} if gzipped else {}
+
+    response = post(http, batch_url(sink), body=gzip.compress(body) if gzipped else body, headers=headers)
+
+    assert response.status == status, response.data
+    assert len(sink.events()) == (16 if status == 200 else 0)
+    if status == 400:
+        assert "500 KB" in response.json()["message"]
+
+
+@pytest.mark.parametrize(("length", "status"), [(100, 200), (101, 400)])
+def test_message_id_is_100_characters_at_most(sink, http, length, status):
+    response = post(http, batch_url(sink), {"batch": [track(1, messageId="é" * length)]})
+    assert response.status == status
+
+
+def test_batch_items_are_measured_as_written_and_decoded_as_json_loads_does():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from local_stack.segment_sink import _decode_body
+
+    leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+    values = st.recursive(leaves, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=8)
+    layouts = st.sampled_from(
+        [
+            {"ensure_ascii": False, "separators": (",", ":")},
+            {"ensure_ascii": True},
+            {"ensure_ascii": False, "separators": (" , ", " :\n")},
+        ]
+    )
+    blanks = st.text(alphabet=" \t\n\r", max_size=3)
+
+    @settings(max_examples=60, deadline=None)
+    @given(items=st.lists(values, max_size=5), others=st.dictionaries(st.text(), values, max_size=3), data=st.data())
+    def check(items, others, data):
+        written = [json.dumps(item, **data.draw(layouts)) for item in items]  # each item its own way
+        members = [json.dumps(key) + data.draw(blanks) + ":" + json.dumps(value) for key, value in others.items()]
+        array = "[" + data.draw(blanks) + ",".join(w + data.draw(blanks) for w in written) + "]"
+        members.insert(data.draw(st.integers(0, len(members))), '"batch":' + data.draw(blanks) + array)
+        text = data.draw(blanks) + "{" + data.draw(blanks) + ",".join(members) + "}" + data.draw(blanks)
+
+        decoded, sizes = _decode_body(text)
+
+        assert decoded == json.loads(text)
+        if "batch" not in others:  # (a duplicate "batch" key: the last one wins, as in json.loads)
+            assert sizes == [len(w.encode()) for w in written]
+
+    check()
+
+
+def test_the_sink_imports_nothing_from_the_forwarder():
+    tree = ast.parse((REPO_ROOT / "local_stack" / "segment_sink.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name.split(".")[0].startswith("segment_forwarder")}
+
+    # And at run time: with the forwarder's packages unimportable, the sink starts and accepts a batch.
+    script = textwrap.dedent(
+        """
+        import base64, json, sys, urllib.request
+
+        class Blocked:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0].startswith("segment_forwarder"):
+                    raise ImportError(f"{name} imported by the sink")
+
+        sys.meta_path.insert(0, Blocked())
+        from local_stack.segment_sink import SegmentSink
+
+        with SegmentSink() as sink:
+            request = urllib.request.Request(
+                sink.region_url("us") + "/v1/batch",
+                data=json.dumps({"batch": [{"type": "track", "event": "e", "anonymousId": "a"}]}).encode(),
+                headers={"Content-Type": "application/json", "Authorization": "Basic azo="},
+            )
+            assert urllib.request.urlopen(request, timeout=5).status == 200
+            assert len(sink.events()) == 1
+        print(sorted(m for m in sys.modules if m.startswith("segment_forwarder")))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# -- rate limit per source -------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+def test_a_source_over_its_request_rate_gets_429_while_another_is_served(http, clock):
+    limit = RateLimit(requests_per_s=0.5, burst_s=4)  # 2 requests at once, then one every 2 s
+    with SegmentSink(rate_limit=limit, clock=clock) as sink:
+        a = [post(http, batch_url(sink), {"batch": [track(i)]}, key="source_A_1111") for i in range(3)]
+        b = post(http, batch_url(sink, "eu"), {"batch": [track(9)]}, key="source_B_2222")
+        clock.now += 1.0
+        a_still = post(http, batch_url(sink), {"batch": [track(3)]}, key="source_A_1111")
+        clock.now += 1.0
+        a_again = post(http, batch_url(sink), {"batch": [track(4)]}, key="source_A_1111")
+
+        assert [r.status for r in a] == [200, 200, 429]
+        assert a[2].headers["Retry-After"] == "2" and a[2].headers["X-RateLimit-Reset"] == "2"
+        assert a[2].json()["success"] is False
+        assert b.status == 200 and b.headers.get("Retry-After") is None
+        assert a_still.status == 429 and a_still.headers["Retry-After"] == "1"
+        assert a_again.status == 200
+        assert [e["message"]["messageId"] for e in sink.events(write_key="source_A_1111")] == ["m0", "m1", "m4"]
+        assert [r["status"] for r in sink.requests()] == [200, 200, 429, 200, 429, 200]
+
+
+def test_an_events_per_second_limit_counts_messages_and_lets_a_big_batch_through_a_full_bucket(http, clock):
+    with SegmentSink(rate_limit=RateLimit(requests_per_s=None, events_per_s=10), clock=clock) as sink:
+        first = post(http, batch_url(sink), {"batch": [track(i) for i in range(8)]})
+        over = post(http, batch_url(sink), {"batch": [track(i) for i in range(3)]})  # 2 tokens left
+        clock.now += 0.1  # 3 tokens
+        fits = post(http, batch_url(sink), {"batch": [track(i) for i in range(3)]})
+        clock.now += 1.0  # full again (10)
+        big = post(http, batch_url(sink), {"batch": [track(i) for i in range(25)]})  # more than it holds
+        after_big = post(http, batch_url(sink), {"batch": [track(0)]})  # 15 tokens in debt: 1.6 s
+
+        assert [r.status for r in (first, over, fits, big, after_big)] == [200, 429, 200, 200, 429]
+        assert over.headers["Retry-After"] == "1"
+        assert after_big.headers["Retry-After"] == "2"
+        assert [r["message_count"] for r in sink.requests()] == [8, 3, 3, 25, 1]
+
+
+def test_the_default_rate_limit_is_segments_1000_requests_per_second(sink, http):
+    assert sink.rate_limit == RateLimit(requests_per_s=1000, events_per_s=None, burst_s=1)
+    statuses = {post(http, batch_url(sink), {"batch": [track(i)]}).status for i in range(50)}
+    assert statuses == {200}
+
+
+def test_the_rate_limit_is_set_shown_and_reset_over_http(sink, http):
+    url = f"{sink.url}/rate-limit"
+    assert http.request("GET", url).json() == {"requests_per_s": 1000.0, "events_per_s": None, "burst_s": 1.0}
+
+    answer = http.request("POST", url, body=json.dumps({"requests_per_s": 0.01, "events_per_s": 5}))
+    statuses = [post(http, batch_url(sink), {"batch": [track(i)]}).status for i in range(2)]
+    shown = http.request("GET", url).json()
+    assert http.request("DELETE", url).status == 204
+    after_reset = post(http, batch_url(sink), {"batch": [track(3)]}).status
+
+    assert answer.status == 200
+    assert shown == {"requests_per_s": 0.01, "events_per_s": 5, "burst_s": 1.0}
+    assert statuses == [200, 429]
+    assert after_reset == 200
+    for bad in ({"requests_per_s": 0}, {"burst_s": -1}, {"events_per_s": "many"}, {"rps": 1}):
+        assert http.request("POST", url, body=json.dumps(bad)).status == 400, bad
+    assert "Rate limit per write key" in http.request("GET", f"{sink.url}/").data.decode()
+
+
+def test_the_rate_limit_comes_from_the_environment_and_the_command_line(http):
+    assert RateLimit.from_env({"SEGMENT_SINK_REQUESTS_PER_S": "off", "SEGMENT_SINK_EVENTS_PER_S": "50"}) == RateLimit(
+        requests_per_s=None, events_per_s=50
+    )
+    with pytest.raises(ValueError, match="SEGMENT_SINK_BURST_S"):
+        RateLimit.from_env({"SEGMENT_SINK_BURST_S": "off"})
+
+    env = {**os.environ, "SEGMENT_SINK_REQUESTS_PER_S": "0.01"}  # one request, then one per 100 s
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local_stack.segment_sink", "--port", "0", "--quiet", "--events-per-s", "500"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline()).group(0)
+        statuses = [post(http, f"{url}/us/v1/batch", {"batch": [track(i)]}).status for i in range(2)]
+        shown = http.request("GET", f"{url}/rate-limit").json()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert statuses == [200, 429]
+    assert shown == {"requests_per_s": 0.01, "events_per_s": 500.0, "burst_s": 1.0}
+
+
+# -- faults scoped to a source or a region ---------------------------------------------------------------------
+
+
+def test_a_fault_scoped_to_a_write_key_fails_only_that_sources_requests(sink, http):
+    armed = http.request(
+        "POST", f"{sink.url}/faults", body=json.dumps({"status": 429, "count": 2, "write_key": "key_K_1111"})
+    )
+    assert armed.json()["write_key"] == "key_K_1111"
+
+    statuses = [
+        post(http, batch_url(sink), {"batch": [track(1)]}, key="key_K_1111").status,
+        post(http, batch_url(sink), {"batch": [track(2)]}, key="key_L_2222").status,  # not counted
+        post(http, batch_url(sink, "eu"), {"batch": [track(3)]}, key="key_L_2222").status,
+        post(http, batch_url(sink, "eu"), {"batch": [track(4)], "writeKey": "key_K_1111"}, key=None).status,
+        post(http, batch_url(sink), {"batch": [track(5)]}, key="key_K_1111").status,
+    ]
+
+    assert statuses == [429, 200, 200, 429, 200]
+    assert [e["message"]["messageId"] for e in sink.events()] == ["m2", "m3", "m5"]
+    assert sink.faults() == []
+
+
+def test_a_fault_scoped_to_a_region_fails_only_that_regions_requests(sink, http):
+    sink.set_fault(status=503, count=1, region="eu")
+
+    us = post(http, batch_url(sink, "us"), {"batch": [track(1)]})
+    eu = post(http, batch_url(sink, "eu"), {"batch": [track(2)]})
+    eu_again = post(http, batch_url(sink, "eu"), {"batch": [track(3)]})
+
+    assert [us.status, eu.status, eu_again.status] == [200, 503, 200]
+    assert [(e["region"], e["message"]["messageId"]) for e in sink.events()] == [("us", "m1"), ("eu", "m3")]
+    with pytest.raises(ValueError, match="region"):
+        sink.set_fault(region="ap")
+
+
+def test_several_scoped_faults_are_armed_at_once_each_with_its_count(sink, http):
+    url = f"{sink.url}/faults"
+    http.request("POST", url, body=json.dumps({"status": 429, "count": 3, "write_key": "key_K_1111"}))
+    http.request("POST", url, body=json.dumps({"status": 500, "count": 1, "write_key": "key_K_1111", "region": "eu"}))
+    http.request("POST", url, body=json.dumps({"status": 503, "count": 1, "region": "eu"}))
+    shown = http.request("GET", url).json()
+
+    statuses = [
+        post(http, batch_url(sink, "eu"), {"batch": [track(1)]}, key="key_L_2222").status,  # the region's 503
+        post(http, batch_url(sink, "eu"), {"batch": [track(2)]}, key="key_L_2222").status,
+        post(http, batch_url(sink, "eu"), {"batch": [track(3)]}, key="key_K_1111").status,  # K's first: 429
+        post(http, batch_url(sink, "us"), {"batch": [track(4)]}, key="key_K_1111").status,  # 429
+        post(http, batch_url(sink, "eu"), {"batch": [track(5)]}, key="key_K_1111").status,  # 429, K's last
+        post(http, batch_url(sink, "eu"), {"batch": [track(6)]}, key="key_K_1111").status,  # K in eu: 500
+        post(http, batch_url(sink, "eu"), {"batch": [track(7)]}, key="key_K_1111").status,
+    ]
+
+    assert [(f["status"], f["count"], f["write_key"], f["region"]) for f in shown] == [
+        (429, 3, "key_K_1111", None),
+        (500, 1, "key_K_1111", "eu"),
+        (503, 1, None, "eu"),
+    ]
+    assert statuses == [503, 200, 429, 429, 429, 500, 200]
+    assert http.request("GET", url).json() == []
+
+
+def test_arming_replaces_the_fault_of_the_same_scope_and_delete_clears_them_all(sink, http):
+    sink.set_fault(status=503, count=5)
+    sink.set_fault(status=500, count=2)  # same scope (none): replaces
+    sink.set_fault(status=429, count=4, write_key="key_K_1111")
+    sink.set_fault(status=429, count=0, write_key="key_K_1111")  # count 0: disarms that scope
+    sink.set_fault(status=400, count=1, region="us")
+    listed = http.request(
+        "POST",
+        f"{sink.url}/faults",
+        body=json.dumps([{"status": 502, "write_key": "key_M_3333"}, {"status": 504, "region": "eu"}]),
+    )
+
+    assert [(f["status"], f["count"]) for f in sink.faults()] == [(500, 2), (400, 1), (502, 1), (504, 1)]
+    assert [f["status"] for f in listed.json()] == [502, 504]
+    assert sink.fault()["status"] == 500  # the first armed one
+    assert "key_M_3333" not in http.request("GET", f"{sink.url}/").data.decode()  # the page masks keys
+    assert http.request("DELETE", f"{sink.url}/faults").status == 204
+    assert sink.faults() == [] and sink.fault() is None
+    bad = http.request("POST", f"{sink.url}/faults", body=json.dumps({"status": 503, "write_key": ""}))
+    assert bad.status == 400
