@@ -99,14 +99,15 @@ def test_a_handler_called_with_a_context_is_stopped_at_the_contexts_deadline(sta
 
 def test_worker_threads_of_a_timed_out_invocation_send_nothing_more(stack):
     # Two workspaces are sent concurrently from the function's thread pool. Segment refuses every request with
-    # 400, so each thread splits its batch in halves, request after request, each 0.2 s slow: 1.4 s in all.
+    # 400, so each thread splits its 8 messages in halves, request after request (2N-1 = 15), each 0.2 s slow:
+    # 3 s of sending after about 1 s of claims (moto in process).
     handler = _warm(stack, "assignment")
     records = [sqs_record(assignment("ws-us" if i % 2 else "ws-eu", f"v-{i}")) for i in range(8)]
     stack.sink.set_fault(status=400, count=1000)
     stack.sink.set_latency(0.2)
-    full_bisection = 2 * (2 * 4 - 1)  # 2N-1 requests per workspace
+    full_bisection = 2 * (2 * 8 - 1)
 
-    batch = stack.invoke_sqs("assignment", records, handler=handler, timeout_s=1.0)
+    batch = stack.invoke_sqs("assignment", records, handler=handler, timeout_s=2.5)
     time.sleep(0.5)  # the requests in flight at the deadline land
     landed = len(stack.sink.requests())
     time.sleep(1.5)
@@ -140,7 +141,8 @@ def test_worker_threads_of_a_timed_out_invocation_send_nothing_more(stack):
 )
 def test_a_source_that_refuses_everything_parks_a_full_batch_within_the_timeout(stack, status):
     # A full batch (the template's BatchSize) of one workspace whose source Segment refuses; each Segment round
-    # trip 0.2 s. Parking it takes a few seconds here (moto in process is slow); the split into 99 requests, 20.
+    # trip 0.2 s. Parking it takes about 10 s here (moto in process is slow); the split into 199 requests (two
+    # messages an event: 2N-1 for N = 100 messages) about 40 s more.
     records = [sqs_record(assignment("ws-us", f"v-{i}")) for i in range(50)]
     stack.sink.set_fault(status=status, count=1000)
     stack.sink.set_latency(0.2)
