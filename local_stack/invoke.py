@@ -24,9 +24,11 @@ is dead, as Lambda discards it:
   never sees its answer), so that moto is never left in the middle of an operation;
 * ``invoke`` refuses a handler that timed out before: load a fresh module (a cold start) instead.
 
-Limitations: only the main thread can be interrupted (``invoke`` refuses to run elsewhere); pure computation in a
-``finally`` block, or in a surviving thread, still runs after the deadline (it has no effect outside the process);
-the interval timer is the process's only one (``invoke`` refuses to run while another one is armed).
+Limitations: only the main thread can be interrupted. Called from another thread (tests that run execution
+environments concurrently), ``invoke`` cannot stop the handler: it runs to its end and is then reported timed out
+if it overran its deadline (what it did after the deadline is not undone). Pure computation in a ``finally``
+block, or in a surviving thread, still runs after the deadline (it has no effect outside the process). The
+interval timer is the process's only one (``invoke`` refuses to run while another one is armed).
 Importing this module installs the two guards (botocore's ``BaseClient._make_api_call`` and urllib3's
 ``HTTPConnectionPool.urlopen``); they do nothing unless an invocation has timed out.
 """
@@ -118,14 +120,14 @@ def invoke(
     """
     global _running, _unwinding
     handler = getattr(handler, "__lambda_handler__", handler)
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("invoke() stops the handler with a signal: call it from the main thread")
     if handler in _dead_handlers:
         raise RuntimeError("this handler timed out before: Lambda discarded its environment; load a fresh one")
-    if _running is not None:
-        raise RuntimeError("invoke() is already running an invocation")
     context = context if context is not None else LambdaContext(timeout_s=timeout_s)
     deadline_s = context.get_remaining_time_in_millis() / 1000
+    if threading.current_thread() is not threading.main_thread():
+        return _invoke_unstoppable(handler, event, context, deadline_s)
+    if _running is not None:
+        raise RuntimeError("invoke() is already running an invocation")
     if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
         raise RuntimeError("another ITIMER_REAL timer is armed in this process")
     threads_before = set(threading.enumerate())
@@ -162,6 +164,23 @@ def invoke(
     if timed_out:
         _dead_handlers.add(handler)
         _dead_threads.update(thread for thread in threads if thread.is_alive())
+        return Invocation(timed_out=True, duration_s=duration_s)
+    return Invocation(result=result, error=error, duration_s=duration_s)
+
+
+def _invoke_unstoppable(handler: Handler, event: Any, context: LambdaContext, deadline_s: float) -> Invocation:
+    """Outside the main thread no signal can stop the handler: it runs to its end, and an invocation that ended
+    after its deadline is reported timed out (its result discarded, its environment dead) all the same."""
+    started = time.monotonic()
+    try:
+        result = handler(event, context)
+    except Exception as exc:
+        result, error = None, exc
+    else:
+        error = None
+    duration_s = time.monotonic() - started
+    if duration_s > deadline_s:
+        _dead_handlers.add(handler)
         return Invocation(timed_out=True, duration_s=duration_s)
     return Invocation(result=result, error=error, duration_s=duration_s)
 
