@@ -29,9 +29,14 @@ What API Gateway does before and after the function, as a client sees it:
   ``isBase64Encoded``: base64 when the body is not UTF-8 text) is passed to the function and its
   ``{statusCode, headers, cookies, body, isBase64Encoded}`` answer is returned as is; an answer without
   ``statusCode`` is sent as a 200 JSON body, as the 2.0 format infers;
-* the function raised, crashed, timed out or answered something that is no response:
-  ``502 {"message":"Internal Server Error"}``; a function that cannot start (its code does not import):
-  ``503`` with ``{"message", "error": {"code": "function_unavailable", "message", "field": null}}``.
+* the function raised, crashed, timed out (its own ``Timeout``) or answered something that is no response:
+  ``500 {"message":"Internal Server Error"}``, as HTTP APIs answer any failed Lambda integration (REST APIs
+  answer 502 "Internal server error"; HTTP APIs do not);
+* no answer within the integration timeout (``integration_timeout_s``: 30 s, the most an HTTP API allows, even
+  when the function's own Timeout is longer): ``503 {"message":"Service Unavailable"}``; the function is not
+  stopped by that, it runs on until it ends or reaches its own Timeout, as in Lambda;
+* a function that cannot start (its code does not import, a local-stack answer): ``503`` with
+  ``{"message", "error": {"code": "function_unavailable", "message", "field": null}}``.
 
 One line per request goes to ``log``: ``POST /v1/assignments 200 delivered 2 msg 14ms``.
 """
@@ -59,6 +64,10 @@ from .segment_sink import LISTEN_BACKLOG
 from .sigv4 import SigV4Identity, SigV4Refusal, SigV4Verifier, is_sigv4
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+INTEGRATION_TIMEOUT_S = 30.0  # an HTTP API's maximum (and default) integration timeout; 50 ms is its minimum
+MIN_INTEGRATION_TIMEOUT_S = 0.05
+FUNCTION_FAILED = (500, "Internal Server Error")  # an HTTP API's answer when the Lambda integration fails
+INTEGRATION_TIMED_OUT = (503, "Service Unavailable")  # its answer when the integration timeout passes first
 _DRAIN_LIMIT = 4 * MAX_BODY_BYTES  # a larger refused body is not read at all: the connection is closed
 ACCOUNT_ID = "123456789012"
 API_ID = "localapi01"
@@ -315,7 +324,14 @@ class HttpApi:
         port: int = 3000,
         log: LogFn | None = None,
         region: str = "us-east-1",
+        integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
     ) -> None:
+        if not MIN_INTEGRATION_TIMEOUT_S <= integration_timeout_s <= INTEGRATION_TIMEOUT_S:
+            raise ValueError(
+                f"an HTTP API's integration timeout is {MIN_INTEGRATION_TIMEOUT_S:g} to {INTEGRATION_TIMEOUT_S:g} s,"
+                f" not {integration_timeout_s!r}"
+            )
+        self.integration_timeout_s = integration_timeout_s
         self.routes = routes
         self._invoke = invoke
         self._token = token
@@ -414,18 +430,40 @@ class HttpApi:
         return None, None
 
     def _call(self, route: Route, event: dict[str, Any]) -> dict[str, Any]:
-        try:
-            result = self._invoke(route.function, event)
-        except InvocationError as exc:
-            self.emit(f"  [{route.function}] invocation failed: {exc.error_type}: {exc.message}")
-            return _encode_answer(_gateway_error(502, "Internal Server Error"))
-        except FunctionUnavailable as exc:
-            error = {"code": "function_unavailable", "message": str(exc), "field": None}
-            return _encode_answer(_json_answer(503, {"message": "Service Unavailable", "error": error}))
+        """Invoke the route's function and wait for it at most the integration timeout."""
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome["result"] = self._invoke(route.function, event)
+            except BaseException as exc:  # handed to the request's thread below
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        # The invocation runs in its own thread: when the integration timeout passes first, API Gateway answers
+        # while the function runs on (until it ends or reaches its own Timeout).
+        threading.Thread(target=run, name=f"invoke-{route.function}", daemon=True).start()
+        if not done.wait(self.integration_timeout_s):
+            self.emit(
+                f"  [{route.function}] no answer within the integration timeout ({self.integration_timeout_s:g} s)"
+            )
+            return _encode_answer(_gateway_error(*INTEGRATION_TIMED_OUT))
+        error = outcome.get("error")
+        if isinstance(error, InvocationError):
+            self.emit(f"  [{route.function}] invocation failed: {error.error_type}: {error.message}")
+            return _encode_answer(_gateway_error(*FUNCTION_FAILED))
+        if isinstance(error, FunctionUnavailable):
+            detail = {"code": "function_unavailable", "message": str(error), "field": None}
+            return _encode_answer(_json_answer(503, {"message": "Service Unavailable", "error": detail}))
+        if error is not None:
+            raise error
+        result = outcome.get("result")
         answer = to_http_answer(result)
         if answer is None:
             self.emit(f"  [{route.function}] malformed Lambda response: {json.dumps(result)[:200]}")
-            return _encode_answer(_gateway_error(502, "Internal Server Error"))
+            return _encode_answer(_gateway_error(*FUNCTION_FAILED))
         return answer
 
     def _event(

@@ -25,6 +25,7 @@ Overrides for tests, all of which override the template (the defaults keep it as
 * ``environment``: function environment variables set after the template's, e.g. ``{"LEASE_SECONDS": "5"}``;
 * ``visibility_timeout_s``: the VisibilityTimeout of every queue that sets one (the template says 180 s);
 * ``function_timeout_s``: every function's Timeout (the template says 30 s);
+* ``integration_timeout_s``: the HTTP API's integration timeout (30 s, an HTTP API's maximum; 0.05 to 30);
 * ``max_workers``: execution environments per function (Lambda's concurrency, small here).
 
 Workspaces ``demo`` (region us) and ``demo-eu`` (region eu) are connected to the sink. With
@@ -51,7 +52,7 @@ import urllib3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from .http_api import HttpApi, Route, port_is_free
+from .http_api import INTEGRATION_TIMEOUT_S, HttpApi, Route, port_is_free
 from .lambda_pool import FunctionPool, FunctionSpec
 from .moto_dynamodb import make_atomic
 from .segment_sink import SegmentSink
@@ -153,6 +154,7 @@ class LocalStack:
         environment: dict[str, str] | None = None,
         visibility_timeout_s: int | None = None,
         function_timeout_s: float | None = None,
+        integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
         max_workers: int = 3,
         segment_write_key: str | None = None,
         segment_region: str = "us",
@@ -169,6 +171,7 @@ class LocalStack:
         self._environment = dict(environment or {})
         self._visibility_timeout_s = visibility_timeout_s
         self._function_timeout_s = function_timeout_s
+        self._integration_timeout_s = integration_timeout_s
         self._max_workers = max_workers
         self.segment_write_key = segment_write_key or None
         self.segment_region = segment_region
@@ -218,6 +221,7 @@ class LocalStack:
                 port=self._ports["api"],
                 log=self.emit,
                 region=REGION,
+                integration_timeout_s=self._integration_timeout_s,
             ).start()
             self._init_errors = {}
             for name, pool in self._pools.items():

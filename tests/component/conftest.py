@@ -1,5 +1,14 @@
 """Component tests: the functions' real entry points (``functions/<name>/app.py``) against moto (in-process) with
-resources created from template.yaml, the Segment sink over real HTTP, and connected workspaces."""
+resources created from template.yaml, the Segment sink over real HTTP, and connected workspaces.
+
+Every handler ``stack.handler`` gives is stopped at its context's deadline, as Lambda stops a function at its
+Timeout (``local_stack.invoke.enforced``): ``handler(event, LambdaContext(timeout_s=2))`` raises
+``FunctionTimedOut`` once 2 s have passed. ``stack.post`` and ``stack.invoke_sqs`` also apply what follows a
+timeout on AWS: the HTTP API answers, the event source fails the whole batch::
+
+    status, body = stack.post("assignment", body, timeout_s=1)       # (500, {"message": "Internal Server Error"})
+    batch = stack.invoke_sqs("assignment", records, timeout_s=1)     # batch.retried: every record's messageId
+"""
 
 from __future__ import annotations
 
@@ -20,7 +29,8 @@ import botocore.exceptions
 import pytest
 from moto import mock_aws
 
-from local_stack.invoke import LambdaContext, load_module, sqs_record
+from local_stack.http_api import FUNCTION_FAILED, INTEGRATION_TIMED_OUT, INTEGRATION_TIMEOUT_S
+from local_stack.invoke import FunctionTimedOut, Invocation, LambdaContext, enforced, invoke, load_module, sqs_record
 from local_stack.moto_dynamodb import make_atomic
 from local_stack.segment_sink import SegmentSink
 from local_stack.sqs_poller import failed_ids, lambda_record
@@ -34,7 +44,7 @@ make_strict()  # moto's SQS refuses what SQS refuses (sizes, attributes, batches
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
-__all__ = ["LambdaContext", "SqsBatch", "http_event", "load_app", "sqs_record"]
+__all__ = ["FunctionTimedOut", "LambdaContext", "SqsBatch", "http_event", "load_app", "sqs_record"]
 
 
 def load_app(name: str) -> Any:
@@ -65,6 +75,20 @@ def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = F
         "body": text,
         "isBase64Encoded": base64_body,
     }
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One SQS invocation as the event source mapping sees it: ``retried`` lists the messageIds that come back
+    (every record of the batch when the function timed out or its answer is no valid report)."""
+
+    retried: list[str]
+    invocation: Invocation
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether Lambda stopped the function at its timeout."""
+        return self.invocation.timed_out
 
 
 @dataclass
@@ -116,8 +140,13 @@ class Stack:
         except client.exceptions.ResourceExistsException:
             client.put_secret_value(SecretId=name, SecretString=value)
 
+    def timeout_s(self, kind: str) -> float:
+        """The function's Timeout in the template."""
+        return float(self.template.function_property(FUNCTIONS[kind], "Timeout"))
+
     def handler(self, kind: str, **env: str) -> Callable[[dict, Any], dict]:
-        """A cold-started handler of an ingest function with its template environment (plus ``env``)."""
+        """A cold-started handler of an ingest function with its template environment (plus ``env``), stopped at
+        its context's deadline (``FunctionTimedOut``)."""
         environment = self.template.function_environment(FUNCTIONS[kind], self.resources)
         environment.update(
             SEGMENT_US_ENDPOINT=self.sink.region_url("us"), SEGMENT_EU_ENDPOINT=self.sink.region_url("eu")
@@ -125,15 +154,43 @@ class Stack:
         environment.update(env)
         for name, value in environment.items():
             self.monkeypatch.setenv(name, value)
-        return load_app(kind).handler
+        return enforced(load_app(kind).handler)
 
-    def post(self, kind: str, body: Any, handler: Callable | None = None, **event_kw: Any) -> tuple[int, dict]:
-        """Invoke the HTTP path; return (status, parsed JSON body)."""
-        answer = (handler or self.handler(kind))(http_event(kind, body, **event_kw), LambdaContext())
+    def post(
+        self, kind: str, body: Any, handler: Callable | None = None, timeout_s: float | None = None, **event_kw: Any
+    ) -> tuple[int, dict]:
+        """Invoke the HTTP path with the function's Timeout (the template's, or ``timeout_s``); return (status,
+        parsed JSON body). A function that timed out is answered as the HTTP API answers it: 500; and an
+        invocation that outlasted the API's 30 s integration timeout gets 503, whatever the function did after.
+        An exception the handler raised (a bug) is raised here."""
+        event = http_event(kind, body, **event_kw)
+        run = invoke(handler or self.handler(kind), event, timeout_s or self.timeout_s(kind))
+        if run.duration_s > INTEGRATION_TIMEOUT_S:
+            status, message = INTEGRATION_TIMED_OUT
+            return status, {"message": message}
+        if run.timed_out:
+            status, message = FUNCTION_FAILED
+            return status, {"message": message}
+        if run.error is not None:
+            raise run.error
+        answer = run.result
         from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
 
         scan(answer["body"], where=f"the answer of POST {ROUTES[kind]}")
         return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
+
+    def invoke_sqs(
+        self, kind: str, records: list[dict], handler: Callable | None = None, timeout_s: float | None = None
+    ) -> BatchOutcome:
+        """Invoke the SQS path with one batch and the function's Timeout (the template's, or ``timeout_s``), and
+        read its answer as the event source mapping does (ReportBatchItemFailures): a timeout or an invalid report
+        fails the whole batch. An exception the handler raised (a bug) is raised here."""
+        run = invoke(handler or self.handler(kind), {"Records": records}, timeout_s or self.timeout_s(kind))
+        if run.error is not None:
+            raise run.error
+        ids = [str(record["messageId"]) for record in records]
+        failed = None if run.timed_out else failed_ids(run.result, set(ids))
+        return BatchOutcome([i for i in ids if failed is None or i in failed], run)
 
     def queue_url(self, kind: str, dead: bool = False) -> str:
         return self.resources[f"{QUEUES[kind]}{'DeadLetter' if dead else ''}Queue"].ref

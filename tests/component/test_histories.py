@@ -129,7 +129,7 @@ class Run:
         try:
             status, _ = self.stack.post(item.kind, item.body, self.handlers[item.kind])
         except Crash:
-            return  # the client sees a 502 and calls again
+            return  # the client sees a 500 and calls again
         assert status in (200, 202, 503), status
         if status != 503:
             self.pending.remove(item)

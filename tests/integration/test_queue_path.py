@@ -170,7 +170,7 @@ def test_segment_outage_queues_the_event_and_the_queue_delivers_it_exactly_once(
 
 
 @pytest.mark.concurrency
-def test_a_crashed_worker_answers_502_and_is_replaced(stack, api: Api):
+def test_a_crashed_worker_answers_500_and_is_replaced(stack, api: Api):
     stack.sink.set_fault(status=None, count=1, delay_s=5)  # the next Segment request stalls
     body = {"workspace_id": "demo", "visitor_id": new_id("v")}
     pids = stack.worker_pids("IdentifyFunction")
@@ -183,7 +183,7 @@ def test_a_crashed_worker_answers_502_and_is_replaced(stack, api: Api):
         os.kill(pid, signal.SIGKILL)
     caller.join(timeout=10)
 
-    assert answers == [(502, {"message": "Internal Server Error"})]
+    assert answers == [(500, {"message": "Internal Server Error"})]
     status, answer = api.post("/v1/identify", {"workspace_id": "demo", "visitor_id": new_id("v")})
     assert status == 200 and answer["status"] == "delivered"
     assert not set(stack.worker_pids("IdentifyFunction")) & set(pids)

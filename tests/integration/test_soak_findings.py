@@ -146,7 +146,7 @@ def test_the_identify_of_a_crashed_attempt_is_not_lost_when_the_client_retries(s
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     caller.join(timeout=10)
-    assert answers == [(502, {"message": "Internal Server Error"})]  # the client saw a 5xx: it retries
+    assert answers == [(500, {"message": "Internal Server Error"})]  # the client saw a 5xx: it retries
     status, _answer = producer.post("conversion", body, uncertain_attempts=1)
     assert status == 200
 

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from local_stack.http_api import HttpApi, Route
+from local_stack.lambda_pool import FunctionPool, FunctionSpec
 from local_stack.stack import LocalStack
 from tests.stack_client import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
 
@@ -49,6 +52,10 @@ def handler(event, context):
                 failed.append({"itemIdentifier": record["messageId"]})
             if order.get("bad_report"):
                 failed.append({"itemIdentifier": "no-such-message"})
+        # Every record is done; a "stall" order on its first receive then holds the answer past the timeout.
+        if any(json.loads(r["body"]).get("stall") and r["attributes"]["ApproximateReceiveCount"] == "1"
+               for r in event["Records"]):
+            time.sleep(10)
         return {"batchItemFailures": failed}
     mode = (event.get("queryStringParameters") or {}).get("mode", "echo")
     if mode == "raise":
@@ -257,16 +264,19 @@ def test_answers_the_function_gives_in_other_shapes(stack, api: Api):
         "application/octet-stream",
     )
     assert api.post("/v1/identify?mode=plain", {}) == (200, {"hello": "world"})  # 2.0 infers a 200 JSON answer
-    assert api.post("/v1/identify?mode=garbage", {}) == (502, {"message": "Internal Server Error"})
-    assert api.post("/v1/identify?mode=raise", {}) == (502, {"message": "Internal Server Error"})
+    # An HTTP API answers 500 for any failed Lambda integration (a REST API would answer 502).
+    assert api.post("/v1/identify?mode=garbage", {}) == (500, {"message": "Internal Server Error"})
+    assert api.post("/v1/identify?mode=raise", {}) == (500, {"message": "Internal Server Error"})
 
 
 @pytest.mark.concurrency
 @pytest.mark.parametrize("mode", ["exit", "sleep"])
-def test_a_crash_or_a_timeout_answers_502_and_the_next_call_gets_a_fresh_environment(stack, api: Api, mode):
+def test_a_crash_or_a_timeout_answers_500_and_the_next_call_gets_a_fresh_environment(stack, api: Api, mode):
     before = api.post("/v1/identify", {})[1]["pid"]
 
-    assert api.post(f"/v1/identify?mode={mode}", {}) == (502, {"message": "Internal Server Error"})
+    started = time.monotonic()
+    assert api.post(f"/v1/identify?mode={mode}", {}) == (500, {"message": "Internal Server Error"})
+    assert time.monotonic() - started < TIMEOUT_S + 1.5  # a timeout is answered at the function's Timeout
 
     status, answer = api.post("/v1/identify", {})
     assert status == 200
@@ -367,3 +377,84 @@ def test_the_endpoints_sqs_refuses_what_sqs_refuses(stack):
     )
     assert too_late.value.response["Error"]["Code"] == "InvalidParameterValue"
     assert queue_depth(stack, url) == 0
+
+
+def test_a_batch_whose_invocation_times_out_comes_back_whole(stack, code):
+    with stack.pollers_paused():
+        finished_id = _send(stack, {"ok": True})  # the function is done with it when it runs out of time
+        stalling_id = _send(stack, {"stall": True})
+
+    wait_for(lambda: len(_records_of(code, finished_id)) >= 2, timeout_s=TIMEOUT_S + 10)
+
+    first = next(b for b in _batches(code) if finished_id in {r["messageId"] for r in b["Records"]})
+    assert {r["messageId"] for r in first["Records"]} == {finished_id, stalling_id}
+    # Nothing was deleted: both came back after the visibility timeout, received a second time.
+    for message_id in (finished_id, stalling_id):
+        receives = wait_for(lambda m=message_id: len(_records_of(code, m)) >= 2 and _records_of(code, m))
+        assert [r["attributes"]["ApproximateReceiveCount"] for r in receives] == ["1", "2"]
+    wait_for(lambda: queue_depth(stack, stack.queue_url("IdentifyQueue")) == 0, timeout_s=15)
+    assert not {finished_id, stalling_id} & {m["MessageId"] for m in drain(stack, stack.dlq_url("IdentifyQueue"))}
+
+
+# -- the HTTP API's own integration timeout -------------------------------------------------------------------
+
+SLOW = """
+import time
+
+
+def handler(event, context):
+    time.sleep(float(event["queryStringParameters"]["s"]))
+    return {"slept": event["queryStringParameters"]["s"]}
+"""
+
+
+@pytest.fixture
+def slow_api(tmp_path: Path) -> Iterator[tuple[HttpApi, FunctionPool]]:
+    """One function whose Timeout (5 s) is longer than the HTTP API's integration timeout (shortened to 1 s)."""
+    (tmp_path / "app.py").write_text(SLOW, encoding="utf-8")
+    spec = FunctionSpec(
+        name="SlowFunction",
+        code_dir=tmp_path,
+        handler="app.handler",
+        timeout_s=5,
+        memory_mb=128,
+        environment={"PATH": "/usr/bin:/bin"},
+    )
+    pool = FunctionPool(spec, max_workers=1, log=print)
+    pool.start()
+    assert pool.wait_ready() is None
+    api = HttpApi(
+        [Route.parse("GET", "/slow", "SlowFunction")],
+        invoke=lambda _function, event: pool.invoke(event),
+        token=TOKEN,
+        credentials=("testing", "testing"),
+        port=0,
+        log=print,
+        integration_timeout_s=1.0,
+    ).start()
+    try:
+        yield api, pool
+    finally:
+        api.stop()
+        pool.stop()
+
+
+def test_the_integration_timeout_answers_503_while_the_function_runs_on(slow_api):
+    api, pool = slow_api
+    client = Api(api.url, TOKEN)
+    worker = pool.pids()
+
+    started = time.monotonic()
+    assert client.request("GET", "/slow?s=2.5") == (503, {"message": "Service Unavailable"})
+    assert time.monotonic() - started < 1.5  # the API's 1 s, not the function's 2.5 s
+
+    # The function was not stopped: it ends within its own Timeout, and its environment (the only one) then
+    # serves the next call.
+    time.sleep(max(started + 2.7 - time.monotonic(), 0))
+    assert client.request("GET", "/slow?s=0") == (200, {"slept": "0"})
+    assert pool.pids() == worker
+
+
+def test_an_http_apis_integration_timeout_is_at_most_30_s():
+    with pytest.raises(ValueError, match="integration timeout"):
+        HttpApi([], invoke=lambda _f, _e: None, token=TOKEN, credentials=("a", "b"), integration_timeout_s=31)
