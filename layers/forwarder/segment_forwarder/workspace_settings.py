@@ -212,13 +212,14 @@ NAT64_PREFIX: Final = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known pr
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The visitor's IPv4 address inside an IPv6 address whose /48 would reveal some of it, else None::
+    """The visitor's IPv4 address inside an IPv6 address whose /48 would reveal some of it, else None
+    (Teredo's client address, its obfuscation undone; never its server's)::
 
-        embedded_ipv4(IPv6Address("::ffff:203.0.113.7"))                       # 203.0.113.7 (IPv4-mapped)
-        embedded_ipv4(IPv6Address("2002:cb00:7107::1"))                        # 203.0.113.7 (6to4)
-        embedded_ipv4(IPv6Address("2001:0:4136:e378:8000:63bf:3fff:fdd2"))     # 192.0.2.45 (Teredo's client)
-        embedded_ipv4(IPv6Address("64:ff9b::cb00:7107"))                       # 203.0.113.7 (NAT64)
-        embedded_ipv4(IPv6Address("2001:db8::1"))                              # None
+        embedded_ipv4(IPv6Address("::ffff:203.0.113.7"))                    # 203.0.113.7 (IPv4-mapped)
+        embedded_ipv4(IPv6Address("2002:cb00:7107::1"))                     # 203.0.113.7 (6to4)
+        embedded_ipv4(IPv6Address("2001:0:4136:e378:8000:63bf:3fff:fdd2"))  # 192.0.2.45 (Teredo)
+        embedded_ipv4(IPv6Address("64:ff9b::cb00:7107"))                    # 203.0.113.7 (NAT64)
+        embedded_ipv4(IPv6Address("2001:db8::1"))                           # None
     """
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
