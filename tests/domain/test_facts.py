@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from segment_forwarder import LIBRARY
 from segment_forwarder.events import Event
 from segment_forwarder.facts import (
     IDENTIFY,
@@ -23,7 +24,6 @@ from segment_forwarder.facts import (
     plan_call,
     settle,
 )
-from segment_forwarder import LIBRARY
 from segment_forwarder.messages import MAX_MESSAGE_BYTES, message_id, message_size
 from segment_forwarder.workspace_settings import WorkspaceSettings
 
