@@ -21,6 +21,8 @@ whose ``anonymous_id`` setting is ``segment`` sends it as ``anonymousId`` (see t
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -34,6 +36,25 @@ ROUTES: dict[Kind, str] = {
     "assignment": "/v1/assignments",
     "conversion": "/v1/conversions",
 }
+
+
+# Characters that cannot travel as UTF-8 text (unpaired surrogates) or in an SQS message body (U+FFFE, U+FFFF);
+# JSON escapes every other character it must (quotes, backslashes, control characters) itself.
+_UNSENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+def encode_body(body: Mapping[str, Any]) -> str:
+    """A body as JSON the way it is sent, over HTTP (as UTF-8) and to a queue: compact, non-ASCII text as is, so
+    it counts against the 32 KB limit as the bytes it is (12 KB of French or Japanese text is 12 KB, not the
+    36 KB of its ``\\u`` escapes)::
+
+        encode_body({"title": "Été"})   # '{"title":"Été"}'
+
+    The few characters that could not be sent as they are go as their JSON escape (``\\ud800``), which the
+    forwarder then refuses naming the field, for an unpaired surrogate.
+    """
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return _UNSENDABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 class ConversionType(StrEnum):

@@ -53,6 +53,7 @@ from .bodies import (
     Kind,
     assignment_body,
     conversion_body,
+    encode_body,
     identify_body,
     with_event_id,
 )
@@ -215,7 +216,7 @@ class ForwarderClient:
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None) -> _Answer:
         """One logical call: signed attempts until a 2xx, an error that is not retryable, or the policy ends it."""
         url = self.api_url + path
-        payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+        payload = encode_body(body).encode("utf-8") if body is not None else b""
         started = time.monotonic()
         attempt = 0
         while True:

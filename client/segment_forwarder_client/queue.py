@@ -33,7 +33,6 @@ The caller needs ``sqs:SendMessage`` on the queues (the README shows the policy)
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -43,7 +42,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ._aws import CredentialsLike, resolve_credentials, resolve_region
-from .bodies import KINDS, Kind, with_event_id
+from .bodies import KINDS, Kind, encode_body, with_event_id
 from .errors import QueueSendError
 from .results import FailedMessage, SentMessage
 from .retry import DEFAULT_RETRY, RetryPolicy
@@ -109,7 +108,7 @@ class QueueProducer:
         prepared = [with_event_id(kind, body) for body in bodies]
         sent: dict[int, SentMessage] = {}
         failed: dict[int, FailedMessage] = {}
-        for batch in _batches([json.dumps(body, separators=(",", ":")) for body in prepared]):
+        for batch in _batches([encode_body(body) for body in prepared]):
             self._send_batch(url, batch, prepared, sent, failed)
         if failed:
             raise QueueSendError(

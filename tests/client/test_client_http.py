@@ -175,6 +175,17 @@ def test_each_conversion_call_gets_its_own_event_id_unless_the_caller_gives_one(
     assert "one_per_visitor" not in sent[0]
 
 
+def test_a_body_is_sent_as_compact_utf8_so_non_ascii_text_counts_as_its_bytes(gateway):
+    title = "éèêëàâçôûîïù" * 512  # 12,288 bytes in UTF-8; 36,864 as \u escapes, over the API's 32 KB
+    client = client_of(gateway)
+
+    client.assignment("demo", "v-1", "t-1", "b", test_name="t", context={"page": {"title": title}})
+
+    [sent] = gateway.requests()
+    assert title.encode("utf-8") in sent.body and len(sent.body) < 32 * 1024
+    assert sent.json["context"]["page"]["title"] == title  # the signature verified over these bytes too
+
+
 def test_the_connection_routes(gateway):
     gateway.script(
         answer(200, {"connected": True, "region": "eu", "write_key_hint": "…a1b2"}),

@@ -133,3 +133,14 @@ def test_the_builders_make_bodies_the_api_schema_accepts(kind, body):
 def test_the_sites_segment_anonymous_id_is_sent_only_when_given():
     assert identify_body("demo", "v-1", segment_anonymous_id="ajs-1")["segment_anonymous_id"] == "ajs-1"
     assert "segment_anonymous_id" not in assignment_body("demo", "v-1", "t-1", "b")
+
+
+def test_a_body_is_encoded_compact_with_non_ascii_text_as_is_and_only_unsendable_characters_escaped():
+    from segment_forwarder_client.bodies import encode_body
+
+    body = {"title": "Été 日本", "odd": "a\ud800b\uffffc", "line": "x\ny"}
+    text = encode_body(body)
+
+    assert text == '{"title":"Été 日本","odd":"a\\ud800b\\uffffc","line":"x\\ny"}'
+    assert json.loads(text) == body  # the same value
+    text.encode("utf-8")  # always UTF-8 text (an unpaired surrogate would raise here)

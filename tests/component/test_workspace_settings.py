@@ -175,6 +175,8 @@ IP_CASES = [
     ("truncate", "203.0.113.7", "203.0.113.0"),
     ("truncate", "2001:db8:abcd:12::1", "2001:db8:abcd::"),
     ("truncate", "::ffff:198.51.100.23", "198.51.100.0"),
+    ("truncate", "2002:cb00:7107::1", "203.0.113.0"),  # 6to4: its /48 is the visitor's IPv4 address
+    ("truncate", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.0"),  # Teredo: the client's /24
     ("truncate", "unknown", None),  # not an IP address: dropped
     ("drop", "203.0.113.7", None),
 ]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from segment_forwarder import LIBRARY
 from segment_forwarder.events import Event
 from segment_forwarder.facts import (
     IDENTIFY,
@@ -23,7 +24,8 @@ from segment_forwarder.facts import (
     plan_call,
     settle,
 )
-from segment_forwarder.messages import message_id
+from segment_forwarder.messages import MAX_MESSAGE_BYTES, message_id, message_size
+from segment_forwarder.workspace_settings import WorkspaceSettings
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 CLAIMED, SENT, IN_FLIGHT = ClaimState.CLAIMED, ClaimState.SENT, ClaimState.IN_FLIGHT
@@ -274,3 +276,65 @@ def test_largest_message_measures_the_events_own_messages_with_its_context():
     large = event(context={"page": {"title": "x" * 5000}})
 
     assert largest_message(small) < 1000 < 5000 < largest_message(large)
+
+
+# -- a recorded content and this event's context over Segment's limit together --------------------------------
+
+CONSENT = {"categoryPreferences": {"Analytics": True, "Advertising": False}}
+ESSENTIALS = {"ip": "203.0.113.7", "userAgent": "Mozilla/5.0", "locale": "de-DE", "timezone": "Europe/Berlin"}
+
+
+def _over_the_limit_together(context: dict[str, object], settings: SettingsOf | None = None) -> dict[str, object]:
+    """The Experiment Viewed of a fact whose content another event recorded with a 20 KB name, sent by an event
+    whose own messages are within the limit with its 16 KB context, but not with that content."""
+    sender = event(context=context)
+    answers = answers_for([sender], settings=settings)
+    recorded = answers[slot(ASSIGN)].content
+    assert recorded is not None
+    answers[slot(ASSIGN)] = ClaimAnswer(CLAIMED, {**recorded, "properties": {"test_name": "n" * 20_000}})
+    assert largest_message(sender) <= MAX_MESSAGE_BYTES
+
+    track = plan_call([sender], answers, settings).events[0].deliveries[-1].message
+
+    assert track["properties"] == {"test_name": "n" * 20_000}  # the recorded content, whole
+    return track
+
+
+def test_over_the_limit_together_the_context_keeps_consent_library_and_the_small_essentials():
+    track = _over_the_limit_together({**ESSENTIALS, "consent": CONSENT, "page": {"title": "p" * 16_000}})
+
+    assert track["context"] == {"consent": CONSENT, **ESSENTIALS, "library": LIBRARY}  # page goes, nothing else
+    assert message_size(track) <= MAX_MESSAGE_BYTES
+
+
+def test_the_fallback_context_is_shaped_by_the_settings_like_the_whole_one():
+    settings = {"ws": WorkspaceSettings(ip="truncate", user_agent="drop")}
+    context = {**ESSENTIALS, "consent": CONSENT, "page": {"title": "p" * 16_000}}
+
+    track = _over_the_limit_together(context, settings)
+
+    assert track["context"] == {
+        "consent": CONSENT,
+        "ip": "203.0.113.0",
+        "locale": "de-DE",
+        "timezone": "Europe/Berlin",
+        "library": LIBRARY,
+    }
+
+
+def test_the_fallback_keeps_an_essential_only_while_the_message_fits():
+    # A 13 KB user agent does not fit beside the recorded content; the smaller essentials after it still do.
+    track = _over_the_limit_together({**ESSENTIALS, "consent": CONSENT, "userAgent": "u" * 13_000})
+
+    essentials = {k: v for k, v in ESSENTIALS.items() if k != "userAgent"}
+    assert track["context"] == {"consent": CONSENT, **essentials, "library": LIBRARY}
+    assert message_size(track) <= MAX_MESSAGE_BYTES
+
+
+def test_the_fallback_never_sends_without_the_consent_it_was_given():
+    # Consent so large it cannot fit beside the recorded content: it is sent all the same (Segment then refuses
+    # the message, which parks the event) rather than sent without it.
+    consent = {"categoryPreferences": {f"category-{i:05d}": True for i in range(600)}}
+    track = _over_the_limit_together({"consent": consent})
+
+    assert track["context"] == {"consent": consent, "library": LIBRARY}

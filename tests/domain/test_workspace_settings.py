@@ -3,6 +3,7 @@ truncation, context shaping, consent and the kinds forwarded."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -193,6 +194,66 @@ IPS = [
 @pytest.mark.parametrize(("given_ip", "truncated"), IPS)
 def test_ip_truncation(given_ip, truncated):
     assert truncate_ip(given_ip) == truncated
+
+
+# IPv6 addresses that carry a visitor's IPv4 address inside them: each is truncated as that IPv4 address.
+EMBEDDED = [
+    ("2002:cb00:7107::1", "203.0.113.0"),  # 6to4: the IPv4 address in bits 16-47
+    ("2002:cb00:7107:12:ab::cd", "203.0.113.0"),
+    # Teredo: server 65.54.227.120 in bits 32-63, client 192.0.2.45 obfuscated (xor 0xffffffff) in bits 96-127
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.0"),
+    ("64:ff9b::cb00:7107", "203.0.113.0"),  # NAT64 well-known prefix: the IPv4 address in bits 96-127
+    ("64:ff9b::203.0.113.7", "203.0.113.0"),
+    ("::ffff:203.0.113.7", "203.0.113.0"),  # IPv4-mapped
+    ("::203.0.113.7", "::"),  # IPv4-compatible (deprecated): nothing of it within the /48
+]
+
+
+@pytest.mark.parametrize(("given_ip", "truncated"), EMBEDDED)
+def test_an_ipv6_address_that_embeds_an_ipv4_address_is_truncated_as_that_ipv4_address(given_ip, truncated):
+    assert truncate_ip(given_ip) == truncated
+
+
+def _embed(form: str, ipv4: int, other: int) -> str:
+    """``ipv4`` (an int) inside an IPv6 address of ``form``; ``other`` fills the bits the form leaves free."""
+    if form == "mapped":
+        value = 0xFFFF << 32 | ipv4
+    elif form == "compatible":
+        value = ipv4
+    elif form == "6to4":
+        value = 0x2002 << 112 | ipv4 << 80 | other & (1 << 80) - 1
+    elif form == "teredo":  # server address, flags and obfuscated port from ``other``, client obfuscated
+        value = 0x20010000 << 96 | (other & (1 << 64) - 1) << 32 | ipv4 ^ 0xFFFFFFFF
+    elif form == "nat64":
+        value = 0x64FF9B << 96 | ipv4
+    else:  # RFC 6052 local-use prefix 64:ff9b:1::/48: the address in bits 48-63 and 72-87
+        value = 0x64FF9B0001 << 80 | (ipv4 >> 16) << 64 | (ipv4 & 0xFFFF) << 40
+    return str(ipaddress.IPv6Address(value))
+
+
+FORMS = ["mapped", "compatible", "6to4", "teredo", "nat64", "nat64-local"]
+
+
+@given(
+    form=st.sampled_from(FORMS),
+    ipv4=st.integers(0, 2**32 - 1),
+    host=st.integers(0, 255),
+    other=st.integers(0, 2**80 - 1),
+    other_server_host=st.integers(0, 255),
+)
+def test_an_embedded_ipv4_address_reveals_no_more_than_that_address_truncated(
+    form, ipv4, host, other, other_server_host
+):
+    # Whatever the form, the truncated address depends on the embedded IPv4 address only through its /24: two
+    # addresses of one /24 give the same answer (for Teredo, whatever its server's host part is, too) ...
+    neighbour = ipv4 & ~0xFF | host
+    other_server = other & ~(0xFF << 32) | other_server_host << 32
+    truncated = truncate_ip(_embed(form, ipv4, other))
+    assert truncated == truncate_ip(_embed(form, neighbour, other_server))
+    # ... and the answer names no address outside that /24 (an IPv4 answer is the /24 itself).
+    address = ipaddress.ip_address(truncated)
+    if isinstance(address, ipaddress.IPv4Address):
+        assert truncated == truncate_ip(str(ipaddress.IPv4Address(ipv4)))
 
 
 # -- context shaping ----------------------------------------------------------------------------------------

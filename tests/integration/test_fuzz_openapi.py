@@ -19,6 +19,7 @@ Two checks are narrowed, each for a stated reason:
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -56,23 +57,39 @@ def _body_schema(case: schemathesis.Case) -> dict[str, Any] | None:
 IDS = ("visitor_id", "segment_anonymous_id", "user_id", "test_id", "variant_id", "conversion_id", "event_id")
 
 
-def _breaks_limits(node: Any, depth: int = 1) -> bool:
-    """The limits the document's description states (its own reading here, not the product's code)."""
+def _breaks_limits(node: Any) -> bool:
+    """The limits the document's description states (its own reading here, not the product's code): 32 levels,
+    10,000 values, no unpaired surrogate, numbers a double can hold (generated bodies are far under 32 KB)."""
+    return _depth(node) > 32 or _values(node) > 10_000 or _breaks_values(node)
+
+
+def _depth(node: Any) -> int:
     if isinstance(node, dict):
-        return (
-            depth > 8
-            or len(node) > 64
-            or any(not 1 <= len(k.encode("utf-8", "surrogatepass")) <= 256 for k in node)
-            or any(_has_surrogate(k) or _breaks_limits(v, depth + 1) for k, v in node.items())
-        )
+        return 1 + max((_depth(v) for v in node.values()), default=0)
     if isinstance(node, list):
-        return depth > 8 or len(node) > 100 or any(_breaks_limits(v, depth + 1) for v in node)
+        return 1 + max((_depth(v) for v in node), default=0)
+    return 0
+
+
+def _values(node: Any) -> int:
+    if isinstance(node, dict):
+        return 1 + sum(_values(v) for v in node.values())
+    if isinstance(node, list):
+        return 1 + sum(_values(v) for v in node)
+    return 1
+
+
+def _breaks_values(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(_has_surrogate(k) or _breaks_values(v) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_breaks_values(v) for v in node)
     if isinstance(node, str):
-        return len(node.encode("utf-8", "surrogatepass")) > 8192 or _has_surrogate(node)
+        return _has_surrogate(node)
     if isinstance(node, float):
         return node != node or node in (float("inf"), float("-inf"))
     if isinstance(node, int) and not isinstance(node, bool):
-        return abs(node) > 2**53 - 1
+        return abs(node) > sys.float_info.max
     return False
 
 

@@ -73,6 +73,9 @@ SettingsOf = Mapping[str, WorkspaceSettings]  # workspace id -> its settings (a 
 # The settings under which an event's messages are largest: the bridged anonymous id adds the visitor id; every
 # other default already sends the most (all kinds, spec names, the context as given).
 WIDEST_SETTINGS = WorkspaceSettings(anonymous_id="segment")
+# What the context of a message too large with its whole context keeps, after ``consent`` (always kept) and while
+# the message fits, in this order; ``library`` is always set.
+FALLBACK_CONTEXT_KEYS = ("ip", "userAgent", "locale", "timezone")
 
 
 class FactKind(enum.StrEnum):
@@ -349,14 +352,25 @@ class _Draft:
 def _message(content: Content, message_id: str, event: Event, settings: WorkspaceSettings) -> Message:
     """The message of a fact: its recorded content, with the sending event's context as the settings shape it.
 
-    The content may have been recorded by another event, so content and context were never measured together:
-    should they be over Segment's limit together, the message goes with the ``library`` context only (each
-    alone is within it, checked at the edge), rather than being refused.
+    The content may have been recorded by another event, so content and context were never measured together.
+    Should they be over Segment's limit together, the message goes with a smaller context rather than being
+    refused: ``consent`` always (Segment enforces consent downstream with it; a message never leaves without the
+    consent it was given), then ``ip``, ``userAgent``, ``locale`` and ``timezone`` (``FALLBACK_CONTEXT_KEYS``),
+    each as the settings shape it and only while the message stays within the limit, and ``library``; the rest
+    (``page``, ``campaign``, ...) is left out. Were the consent alone too large beside the content, the message
+    goes over the limit and Segment refuses it (the event is then rejected, never sent without its consent).
     """
-    message = with_delivery(content, message_id, settings.shape_context(event.context))
-    if message_size(message) > MAX_MESSAGE_BYTES:
-        return with_delivery(content, message_id, {})
-    return message
+    context = settings.shape_context(event.context)
+    message = with_delivery(content, message_id, context)
+    if message_size(message) <= MAX_MESSAGE_BYTES:
+        return message
+    fallback = {key: context[key] for key in ("consent",) if key in context}
+    for key in FALLBACK_CONTEXT_KEYS:
+        if key in context:
+            candidate = {**fallback, key: context[key]}
+            if message_size(with_delivery(content, message_id, candidate)) <= MAX_MESSAGE_BYTES:
+                fallback = candidate
+    return with_delivery(content, message_id, fallback)
 
 
 def covers_link(identify: ClaimAnswer | None, user_id: str) -> bool:

@@ -5,7 +5,7 @@ properties or traits, timestamp) plus the ``messageId`` and the ``context`` adde
 
     content = identify_content("v-1", user_id="u-42", timestamp="2026-11-29T12:00:00.000Z")
     message = with_delivery(content, message_id("demo", "v-1", "IDENTIFY"), {"ip": "203.0.113.7"})
-    message_size(message) <= MAX_MESSAGE_BYTES
+    message_size(message) <= MAX_MESSAGE_BYTES      # bytes as sent: encode_json(message), compact UTF-8
 
 Message ids are UUIDv5 of (workspace, visitor, fact key), so every resend of a fact carries the same id and
 Segment drops the repeat.
@@ -60,15 +60,25 @@ def usable_id(value: str) -> bool:
     return bool(value.strip(ID_WHITESPACE))
 
 
-def message_size(message: Mapping[str, Any]) -> int:
-    """Bytes of a message as Segment's official clients encode it: ``json.dumps`` defaults (``", "`` and
-    ``": "`` separators, non-ASCII escaped as ``\\uXXXX``).
+def encode_json(value: Any) -> bytes:
+    """JSON as the forwarder sends it to Segment: compact (no spaces), UTF-8, non-ASCII text as is::
 
-    The conservative measure, shared with the local Segment sink: the same message encoded compactly in UTF-8
-    (as the forwarder sends it) is never larger, so a message within the limit here is within it however it
-    is measured downstream.
+        encode_json({"title": "Été"})      # '{"title":"Été"}' in UTF-8: 17 bytes (25 with ``\\u`` escapes)
+
+    An unpaired UTF-16 surrogate (which validation refuses at the edge, so none should get here) cannot be
+    encoded as UTF-8: it is written as its JSON escape (``\\ud800``), so encoding never fails and the result is
+    always valid JSON. ``NaN`` and the infinities raise ValueError (they are not JSON).
     """
-    return len(json.dumps(message, allow_nan=False))
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8", "backslashreplace")  # only a lone surrogate needs it: "\udXXX", a JSON escape
+
+
+def message_size(message: Mapping[str, Any]) -> int:
+    """Bytes of a message as it is sent (``encode_json``: compact JSON in UTF-8), the way Segment's Node.js and
+    browser clients measure it against the 32 KB limit: ``"été"`` counts 7 bytes, not the 15 it takes with
+    ``\\u`` escapes (the Python client's measure, which would refuse 12 KB of French text as 36 KB).
+    """
+    return len(encode_json(message))
 
 
 def _ids(anonymous_id: str, user_id: str | None) -> Content:

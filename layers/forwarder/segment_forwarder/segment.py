@@ -6,14 +6,14 @@
     result = client.send(write_key, "eu", messages, deadline=time.monotonic() + 3)
     result.ok, result.retryable, result.status, result.requests
 
-Messages are split into as few requests as Segment's limits allow (500 KB with a margin, 2,500 messages).
+Messages are split into as few requests as Segment's limits allow (500 KB with a margin, 2,500 messages); the
+body is compact JSON in UTF-8 (``messages.encode_json``), the encoding every size here is measured in.
 Retries follow the official clients' rules, bounded by ``deadline`` (a monotonic time) instead of hours.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import math
 import random
 import threading
@@ -26,7 +26,7 @@ from typing import Any
 import urllib3
 
 from . import __version__
-from .messages import MAX_MESSAGE_BYTES, iso_ms, message_size
+from .messages import MAX_MESSAGE_BYTES, encode_json, iso_ms, message_size
 
 __all__ = ["MAX_MESSAGE_BYTES", "CircuitBreaker", "SegmentClient", "SendOutcome", "is_retryable", "split_batches"]
 
@@ -52,13 +52,14 @@ def split_batches(
 ) -> Iterator[list[int]]:
     """Group units (the messages of one event, kept together and in order) into request-sized batches.
 
-    Yields lists of unit indexes. Sizes are measured as ``message_size`` does (the conservative encoding),
-    plus the separator between messages. Every single message must already be at most MAX_MESSAGE_BYTES.
+    Yields lists of unit indexes. Sizes are the bytes sent (``message_size``: compact UTF-8, as the request
+    body is encoded), plus the comma between messages. Every single message must already be at most
+    MAX_MESSAGE_BYTES.
     """
     batch: list[int] = []
     size = count = 0
     for index, unit in enumerate(units):
-        unit_size = sum(message_size(m) + 2 for m in unit)
+        unit_size = sum(message_size(m) + 1 for m in unit)
         if batch and (size + unit_size > max_bytes or count + len(unit) > max_messages):
             yield batch
             batch, size, count = [], 0, 0
@@ -184,10 +185,7 @@ class SegmentClient:
             if not breaker.allow():
                 return SendOutcome(False, True, status, reason, requests, breaker.remaining_s())
             remaining = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
-            body = json.dumps(
-                {"batch": messages, "sentAt": iso_ms(datetime.now(UTC)), "writeKey": write_key},
-                separators=(",", ":"),
-            ).encode()
+            body = encode_json({"batch": messages, "sentAt": iso_ms(datetime.now(UTC)), "writeKey": write_key})
             requests += 1
             try:
                 response = self._pool.request(

@@ -17,7 +17,8 @@ setting                values (default first)                effect
 ``anonymous_id``       ``visitor_id`` | ``segment``          ``segment``: an event's ``segment_anonymous_id``
                                                              becomes ``anonymousId``, the visitor id a trait /
                                                              property ``visitor_id`` (content)
-``ip``                 ``pass`` | ``truncate`` | ``drop``    ``context.ip``: as given, IPv4 /24 or IPv6 /48, or
+``ip``                 ``pass`` | ``truncate`` | ``drop``    ``context.ip``: as given, IPv4 /24 or IPv6 /48 (an
+                                                             IPv4 address inside an IPv6 one: its /24), or
                                                              removed (context)
 ``user_agent``         ``pass`` | ``drop``                   ``context.userAgent`` (and ``userAgentData``) kept
                                                              or removed (context)
@@ -179,12 +180,20 @@ DEFAULT_SETTINGS: Final = WorkspaceSettings()
 
 
 def truncate_ip(value: Any) -> str | None:
-    """An IP address with its host part zeroed: IPv4 to its /24, IPv6 to its /48 (an IPv4-mapped IPv6 address as
-    the IPv4 address it maps); None for anything that is not an IP address (it is then dropped)::
+    """An IP address with its host part zeroed: IPv4 to its /24, IPv6 to its /48; None for anything that is not
+    an IP address (it is then dropped)::
 
         truncate_ip("203.0.113.7")           # "203.0.113.0"
         truncate_ip("2001:db8:abcd:12::1")   # "2001:db8:abcd::"
+        truncate_ip("2002:cb00:7107::1")     # "203.0.113.0": 6to4, the IPv4 address 203.0.113.7 inside
         truncate_ip("not an ip")             # None
+
+    An IPv6 address that carries an IPv4 address where its /48 would keep some of it is truncated as that IPv4
+    address and sent as its /24 (``embedded_ipv4``): IPv4-mapped, 6to4 and NAT64 (``64:ff9b::/96``). A Teredo
+    address (``2001::/32``) goes as its client's /24: its server's address is dropped with everything else. What
+    is sent never tells more about the visitor's IPv4 address than that address's /24. Other forms need nothing
+    more: an IPv4-compatible address (``::a.b.c.d``), the NAT64 local-use prefix ``64:ff9b:1::/48`` and ISATAP
+    carry the IPv4 address outside the /48, so their truncation keeps none of it.
     """
     if not isinstance(value, str):
         return None
@@ -192,11 +201,35 @@ def truncate_ip(value: Any) -> str | None:
         address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        address = embedded_ipv4(address) or address
     if isinstance(address, ipaddress.IPv4Address):
         return str(ipaddress.IPv4Address(int(address) & _mask(32, IPV4_PREFIX)))
     return str(ipaddress.IPv6Address(int(address) & _mask(128, IPV6_PREFIX)))  # a zone (%eth0) goes too
+
+
+NAT64_PREFIX: Final = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix (RFC 6052)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The visitor's IPv4 address inside an IPv6 address whose /48 would reveal some of it, else None
+    (Teredo's client address, its obfuscation undone; never its server's)::
+
+        embedded_ipv4(IPv6Address("::ffff:203.0.113.7"))                    # 203.0.113.7 (IPv4-mapped)
+        embedded_ipv4(IPv6Address("2002:cb00:7107::1"))                     # 203.0.113.7 (6to4)
+        embedded_ipv4(IPv6Address("2001:0:4136:e378:8000:63bf:3fff:fdd2"))  # 192.0.2.45 (Teredo)
+        embedded_ipv4(IPv6Address("64:ff9b::cb00:7107"))                    # 203.0.113.7 (NAT64)
+        embedded_ipv4(IPv6Address("2001:db8::1"))                           # None
+    """
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # (server, client): the client, its obfuscation (xor 0xffffffff) undone
+    if address in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _mask(bits: int, prefix: int) -> int:
