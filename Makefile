@@ -16,13 +16,14 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test repeat validate build run send-sqs redrive lookup erase bench soak clean
+.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test check repeat validate build run send-sqs redrive lookup erase bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
 	@echo "make test   lint, unit + integration tests, sam validate (+ --lint), sam build"
 	@echo "make bench  benchmark tables (throughput, requests, cold start, size, US$ per million events, latency)"
 	@echo "make soak   minutes of load, crashes, a flapping Segment and a connection change, then every invariant"
+	@echo "make check  lint, types and the domain tests (the fast loop, under a minute)"
 	@echo "make repeat [N=100]  every concurrency test N times over (a CI run must never fail by chance)"
 	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
 	@echo "make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<name>]  DLQ back to its queue"
@@ -63,6 +64,9 @@ lint: venv
 # tests (tests/client on its own, tests/integration/test_client*.py against the local stack). `make test` runs them all.
 unit: venv
 	$(PY) -m pytest tests/domain -q
+
+# The fast loop before a commit: lint, types and the domain tests (well under a minute).
+check: lint unit
 
 component: venv
 	$(PY) -m pytest tests/component -q
