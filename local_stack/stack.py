@@ -49,11 +49,13 @@ from typing import Any, Self
 import boto3
 import urllib3
 from botocore.config import Config
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from .http_api import HttpApi, Route, port_is_free
 from .lambda_pool import FunctionPool, FunctionSpec
-from .moto_dynamodb import make_atomic
+from .moto_dynamodb import configure_from_environment, control_middleware, make_strict
 from .segment_sink import SegmentSink
 from .sqs_poller import LONG_POLL_S, SqsPoller
 from .template import ACCOUNT_ID, TEMPLATE_PATH, Resource, Template
@@ -95,18 +97,23 @@ class PortInUseError(OSError):
 
 
 class _MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB's item
-    operations atomic as on AWS (``moto_dynamodb``)."""
+    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB as strict as
+    AWS (``moto_dynamodb``: atomic item operations, batch limits; stale reads and engine faults as
+    ``LOCAL_DYNAMODB_STALE_READS`` / ``LOCAL_DYNAMODB_FAULTS`` ask, switchable at ``/_local/dynamodb``)."""
 
     error: BaseException | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        make_atomic()
+        make_strict()
+        configure_from_environment()
         super().__init__(*args, **kwargs)
 
     def _server_entry(self) -> None:
         try:
-            super()._server_entry()
+            app = control_middleware(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
         except BaseException as exc:
             self.error = exc
             self._server_ready_event.set()
