@@ -153,8 +153,8 @@ class _State:
         self.lock = threading.Lock()
         self.stale = StaleReads()
         self.faults = EngineFaults()
-        self.stale_rng = random.Random()
-        self.fault_rng = random.Random()
+        self.stale_rng = random.Random()  # noqa: S311 - seeded simulation, not crypto
+        self.fault_rng = random.Random()  # noqa: S311 - seeded simulation, not crypto
         self.counters: Counter[str] = Counter()
 
     def count(self, name: str, by: int = 1) -> None:
@@ -178,7 +178,7 @@ def _set_stale(settings: StaleReads) -> StaleReads:
     with _LOCK:  # no read or write is half-way while the history is dropped
         with _STATE.lock:
             before, _STATE.stale = _STATE.stale, settings
-            _STATE.stale_rng = random.Random(settings.seed)
+            _STATE.stale_rng = random.Random(settings.seed)  # noqa: S311 - seeded simulation, not crypto
         if not settings.on:
             _HISTORY.clear()
     return before
@@ -202,7 +202,7 @@ def set_engine_faults(throttle: float = 0.0, unprocessed: float = 0.0, seed: int
 def _set_faults(settings: EngineFaults) -> EngineFaults:
     with _STATE.lock:
         before, _STATE.faults = _STATE.faults, settings
-        _STATE.fault_rng = random.Random(settings.seed)
+        _STATE.fault_rng = random.Random(settings.seed)  # noqa: S311 - seeded simulation, not crypto
     return before
 
 
@@ -320,7 +320,9 @@ class _Throttled(DynamodbException):
     def __init__(self, code: str, table_arns: Iterable[str] = ()) -> None:
         super().__init__(ERROR_TYPE_PREFIX + code, THROTTLE_MESSAGES[code])
         body: dict[str, Any] = {"__type": self.error_type, "message": self.message}
-        limit = "KeyRangeThroughputExceeded" if code == "ProvisionedThroughputExceededException" else "AccountLimitExceeded"
+        limit = (
+            "KeyRangeThroughputExceeded" if code == "ProvisionedThroughputExceededException" else "AccountLimitExceeded"
+        )
         reasons = [{"reason": f"Table{limit}", "resource": arn} for arn in table_arns]
         if reasons:
             body["ThrottlingReasons"] = reasons
@@ -622,9 +624,9 @@ def _recording(
                 if written or transaction:
                     now = time.monotonic()
                     for table_name, key, before in targets:
-                        table = backend.tables.get(table_name)  # a failed transaction puts back a copy of it
-                        if table is not None:
-                            _HISTORY.record(table, key, before, _copy(_current(table, key)), now)
+                        written_to = backend.tables.get(table_name)  # a failed transaction puts back a copy of it
+                        if written_to is not None:
+                            _HISTORY.record(written_to, key, before, _copy(_current(written_to, key)), now)
 
         return recording
 
@@ -633,7 +635,7 @@ def _recording(
 
 @contextlib.contextmanager
 def _eventual(tables: frozenset[str]) -> Iterator[None]:
-    before = getattr(_READING, "eventual", frozenset())
+    before: frozenset[str] = getattr(_READING, "eventual", frozenset())
     _READING.eventual = tables
     try:
         yield
@@ -675,29 +677,30 @@ def _reading(method: Callable[..., Any]) -> Callable[..., Any]:
 @contextlib.contextmanager
 def _as_of(table: Table, versions: Mapping[_ItemKey, Item | None]) -> Iterator[None]:
     """The table's items with ``versions`` in place of the current ones, put back after (under the lock)."""
+    items: Any = table.items  # {hash: item}, or {hash: {range: item}} with a range key
     saved: dict[DynamoType, Any] = {}
     for (hash_key, range_key), version in versions.items():
         if hash_key not in saved:
-            saved[hash_key] = table.items[hash_key] if hash_key in table.items else None
+            saved[hash_key] = items.get(hash_key)  # .get: the defaultdict makes no empty partition
             if range_key is not None:
-                table.items[hash_key] = dict(saved[hash_key] or {})
+                items[hash_key] = dict(saved[hash_key] or {})
         if range_key is None:
             if version is None:
-                table.items.pop(hash_key, None)
+                items.pop(hash_key, None)
             else:
-                table.items[hash_key] = version
+                items[hash_key] = version
         elif version is None:
-            table.items[hash_key].pop(range_key, None)
+            items[hash_key].pop(range_key, None)
         else:
-            table.items[hash_key][range_key] = version
+            items[hash_key][range_key] = version
     try:
         yield
     finally:
         for hash_key, former in saved.items():
             if former is None:
-                table.items.pop(hash_key, None)
+                items.pop(hash_key, None)
             else:
-                table.items[hash_key] = former
+                items[hash_key] = former
 
 
 # -- over HTTP ----------------------------------------------------------------------------------------------------
@@ -729,7 +732,7 @@ def _control(environ: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             wanted = json.loads(environ["wsgi.input"].read(length) or b"{}")
             if not isinstance(wanted, dict) or set(wanted) - {"stale_reads", "faults", "reset_counters"}:
-                raise ValueError("expected {\"stale_reads\": {...}, \"faults\": {...}, \"reset_counters\": true}")
+                raise ValueError('expected {"stale_reads": {...}, "faults": {...}, "reset_counters": true}')
             stale = StaleReads(**wanted["stale_reads"]) if wanted.get("stale_reads") is not None else None
             faults = EngineFaults(**wanted["faults"]) if wanted.get("faults") is not None else None
         except (TypeError, ValueError) as exc:

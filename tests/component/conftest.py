@@ -21,13 +21,14 @@ import pytest
 from moto import mock_aws
 
 from local_stack.invoke import LambdaContext, load_module, sqs_record
-from local_stack.moto_dynamodb import make_atomic
+from local_stack.moto_dynamodb import make_strict, stale_reads
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
 from tests.domain.fakes import Crash
 
 ROOT = Path(__file__).resolve().parents[2]
-make_atomic()  # moto's conditional writes atomic, as DynamoDB's are
+make_strict()  # moto's conditional writes atomic and its batch limits AWS's; stale reads and faults when asked
+STALE_LAG_MS = 400  # how far back an eventually consistent read may look with ``stale_dynamodb``
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
@@ -159,9 +160,11 @@ class Stack:
         return records
 
     def item(self, pk: str, sk: str) -> dict | None:
+        """The item as the table holds it now (a consistent read)."""
         client = self.session.client("dynamodb")
         table = self.resources["DedupTable"].ref
-        found = client.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item")
+        key = {"pk": {"S": pk}, "sk": {"S": sk}}
+        found = client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
         return {k: next(iter(v.values())) for k, v in found.items()} if found else None
 
     def tracks(self, name: str | None = None) -> list[dict]:
@@ -198,6 +201,15 @@ def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
         stack.connect("ws-eu", "key-eu-0002", region="eu")
         yield stack
     sink.clear_faults()
+
+
+@pytest.fixture
+def stale_dynamodb() -> Iterator[None]:
+    """Eventually consistent reads (the product's pre-read of the SQS path) answer, half of the time, an item as it
+    was up to ``STALE_LAG_MS`` ago, absent if it did not exist then, as DynamoDB's may; consistent reads stay
+    current. Off again after the test."""
+    with stale_reads(lag_ms=STALE_LAG_MS, probability=0.5):
+        yield
 
 
 CRASH_BEFORE, CRASH_AFTER = "crash before the call", "crash after the call"

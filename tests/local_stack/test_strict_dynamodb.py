@@ -37,7 +37,10 @@ def _create(client: Any, name: str) -> None:
     client.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
 
@@ -196,7 +199,9 @@ def test_a_consistent_read_is_never_stale(ddb):
 def test_every_eventually_consistent_read_may_be_stale(ddb):
     def reads() -> dict[str, set[str | None]]:
         batch = ddb.batch_get_item(RequestItems={TABLE: {"Keys": [key("p")]}})["Responses"][TABLE]
-        query = ddb.query(TableName=TABLE, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}})
+        query = ddb.query(
+            TableName=TABLE, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}}
+        )
         scan = ddb.scan(TableName=TABLE)["Items"]
         return {
             name: {item["status"]["S"] for item in items} or {None}
@@ -215,7 +220,9 @@ def test_every_eventually_consistent_read_may_be_stale(ddb):
 def test_a_deleted_item_may_still_be_read_and_a_transaction_is_recorded(ddb):
     with stale_reads(lag_ms=LAG_MS, probability=1.0, seed=4):
         ddb.put_item(TableName=TABLE, Item={**key("p"), "status": {"S": "SENT"}})
-        ddb.transact_write_items(TransactItems=[{"Put": {"TableName": TABLE, "Item": {**key("t"), "status": {"S": "T"}}}}])
+        ddb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": TABLE, "Item": {**key("t"), "status": {"S": "T"}}}}]
+        )
         time.sleep(0.8)
         ddb.delete_item(TableName=TABLE, Key=key("p"))
         time.sleep(0.8)
@@ -318,14 +325,17 @@ def test_boto3_retries_an_occasional_throttle(ddb):
 
 def test_settings_from_the_environment():
     configure_from_environment(
-        {moto_dynamodb.STALE_READS_VARIABLE: "lag_ms=250, probability=0.5,seed=3", moto_dynamodb.FAULTS_VARIABLE: "throttle=0.02"}
+        {
+            moto_dynamodb.STALE_READS_VARIABLE: "lag_ms=250, probability=0.5,seed=3",
+            moto_dynamodb.FAULTS_VARIABLE: "throttle=0.02",
+        }
     )
     assert moto_dynamodb.describe()["stale_reads"] == {"lag_ms": 250.0, "probability": 0.5, "seed": 3}
     assert moto_dynamodb.describe()["faults"] == {"throttle": 0.02, "unprocessed": 0.0, "seed": None}
     configure_from_environment({})  # unset: unchanged
     assert moto_dynamodb.describe()["stale_reads"]["lag_ms"] == 250.0
     for bad in ("lag=3", "lag_ms=x", "probability=2", "lag_ms"):
-        with pytest.raises(ValueError, match="LOCAL_DYNAMODB_STALE_READS|probability"):
+        with pytest.raises(ValueError, match=r"LOCAL_DYNAMODB_STALE_READS|probability"):
             configure_from_environment({moto_dynamodb.STALE_READS_VARIABLE: bad})
 
 
