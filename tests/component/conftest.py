@@ -28,7 +28,7 @@ from tests.domain.fakes import Crash
 
 ROOT = Path(__file__).resolve().parents[2]
 make_strict()  # moto's conditional writes atomic and its batch limits AWS's; stale reads and faults when asked
-STALE_LAG_MS = 400  # how far back an eventually consistent read may look with ``stale_dynamodb``
+STALE_LAG_MS = 1500  # how far back an eventually consistent read may look with ``stale_dynamodb``
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
