@@ -1,13 +1,13 @@
 """Random histories through the real handlers, the real ``DedupStore`` on moto and the Segment sink (hypothesis).
 
-Events arrive over HTTP and SQS in random batches; faults are injected at the real boundaries only: AWS errors
-and process deaths at botocore's API-call boundary (``aws_faults``: throttled claims or marks, a crash after a
-claim, after Segment accepted, after the marks; the queue refusing the HTTP path's copy) and the sink's fault
-switch (503s, a stall longer than the HTTP budget, so Segment accepts what the caller never hears of). DynamoDB's
-eventually consistent reads may be stale throughout (``stale_dynamodb``): the SQS path's pre-read may find a fact
-absent or PENDING that is SENT by now. What the HTTP path queues goes through the function's real queue. Then the faults stop, leases expire, and the queues are
-redelivered until every event is consumed; ``tests/model.py`` checks what Segment received and what the table
-recorded, and no record may have reached a dead-letter queue.
+Events arrive over HTTP and SQS in random batches; faults are injected at the real boundaries only: AWS errors and
+process deaths at botocore's API-call boundary (``aws_faults``: throttled claims or marks, a crash after a claim,
+after Segment accepted, after the marks; the queue refusing the HTTP path's copy) and the sink's fault switch (503s,
+a stall longer than the HTTP budget, so Segment accepts what the caller never hears of). DynamoDB's eventually
+consistent reads may be stale throughout (``stale_dynamodb``): the SQS path's pre-read may find a fact absent or
+PENDING that is SENT by now. What the HTTP path queues goes through the function's real queue. Then the faults stop,
+leases expire, and the queues are redelivered until every event is consumed; ``tests/model.py`` checks what Segment
+received and what the table recorded, and no record may have reached a dead-letter queue.
 """
 
 from __future__ import annotations
