@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-share", type=float, help="share of requests sent through SQS (default 0.3)")
     parser.add_argument("--no-slow-segment", action="store_true", help="Segment flaps between failing and healthy")
     parser.add_argument(
-        "--stale-lag-ms", type=float, help="eventually consistent reads may be this old (default 500; 0: never stale)"
+        "--stale-lag-ms", type=float, help="eventually consistent reads may be this old (default 1000; 0: never stale)"
     )
     parser.add_argument("--stale-probability", type=float, help="how often such a read is stale (default 0.5)")
     parser.add_argument(

@@ -105,7 +105,7 @@ class SoakConfig:
     min_phase_s: float = 20.0  # the chaos phases spread their requests over at least this long (load: no pacing)
     settle_timeout_s: float = 300.0
     max_workers: int = 3  # execution environments per function
-    stale_lag_ms: float = 500.0  # eventually consistent reads may answer an item as it was this long ago (0: never)
+    stale_lag_ms: float = 1000.0  # eventually consistent reads may answer an item as it was this long ago (0: never)
     stale_probability: float = 0.5  # ... this often (per partition and read)
     dynamodb_throttle: float = 0.02  # in the chaos phases, while DynamoDB is busy: share of item calls throttled
     dynamodb_unprocessed: float = 0.05  # ... and share of each batch's entries left unprocessed (0 and 0: never busy)
