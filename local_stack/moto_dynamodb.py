@@ -316,14 +316,20 @@ def make_strict() -> None:
 # -- batch limits and unprocessed entries --------------------------------------------------------------------------
 
 
+_READ_OPERATIONS = frozenset({"get_item", "query", "scan", "batch_get_item", "transact_get_items"})
+
+
 class _Throttled(DynamodbException):
-    def __init__(self, code: str, table_arns: Iterable[str] = ()) -> None:
+    """A throttled call, with ThrottlingReasons as AWS gives them (``Table<Read|Write><limit>`` per table)."""
+
+    def __init__(self, code: str, operation: str, table_arns: Iterable[str] = ()) -> None:
         super().__init__(ERROR_TYPE_PREFIX + code, THROTTLE_MESSAGES[code])
         body: dict[str, Any] = {"__type": self.error_type, "message": self.message}
+        kind = "Read" if operation in _READ_OPERATIONS else "Write"
         limit = (
             "KeyRangeThroughputExceeded" if code == "ProvisionedThroughputExceededException" else "AccountLimitExceeded"
         )
-        reasons = [{"reason": f"Table{limit}", "resource": arn} for arn in table_arns]
+        reasons = [{"reason": f"Table{kind}{limit}", "resource": arn} for arn in table_arns]
         if reasons:
             body["ThrottlingReasons"] = reasons
         self.description = json.dumps(body)
@@ -338,7 +344,7 @@ def _throttled(method: Callable[..., Any]) -> Callable[..., Any]:
             codes = sorted(THROTTLE_MESSAGES)
             with _STATE.lock:
                 code = _STATE.fault_rng.choice(codes)
-            raise _Throttled(code, _table_arns(self))
+            raise _Throttled(code, method.__name__, _table_arns(self))
         return method(self, *args, **kwargs)
 
     return throttled
@@ -410,7 +416,7 @@ def _strict_batch_write_item(self: DynamoHandler) -> Any:
     left = _unprocessed_draw(len(planned))
     if planned and all(left):
         _STATE.count("throttled")
-        raise _Throttled("ProvisionedThroughputExceededException", _table_arns(self))
+        raise _Throttled("ProvisionedThroughputExceededException", "batch_write_item", _table_arns(self))
     unprocessed: dict[str, list[dict[str, Any]]] = {}
     for (table_name, request, request_type, target), skip in zip(planned, left, strict=True):
         if skip:
@@ -452,7 +458,7 @@ def _strict_batch_get_item(method: Callable[..., Any]) -> Callable[..., Any]:
         left = _unprocessed_draw(len(entries))
         if entries and all(left):
             _STATE.count("throttled")
-            raise _Throttled("ProvisionedThroughputExceededException", _table_arns(self))
+            raise _Throttled("ProvisionedThroughputExceededException", "batch_write_item", _table_arns(self))
         unprocessed: dict[str, dict[str, Any]] = {}
         for (table_name, key), skip in zip(entries, left, strict=True):
             if skip:
