@@ -8,10 +8,13 @@
     SEGMENT_WRITE_KEY=... SEGMENT_REGION=eu make run   # connect workspace "demo" to the real Segment
     LOCAL_PARAMETERS='RetryHorizonMinutes=2,RetryBackoffCapSeconds=5' make run   # template parameters (drills)
     python -m local_stack --verbose                 # the functions' INFO logs too (default: warnings and errors)
+    LOCAL_DYNAMODB_STALE_READS='lag_ms=500,probability=0.5' make run   # eventually consistent reads may be stale
+    LOCAL_DYNAMODB_FAULTS='throttle=0.02,unprocessed=0.1' make run     # DynamoDB throttles, leaves batches partial
 
 ``LOCAL_PARAMETERS`` overrides template parameters (``Name=Value`` pairs separated by commas, every other parameter
 at its default); an unknown name, a malformed pair or a value the parameter's constraints refuse stops the start.
-The banner lists the overrides.
+The banner lists the overrides. ``LOCAL_DYNAMODB_STALE_READS`` and ``LOCAL_DYNAMODB_FAULTS`` (see
+``local_stack.moto_dynamodb``) can also be switched while it runs: ``POST <AWS endpoint>/_local/dynamodb``.
 
 Exit status: 0 after Ctrl-C / SIGTERM, 2 when it cannot start (a port in use, a bad setting).
 """
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    from .moto_dynamodb import configure_from_environment
     from .stack import DEFAULT_TOKEN, PORT_SETTINGS, LocalStack, PortInUseError  # moto, boto3: most of the start-up
     from .template import ParameterError, Template, parse_overrides
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"SEGMENT_REGION={region!r} must be us or eu")
         overrides = parse_overrides(os.environ.get("LOCAL_PARAMETERS", ""))
         Template.load().check_overrides(overrides)
+        configure_from_environment()  # a malformed setting stops the start here, with its name
     except ParameterError as exc:
         print(f"local_stack: error: LOCAL_PARAMETERS: {exc}", file=sys.stderr)
         return 2

@@ -50,14 +50,15 @@ from typing import Any, Self
 import boto3
 import urllib3
 from botocore.config import Config
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
+from . import moto_dynamodb, strict_sqs
 from .http_api import INTEGRATION_TIMEOUT_S, HttpApi, Route, port_is_free
 from .lambda_pool import FunctionPool, FunctionSpec
-from .moto_dynamodb import make_atomic
 from .segment_sink import SegmentSink
 from .sqs_poller import LONG_POLL_S, SqsPoller
-from .strict_sqs import make_strict
 from .template import ACCOUNT_ID, TEMPLATE_PATH, Resource, Template
 
 LogFn = Callable[[str], None]
@@ -97,19 +98,25 @@ class PortInUseError(OSError):
 
 
 class _MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB's item
-    operations atomic as on AWS (``moto_dynamodb``) and SQS refusing what SQS refuses (``strict_sqs``)."""
+    """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB as strict as
+    AWS (``moto_dynamodb``: atomic item operations, batch limits; stale reads and engine faults as
+    ``LOCAL_DYNAMODB_STALE_READS`` / ``LOCAL_DYNAMODB_FAULTS`` ask, switchable at ``/_local/dynamodb``) and SQS
+    refusing what SQS refuses (``strict_sqs``)."""
 
     error: BaseException | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        make_atomic()
-        make_strict()
+        moto_dynamodb.make_strict()
+        moto_dynamodb.configure_from_environment()
+        strict_sqs.make_strict()
         super().__init__(*args, **kwargs)
 
     def _server_entry(self) -> None:
         try:
-            super()._server_entry()
+            app = moto_dynamodb.control_middleware(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
         except BaseException as exc:
             self.error = exc
             self._server_ready_event.set()

@@ -7,6 +7,7 @@ connection change, then check every invariant and print the report. Exit status 
     make soak SOAK_ARGS="--requests 1000 --seed 7"    # shorter; the same workload for the same seed
     .venv/bin/python -m soak --quick                  # the short soak of make test (under a minute)
     .venv/bin/python -m soak --log /tmp/stack.log --dump /tmp/soak.json   # evidence for a violation
+    .venv/bin/python -m soak --quick --stale-lag-ms 0 --dynamodb-throttle 0 --dynamodb-unprocessed 0   # DynamoDB tame
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat-share", type=float, help="share of requests that repeat a body (default 0.4)")
     parser.add_argument("--queue-share", type=float, help="share of requests sent through SQS (default 0.3)")
     parser.add_argument("--no-slow-segment", action="store_true", help="Segment flaps between failing and healthy")
+    parser.add_argument(
+        "--stale-lag-ms", type=float, help="eventually consistent reads may be this old (default 1000; 0: never stale)"
+    )
+    parser.add_argument("--stale-probability", type=float, help="how often such a read is stale (default 0.5)")
+    parser.add_argument(
+        "--dynamodb-throttle", type=float, help="share of DynamoDB calls throttled while it is busy (default 0.02)"
+    )
+    parser.add_argument(
+        "--dynamodb-unprocessed",
+        type=float,
+        help="share of batch entries left unprocessed while DynamoDB is busy (default 0.05; 0 and 0: never busy)",
+    )
     parser.add_argument("--log", type=Path, help="write the stack's log (a line per request and per event) here")
     parser.add_argument("--dump", type=Path, help="write the evaluator's input here (see python -m soak.evidence)")
     return parser
@@ -50,6 +63,10 @@ def config_from(args: argparse.Namespace) -> SoakConfig:
         "max_workers": args.workers,
         "repeat_share": args.repeat_share,
         "queue_share": args.queue_share,
+        "stale_lag_ms": args.stale_lag_ms,
+        "stale_probability": args.stale_probability,
+        "dynamodb_throttle": args.dynamodb_throttle,
+        "dynamodb_unprocessed": args.dynamodb_unprocessed,
     }
     config = replace(base, **{name: value for name, value in given.items() if value is not None})
     return replace(config, slow_segment=not args.no_slow_segment)

@@ -1,12 +1,14 @@
-"""What goes wrong in production, on purpose: killed execution environments, a flapping Segment, a connection
-changed under load. Each runs in a thread of its own while a soak phase lasts::
+"""What goes wrong in production, on purpose: killed execution environments, a flapping Segment, a busy DynamoDB,
+a connection changed under load. Each runs in a thread of its own while a soak phase lasts::
 
     killer = Killer(stack.worker_pids, ["IdentifyFunction", ...], random.Random(1), every_s=(0.5, 1.5)).start()
     flapper = SegmentFlapper(stack.sink.url, random.Random(2), every_s=(1, 3), slow_delay_s=1.5).start()
+    busy = DynamoDbFaults(stack.aws_endpoint, random.Random(3), throttle=0.02, unprocessed=0.05).start()
     ...
-    killer.stop(); flapper.stop()               # the sink is healthy again after stop()
+    killer.stop(); flapper.stop(); busy.stop()  # the sink and DynamoDB are healthy again after stop()
     killer.kills                                # Counter({"AssignmentFunction": 4, ...})
     flapper.periods                             # Counter({"failing 503": 2, "slow": 3, "healthy": 2})
+    busy.periods                                # Counter({"faults": 3, "healthy": 2})
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Self
 
 import urllib3
+
+from local_stack.moto_dynamodb import CONTROL_PATH as DYNAMODB_CONTROL_PATH
 
 FAILURES = (503, 500, 429)
 
@@ -141,3 +145,55 @@ class SegmentFlapper(_Periodic):
     def finish(self) -> None:
         """Leave the sink healthy."""
         self._http.request("DELETE", self._url)
+
+
+class DynamoDbFaults(_Periodic):
+    """Switches DynamoDB's engine faults (moto's, on the local stack's AWS endpoint) on and off: while on, a share
+    ``throttle`` of the item operations is throttled and a share ``unprocessed`` of each batch's entries comes back
+    unprocessed, as a busy table answers.
+
+    Uses the endpoint's switch over HTTP (``POST /_local/dynamodb``, ``local_stack.moto_dynamodb``).
+    """
+
+    def __init__(
+        self,
+        aws_endpoint: str,
+        rng: random.Random,
+        every_s: tuple[float, float] = (1.0, 3.0),
+        throttle: float = 0.02,
+        unprocessed: float = 0.05,
+    ) -> None:
+        super().__init__("soak-dynamodb-faults", rng, every_s)
+        self._url = f"{aws_endpoint}{DYNAMODB_CONTROL_PATH}"
+        self._faults = {"throttle": throttle, "unprocessed": unprocessed}
+        self._http = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.1), timeout=10)
+        self._on = False
+        self.periods: Counter[str] = Counter()
+
+    def step(self) -> None:
+        """Faults on, off, on, ..."""
+        self._on = not self._on
+        self._set(self._faults if self._on else {"throttle": 0, "unprocessed": 0})
+        self.periods["faults" if self._on else "healthy"] += 1
+
+    def _set(self, faults: dict[str, float]) -> None:
+        answer = self._http.request("POST", self._url, body=json.dumps({"faults": faults}).encode())
+        if answer.status != 200:
+            raise RuntimeError(f"the AWS endpoint refused the faults {faults}: {answer.status} {answer.data[:200]!r}")
+
+    def finish(self) -> None:
+        """Leave DynamoDB healthy."""
+        self._set({"throttle": 0, "unprocessed": 0})
+
+
+def dynamodb_settings(aws_endpoint: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    """``POST`` (``body`` given) or ``GET`` the local stack's DynamoDB switch: its settings and counters after."""
+    url = f"{aws_endpoint}{DYNAMODB_CONTROL_PATH}"
+    if body is None:
+        answer = urllib3.request("GET", url, timeout=10)
+    else:
+        answer = urllib3.request("POST", url, body=json.dumps(body).encode(), timeout=10)
+    if answer.status != 200:
+        raise RuntimeError(f"the AWS endpoint answered {answer.status} {answer.data[:200]!r} at {url}")
+    settings: dict[str, object] = json.loads(answer.data)
+    return settings

@@ -18,6 +18,10 @@ spread their requests over at least ``min_phase_s`` so that their trouble makers
 4. ``everything``: kills + flapping + connection changes: ``demo`` moves to a new write key in the other region,
    ``demo-eu`` is disconnected for a while and reconnected.
 
+Throughout, DynamoDB's eventually consistent reads may be stale (up to ``stale_lag_ms``, with
+``stale_probability``); in the chaos phases (2-4) DynamoDB is also busy by turns (every ``flap_every_s``): a share
+``dynamodb_throttle`` of its item calls throttled, ``dynamodb_unprocessed`` of each batch's entries unprocessed.
+
 Then the sink is healthy, and the soak waits until every ingest queue is empty (visible, in flight and delayed:
 ``settle``), reads the sink's ``GET /events`` and the dead-letter queues, and runs ``soak.invariants.evaluate``.
 """
@@ -41,7 +45,7 @@ from botocore.config import Config
 
 from local_stack.stack import DEMO_WORKSPACES, LocalStack
 
-from .chaos import Killer, SegmentFlapper
+from .chaos import DynamoDbFaults, Killer, SegmentFlapper, dynamodb_settings
 from .clients import HttpProducer, QueueProducer, Tally
 from .invariants import Connection, Evaluation, Kind, Parked, Request, evaluate
 from .netstat import listen_overflows
@@ -101,6 +105,10 @@ class SoakConfig:
     min_phase_s: float = 20.0  # the chaos phases spread their requests over at least this long (load: no pacing)
     settle_timeout_s: float = 300.0
     max_workers: int = 3  # execution environments per function
+    stale_lag_ms: float = 1000.0  # eventually consistent reads may answer an item as it was this long ago (0: never)
+    stale_probability: float = 0.5  # ... this often (per partition and read)
+    dynamodb_throttle: float = 0.02  # in the chaos phases, while DynamoDB is busy: share of item calls throttled
+    dynamodb_unprocessed: float = 0.05  # ... and share of each batch's entries left unprocessed (0 and 0: never busy)
     timings: Timings = field(default_factory=Timings)
     stack_log: Out | None = None  # the local stack's own log lines (a line per request), or nothing
 
@@ -138,6 +146,8 @@ class SoakReport:
     phase_requests: dict[str, int] = field(default_factory=dict)
     kills: Counter[str] = field(default_factory=Counter)
     segment_periods: Counter[str] = field(default_factory=Counter)
+    dynamodb_periods: Counter[str] = field(default_factory=Counter)
+    dynamodb_counters: dict[str, int] = field(default_factory=dict)  # the engine's: stale reads, throttled, ...
     connection_changes: list[str] = field(default_factory=list)
     connections: list[Connection] = field(default_factory=list)
     settle_s: float | None = None  # None: the queues did not drain in time
@@ -194,6 +204,8 @@ class SoakReport:
             f"{t.retries} retries; kernel ListenOverflows +{self.listen_overflows}",
             f"  kills         {self.kills.total()} SIGKILL{_counts(self.kills, '')}",
             f"  segment      {_counts(self.segment_periods)} periods; sink answered{_counts(self.sink_requests)}",
+            f"  dynamodb     {_counts(self.dynamodb_periods)} periods; engine{_counts(Counter(self.dynamodb_counters))}"
+            f" (stale reads up to {self.config.stale_lag_ms:g} ms, p {self.config.stale_probability:g})",
             "  connections   " + ("; ".join(self.connection_changes) or "unchanged"),
             "  settle        "
             + (f"{self.settle_s:.1f}s until every queue was empty" if self.settle_s is not None else "NOT DRAINED"),
@@ -325,6 +337,14 @@ class _Run:
             for workspace, region in self.stack.connected_workspaces().items()
         ]
         overflows_before = listen_overflows()
+        dynamodb_settings(
+            self.stack.aws_endpoint,
+            {
+                "stale_reads": {"lag_ms": config.stale_lag_ms, "probability": config.stale_probability},
+                "faults": {"throttle": 0, "unprocessed": 0},
+                "reset_counters": True,
+            },
+        )
         clients = [
             threading.Thread(target=self.client, args=(i,), name=f"soak-client-{i}", daemon=True)
             for i in range(config.clients)
@@ -353,6 +373,8 @@ class _Run:
         self.out("soak: evaluating ...")
         report.parked = self.parked()
         report.sink_requests = Counter(r["status"] for r in self._get_json("/requests"))
+        engine = dynamodb_settings(self.stack.aws_endpoint)["counters"]
+        report.dynamodb_counters = dict(engine) if isinstance(engine, dict) else {}
         report.sink_events = self._get_json("/events")
         report.evaluation = evaluate(
             report.requests,
@@ -368,7 +390,16 @@ class _Run:
     def chaos(self, phase: str) -> Iterator[None]:
         """Start the phase's trouble makers; stop them (and leave the sink healthy) when it ends."""
         config, rng = self.config, self.rng
-        killer = flapper = changer = None
+        killer = flapper = changer = busy = None
+        if phase != "load" and (config.dynamodb_throttle or config.dynamodb_unprocessed):
+            busy = DynamoDbFaults(
+                self.stack.aws_endpoint,
+                random.Random(rng.random()),
+                config.flap_every_s,
+                throttle=config.dynamodb_throttle,
+                unprocessed=config.dynamodb_unprocessed,
+            )
+            busy.start()
         if phase in ("kills", "everything"):
             killer = Killer(self.stack.worker_pids, INGEST_FUNCTIONS, random.Random(rng.random()), config.kill_every_s)
             killer.start()
@@ -392,6 +423,10 @@ class _Run:
                 flapper.stop()
                 self.report.segment_periods += flapper.periods
                 self.report.errors += flapper.errors
+            if busy is not None:
+                busy.stop()
+                self.report.dynamodb_periods += busy.periods
+                self.report.errors += busy.errors
 
     def changing_connections(self) -> None:
         """``change_connections`` in a thread: a failure is reported, not lost with the thread."""

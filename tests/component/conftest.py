@@ -29,18 +29,19 @@ import botocore.exceptions
 import pytest
 from moto import mock_aws
 
+from local_stack import moto_dynamodb, strict_sqs
 from local_stack.http_api import FUNCTION_FAILED, INTEGRATION_TIMED_OUT, INTEGRATION_TIMEOUT_S
 from local_stack.invoke import FunctionTimedOut, Invocation, LambdaContext, enforced, invoke, load_module, sqs_record
-from local_stack.moto_dynamodb import make_atomic
+from local_stack.moto_dynamodb import stale_reads
 from local_stack.segment_sink import SegmentSink
 from local_stack.sqs_poller import failed_ids, lambda_record
-from local_stack.strict_sqs import make_strict
 from local_stack.template import Resource, Template
 from tests.domain.fakes import Crash
 
 ROOT = Path(__file__).resolve().parents[2]
-make_atomic()  # moto's conditional writes atomic, as DynamoDB's are
-make_strict()  # moto's SQS refuses what SQS refuses (sizes, attributes, batches, visibility)
+moto_dynamodb.make_strict()  # conditional writes atomic and batch limits AWS's; stale reads and faults when asked
+strict_sqs.make_strict()  # moto's SQS refuses what SQS refuses (sizes, attributes, batches, visibility)
+STALE_LAG_MS = 1500  # how far back an eventually consistent read may look with ``stale_dynamodb``
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
@@ -265,9 +266,11 @@ class Stack:
         return SqsBatch(answer=answer, failed=failed, ids=ids)
 
     def item(self, pk: str, sk: str) -> dict | None:
+        """The item as the table holds it now (a consistent read)."""
         client = self.session.client("dynamodb")
         table = self.resources["DedupTable"].ref
-        found = client.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item")
+        key = {"pk": {"S": pk}, "sk": {"S": sk}}
+        found = client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
         return {k: next(iter(v.values())) for k, v in found.items()} if found else None
 
     def tracks(self, name: str | None = None) -> list[dict]:
@@ -304,6 +307,15 @@ def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
         stack.connect("ws-eu", "key-eu-0002", region="eu")
         yield stack
     sink.clear_faults()
+
+
+@pytest.fixture
+def stale_dynamodb() -> Iterator[None]:
+    """Eventually consistent reads (the product's pre-read of the SQS path) answer, half of the time, an item as it
+    was up to ``STALE_LAG_MS`` ago, absent if it did not exist then, as DynamoDB's may; consistent reads stay
+    current. Off again after the test."""
+    with stale_reads(lag_ms=STALE_LAG_MS, probability=0.5):
+        yield
 
 
 CRASH_BEFORE, CRASH_AFTER = "crash before the call", "crash after the call"

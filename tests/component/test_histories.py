@@ -1,12 +1,13 @@
 """Random histories through the real handlers, the real ``DedupStore`` on moto and the Segment sink (hypothesis).
 
-Events arrive over HTTP and SQS in random batches; faults are injected at the real boundaries only: AWS errors
-and process deaths at botocore's API-call boundary (``aws_faults``: throttled claims or marks, a crash after a
-claim, after Segment accepted, after the marks; the queue refusing the HTTP path's copy) and the sink's fault
-switch (503s, a stall longer than the HTTP budget, so Segment accepts what the caller never hears of). What the
-HTTP path queues goes through the function's real queue. Then the faults stop, leases expire, and the queues are
-redelivered until every event is consumed; ``tests/model.py`` checks what Segment received and what the table
-recorded, and no record may have reached a dead-letter queue.
+Events arrive over HTTP and SQS in random batches; faults are injected at the real boundaries only: AWS errors and
+process deaths at botocore's API-call boundary (``aws_faults``: throttled claims or marks, a crash after a claim,
+after Segment accepted, after the marks; the queue refusing the HTTP path's copy) and the sink's fault switch (503s,
+a stall longer than the HTTP budget, so Segment accepts what the caller never hears of). DynamoDB's eventually
+consistent reads may be stale throughout (``stale_dynamodb``): the SQS path's pre-read may find a fact absent or
+PENDING that is SENT by now. What the HTTP path queues goes through the function's real queue. Then the faults stop,
+leases expire, and the queues are redelivered until every event is consumed; ``tests/model.py`` checks what Segment
+received and what the table recorded, and no record may have reached a dead-letter queue.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class Run:
     def recorded(self) -> list[Recorded]:
         client = self.stack.session.client("dynamodb")
         table = self.stack.resources["DedupTable"].ref
-        items = client.scan(TableName=table)["Items"]
+        items = client.scan(TableName=table, ConsistentRead=True)["Items"]
         recorded = []
         for item in items:
             pk, sk = item["pk"]["S"], item["sk"]["S"]
@@ -231,7 +232,7 @@ _START = datetime(2026, 11, 29, tzinfo=UTC)
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(stream=bodies(), history_steps=steps)
-def test_histories_through_the_handlers(stack, aws_faults, stream, history_steps):
+def test_histories_through_the_handlers(stack, aws_faults, stale_dynamodb, stream, history_steps):
     env = {"LEASE_SECONDS": str(LEASE_S), "HTTP_DELIVERY_BUDGET_SECONDS": "1", "MAX_RECEIVE_COUNT": "1000"}
     handlers = {}
     for kind in KINDS:  # each warmed at once: its runtime reads the environment on its first invocation
