@@ -4,11 +4,14 @@ while the visitor's events are in flight, and when the table fails part-way."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from typing import Any
 
-from tests.component.conftest import LambdaContext, load_app
+from tests.component.conftest import LambdaContext, load_app, on_both_engines
+
+pytestmark = on_both_engines
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 ERASE_ROUTE = "/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
@@ -20,6 +23,7 @@ def connection_handler(stack: Any) -> Any:
     environment.update(SEGMENT_US_ENDPOINT=stack.sink.region_url("us"), SEGMENT_EU_ENDPOINT=stack.sink.region_url("eu"))
     for name, value in environment.items():
         stack.monkeypatch.setenv(name, value)
+    sys.modules.pop("segment_forwarder.connection_api", None)  # its runtime (clients) lives in the module
     return load_app("connection").handler
 
 

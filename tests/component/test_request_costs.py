@@ -4,7 +4,9 @@ workspace per batch. AWS calls are counted at botocore's API-call boundary (``aw
 
 from __future__ import annotations
 
-from tests.component.conftest import LambdaContext, sqs_record
+from tests.component.conftest import LambdaContext, on_both_engines, sqs_record
+
+pytestmark = on_both_engines
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 
