@@ -4,6 +4,8 @@
 
     stack = Template.load()                                   # parses template.yaml (CloudFormation tags too)
     resources = stack.create_resources(session)               # table, queues and DLQs on the AWS endpoint
+    tables = stack.create_tables(dynamodb, time_to_live=False)  # or apart: the tables on another engine,
+    resources = {**tables, **stack.create_queues(sqs, tables)}  # then the queues
     stack.function_environment("AssignmentFunction", resources)   # {"DEDUP_TABLE": ..., "QUEUE_URL": ...}
     stack.http_routes()                                       # [("POST", "/v1/assignments", "AssignmentFunction"), ...]
     stack.sqs_sources()                                       # [SqsSource(function, queue, batch_size, window)]
