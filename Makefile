@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test check repeat validate build run send-sqs redrive lookup erase bench soak clean
+.PHONY: help python-check node-check node-tools venv lint unit component integration local-stack-tests client-tests security test check repeat validate build run send-sqs redrive lookup erase bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -52,6 +52,19 @@ $(CHECKOV_VENV)/.installed: | python-check
 
 venv: $(VENV)/.installed
 
+# Node tools of the tests (never of `make run`): dynalite, the second DynamoDB engine the store's component tests
+# and histories also run against. Pinned by node_tools/package-lock.json; --ignore-scripts: nothing is built
+# (dynalite keeps its tables in memory; its LevelDB binding's prebuilt binaries ship in the package anyway).
+node-check:
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "error: node and npm not found: the tests run the store against dynalite (node >= 20). Install Node.js 20 (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || { echo "error: node $$(node --version) is too old: dynalite needs node >= 20" >&2; exit 1; }
+
+node_tools/node_modules/.installed: node_tools/package.json node_tools/package-lock.json | node-check
+	cd node_tools && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-tools: node_tools/node_modules/.installed
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -68,7 +81,7 @@ unit: venv
 # The fast loop before a commit: lint, types and the domain tests (well under a minute).
 check: lint unit
 
-component: venv
+component: venv node-tools
 	$(PY) -m pytest tests/component -q
 
 integration: venv
@@ -97,7 +110,7 @@ security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
 	$(CHECKOV) -f $(TRANSFORMED)
 	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions client/segment_forwarder_client -ll
 
-test: lint security validate build
+test: lint security validate build node-tools
 	$(PY) -m pytest -q
 
 # make repeat [N=100] [MARK=concurrency]: every test with that marker N times over, to catch failures by chance
@@ -138,4 +151,4 @@ soak: venv
 	$(PY) -m soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_tools/node_modules .aws-sam .pytest_cache .ruff_cache

@@ -4,6 +4,8 @@
 
     stack = Template.load()                                   # parses template.yaml (CloudFormation tags too)
     resources = stack.create_resources(session)               # table, queues and DLQs on the AWS endpoint
+    tables = stack.create_tables(dynamodb, time_to_live=False)  # or apart: the tables on another engine,
+    resources = {**tables, **stack.create_queues(sqs, tables)}  # then the queues
     stack.function_environment("AssignmentFunction", resources)   # {"DEDUP_TABLE": ..., "QUEUE_URL": ...}
     stack.http_routes()                                       # [("POST", "/v1/assignments", "AssignmentFunction"), ...]
     stack.sqs_sources()                                       # [SqsSource(function, queue, batch_size, window)]
@@ -243,21 +245,33 @@ class Template:
 
     def create_resources(self, session: Any) -> dict[str, Resource]:
         """Create the template's DynamoDB tables and SQS queues (DLQs first) on the session's endpoint."""
+        created = self.create_tables(session.client("dynamodb"))
+        return {**created, **self.create_queues(session.client("sqs"), created)}
+
+    def create_tables(self, client: Any, *, time_to_live: bool = True) -> dict[str, Resource]:
+        """Create the template's DynamoDB tables with a DynamoDB client; ``time_to_live=False`` leaves out their TTL
+        settings (for an engine without UpdateTimeToLive)."""
         created: dict[str, Resource] = {}
         for logical_id, spec in self.of_type("AWS::DynamoDB::Table").items():
-            created[logical_id] = self._create_table(session.client("dynamodb"), logical_id, spec, created)
-        queues = self.of_type("AWS::SQS::Queue")
-        # Dead-letter queues first: a redrive policy needs its target's ARN.
-        order = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
-        sqs = session.client("sqs")
-        for logical_id in order:
-            created[logical_id] = self._create_queue(sqs, logical_id, queues[logical_id], created)
+            created[logical_id] = self._create_table(client, logical_id, spec, created, time_to_live)
         return created
+
+    def create_queues(self, client: Any, created: dict[str, Resource]) -> dict[str, Resource]:
+        """Create the template's SQS queues with an SQS client, dead-letter queues first (a redrive policy needs its
+        target's ARN); ``created``: the resources made so far."""
+        queues = self.of_type("AWS::SQS::Queue")
+        order = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
+        made: dict[str, Resource] = {}
+        for logical_id in order:
+            made[logical_id] = self._create_queue(client, logical_id, queues[logical_id], {**created, **made})
+        return made
 
     def _physical_name(self, logical_id: str) -> str:
         return f"{self.stack_name}-{logical_id}"
 
-    def _create_table(self, client: Any, logical_id: str, spec: dict, created: dict[str, Resource]) -> Resource:
+    def _create_table(
+        self, client: Any, logical_id: str, spec: dict, created: dict[str, Resource], time_to_live: bool
+    ) -> Resource:
         props = self.resolve(spec["Properties"], created)
         name = props.get("TableName") or self._physical_name(logical_id)
         client.create_table(
@@ -267,7 +281,7 @@ class Template:
             BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
         )
         ttl = props.get("TimeToLiveSpecification")
-        if ttl:
+        if ttl and time_to_live:
             client.update_time_to_live(
                 TableName=name,
                 TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": bool(ttl["Enabled"])},

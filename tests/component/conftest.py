@@ -8,6 +8,10 @@ timeout on AWS: the HTTP API answers, the event source fails the whole batch::
 
     status, body = stack.post("assignment", body, timeout_s=1)       # (500, {"message": "Internal Server Error"})
     batch = stack.invoke_sqs("assignment", records, timeout_s=1)     # batch.retried: every record's messageId
+
+The dedup table runs on moto unless a test asks for another engine: ``@on_both_engines`` runs it on moto and on
+dynalite (``tests/dynalite.py``), the table created there from the template and the functions pointed at it with
+``AWS_ENDPOINT_URL_DYNAMODB``; everything else stays on moto.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from local_stack.segment_sink import SegmentSink
 from local_stack.sqs_poller import failed_ids, lambda_record
 from local_stack.template import Resource, Template
 from tests.domain.fakes import Crash
+from tests.dynalite import DynaliteServer, wait_for_table
 
 ROOT = Path(__file__).resolve().parents[2]
 moto_dynamodb.make_strict()  # conditional writes atomic and batch limits AWS's; stale reads and faults when asked
@@ -45,7 +50,19 @@ STALE_LAG_MS = 1500  # how far back an eventually consistent read may look with 
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
 QUEUES = {"identify": "Identify", "assignment": "Assignment", "conversion": "Conversion"}
-__all__ = ["FunctionTimedOut", "LambdaContext", "SqsBatch", "http_event", "load_app", "sqs_record"]
+ENGINES = ("moto", "dynalite")
+__all__ = [
+    "ENGINES",
+    "FunctionTimedOut",
+    "LambdaContext",
+    "SqsBatch",
+    "http_event",
+    "load_app",
+    "on_both_engines",
+    "sqs_record",
+]
+on_both_engines = pytest.mark.parametrize("engine", ENGINES)
+"""Run a test (or, as ``pytestmark``, a module) with the dedup table on each DynamoDB engine."""
 
 
 def load_app(name: str) -> Any:
@@ -109,13 +126,15 @@ class SqsBatch:
 
 @dataclass
 class Stack:
-    """moto resources from the template, the sink, and helpers to drive the functions."""
+    """moto resources from the template (the dedup table on ``engine``), the sink, and helpers to drive the
+    functions."""
 
     resources: dict[str, Resource]
     sink: SegmentSink
     session: Any
     template: Template
     monkeypatch: pytest.MonkeyPatch
+    engine: str = "moto"
 
     @property
     def prefix(self) -> str:
@@ -285,8 +304,24 @@ class Stack:
 
 
 @pytest.fixture
-def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """A fresh AWS (moto) with the template's resources, a clean sink, and the workspaces ``ws-us``/``ws-eu``."""
+def engine() -> str:
+    """The DynamoDB engine of the dedup table: moto, unless the test is parametrized (``on_both_engines``)."""
+    return "moto"
+
+
+@pytest.fixture(scope="session")
+def dynalite_server() -> Iterator[DynaliteServer]:
+    """One dynalite process for the session, started when a test first needs it."""
+    with DynaliteServer() as server:
+        yield server
+
+
+@pytest.fixture
+def stack(
+    sink: SegmentSink, monkeypatch: pytest.MonkeyPatch, engine: str, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """A fresh AWS (moto; the dedup table on ``engine``) with the template's resources, a clean sink, and the
+    workspaces ``ws-us``/``ws-eu``."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -296,16 +331,28 @@ def stack(sink: SegmentSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     sink.clear()
     sink.clear_faults()
     template = Template.load()
     with mock_aws():
+        if engine == "dynalite":
+            server: DynaliteServer = request.getfixturevalue("dynalite_server")
+            monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", server.endpoint)
         session = boto3.session.Session()
-        resources = template.create_resources(session)
-        stack = Stack(resources, sink, session, template, monkeypatch)
+        if engine == "dynalite":
+            tables = create_tables(template, session.client("dynamodb"))
+            resources = {**tables, **template.create_queues(session.client("sqs"), tables)}
+        else:
+            resources = template.create_resources(session)
+        stack = Stack(resources, sink, session, template, monkeypatch, engine)
         stack.connect("ws-us", "key-us-0001")
         stack.connect("ws-eu", "key-eu-0002", region="eu")
-        yield stack
+        try:
+            yield stack
+        finally:
+            if engine == "dynalite":
+                delete_tables(session.client("dynamodb"), tables)
     sink.clear_faults()
 
 
@@ -316,6 +363,21 @@ def stale_dynamodb() -> Iterator[None]:
     current. Off again after the test."""
     with stale_reads(lag_ms=STALE_LAG_MS, probability=0.5):
         yield
+
+
+def create_tables(template: Template, client: Any) -> dict[str, Resource]:
+    """The template's tables on dynalite (no UpdateTimeToLive there), once ACTIVE."""
+    tables = template.create_tables(client, time_to_live=False)
+    for table in tables.values():
+        wait_for_table(client, table.ref, present=True)
+    return tables
+
+
+def delete_tables(client: Any, tables: dict[str, Resource]) -> None:
+    """Drop the tables from the session's dynalite, so the next test creates them empty."""
+    for table in tables.values():
+        client.delete_table(TableName=table.ref)
+        wait_for_table(client, table.ref, present=False)
 
 
 CRASH_BEFORE, CRASH_AFTER = "crash before the call", "crash after the call"

@@ -7,6 +7,9 @@ from typing import Any
 
 from segment_forwarder.dedup import HealthLedger
 from segment_forwarder.health import Tally, hour_of, summary
+from tests.component.conftest import on_both_engines
+
+pytestmark = on_both_engines
 
 NOW_MS = 1_796_000_000_000
 

@@ -31,6 +31,7 @@ from tests.domain.fakes import Crash
 from tests.model import KINDS, Received, Recorded, event_bodies, violations
 
 HISTORIES = 20
+DYNALITE_HISTORIES = 8  # the same histories with the dedup table on dynalite (its faults include the reads)
 LEASE_S = 1
 CONNECTIONS = {"ws-us": Connection("key-us-0001", "us"), "ws-eu": Connection("key-eu-0002", "eu")}
 
@@ -44,6 +45,8 @@ AWS_FAULTS = [
     ("crash", "dynamodb:BatchWriteItem", True),  # after the marks
     ("fail", "sqs:SendMessage", 1),  # the HTTP path cannot queue
 ]
+# dynalite leaves the item out of a failed condition: the store reads it (GetItem), and that read can fail too
+DYNALITE_AWS_FAULTS = [*AWS_FAULTS, ("fail", "dynamodb:GetItem", 1), ("crash", "dynamodb:GetItem", False)]
 SINK_FAULTS = [None, (503, 1, 0.0), (503, 3, 0.0), (None, 1, 1.5)]  # (status, count, delay_s)
 
 
@@ -69,16 +72,17 @@ class Step:
     sink: Any
 
 
-steps = st.lists(
-    st.builds(
-        Step,
-        take=st.integers(1, 4),
-        http_first=st.booleans(),
-        aws=st.sampled_from(AWS_FAULTS),
-        sink=st.sampled_from(SINK_FAULTS),
-    ),
-    max_size=5,
-)
+def steps(aws_faults: list[Any]) -> st.SearchStrategy[list[Step]]:
+    return st.lists(
+        st.builds(
+            Step,
+            take=st.integers(1, 4),
+            http_first=st.booleans(),
+            aws=st.sampled_from(aws_faults),
+            sink=st.sampled_from(SINK_FAULTS),
+        ),
+        max_size=5,
+    )
 
 
 @dataclass
@@ -231,8 +235,25 @@ _START = datetime(2026, 11, 29, tzinfo=UTC)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(stream=bodies(), history_steps=steps)
+@given(stream=bodies(), history_steps=steps(AWS_FAULTS))
 def test_histories_through_the_handlers(stack, aws_faults, stale_dynamodb, stream, history_steps):
+    run_history(stack, aws_faults, stream, history_steps)
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+@pytest.mark.parametrize("engine", ["dynalite"])
+@settings(
+    max_examples=DYNALITE_HISTORIES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(stream=bodies(), history_steps=steps(DYNALITE_AWS_FAULTS))
+def test_histories_through_the_handlers_on_dynalite(stack, aws_faults, stream, history_steps):
+    run_history(stack, aws_faults, stream, history_steps)
+
+
+def run_history(stack: Any, aws_faults: Any, stream: list[Any], history_steps: list[Step]) -> None:
+    """Play one history: the events through warmed handlers, step by step, then settle and check."""
     env = {"LEASE_SECONDS": str(LEASE_S), "HTTP_DELIVERY_BUDGET_SECONDS": "1", "MAX_RECEIVE_COUNT": "1000"}
     handlers = {}
     for kind in KINDS:  # each warmed at once: its runtime reads the environment on its first invocation

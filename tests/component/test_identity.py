@@ -8,7 +8,9 @@ import time
 from collections import defaultdict
 
 from segment_forwarder.messages import message_id
-from tests.component.conftest import LambdaContext, sqs_record
+from tests.component.conftest import LambdaContext, on_both_engines, sqs_record
+
+pytestmark = on_both_engines
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "a"}
 IDENTIFY = {"workspace_id": "ws-us", "visitor_id": "v-1"}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -16,12 +17,22 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from local_stack.template import Template
-from tests.component.conftest import ROOT, LambdaContext, http_event, load_app, sqs_record
+from tests.component.conftest import (
+    ROOT,
+    LambdaContext,
+    create_tables,
+    delete_tables,
+    http_event,
+    load_app,
+    on_both_engines,
+    sqs_record,
+)
 
 ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 
 
 @pytest.mark.concurrency
+@on_both_engines
 def test_twenty_four_concurrent_identical_assignments_send_one_experiment_viewed(stack):
     handlers = [stack.handler("assignment") for _ in range(24)]  # 24 execution environments
     barrier = threading.Barrier(len(handlers))
@@ -122,6 +133,7 @@ def test_segment_timeout_on_http_queues_and_the_queue_resends_the_same_ids(stack
     assert len({t["messageId"] for t in tracks}) == 1  # Segment keeps one: same messageId
 
 
+@on_both_engines
 def test_segment_timeout_on_sqs_reports_the_record_failed(stack):
     stack.sink.set_fault(status=None, count=5, delay_s=3)
     record = sqs_record(ASSIGNMENT)
@@ -144,10 +156,13 @@ handler(http_event("assignment", json.loads({body!r})), LambdaContext())
 
 
 @pytest.fixture
-def moto_server(monkeypatch):
+def moto_server(monkeypatch, engine, request):
+    """moto in server mode (a process of its own can reach it), the dedup table's endpoint on ``engine``."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto's server keeps its state in this process's backends: start from none (an earlier test's secrets)
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")).close()
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -156,16 +171,30 @@ def moto_server(monkeypatch):
         "POWERTOOLS_METRICS_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+    if engine == "dynalite":
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", request.getfixturevalue("dynalite_server").endpoint)
     yield f"http://{host}:{port}"
     server.stop()
 
 
+@pytest.fixture
+def server_resources(moto_server, engine):
+    """(session, template, resources): the template's resources on moto's server, the dedup table on ``engine``."""
+    session, template = boto3.session.Session(), Template.load()
+    if engine != "dynalite":
+        yield session, template, template.create_resources(session)
+        return
+    tables = create_tables(template, session.client("dynamodb"))
+    yield session, template, {**tables, **template.create_queues(session.client("sqs"), tables)}
+    delete_tables(session.client("dynamodb"), tables)
+
+
 @pytest.mark.concurrency
-def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id(moto_server, sink, monkeypatch):
+@on_both_engines
+def test_crash_after_the_claim_then_retry_delivers_once_with_the_same_message_id(server_resources, sink, monkeypatch):
     sink.clear()
-    session = boto3.session.Session()
-    template = Template.load()
-    resources = template.create_resources(session)
+    session, template, resources = server_resources
     session.client("secretsmanager").create_secret(
         Name=f"{template.secret_prefix}/ws-us", SecretString=json.dumps({"write_key": "key-us-0001", "region": "us"})
     )

@@ -284,6 +284,7 @@ def test_dynamodb_actions_only_on_the_dedup_table(resources):
     # the connection function reads a workspace's health buckets and erases a visitor's facts: nothing else
     assert {action for action, _ in grants(role_of(resources, CONNECTION), "dynamodb")} == {
         "dynamodb:Query",
+        "dynamodb:GetItem",
         "dynamodb:BatchWriteItem",
         "dynamodb:DeleteItem",
     }

@@ -3,7 +3,8 @@
 A claim is one conditional UpdateItem. It wins when the item is absent or PENDING with an expired lease (a
 crashed or failed attempt); an item past its expiry (TTL deletion lags by days) is replaced as if absent. The
 first claim records the fact's content and message id; a later claim keeps them (``if_not_exists``), so every
-resend carries what the first attempt recorded. A claim that loses gets the item as it stands (ALL_OLD)::
+resend carries what the first attempt recorded. A claim that loses gets the item as it stands (ALL_OLD; read with a
+consistent GetItem where the failure comes back without it, as from engines that ignore ALL_OLD)::
 
     store = DedupStore(dynamodb_client, "table", lease_seconds=90, visitor_ttl_seconds=..., event_ttl_seconds=...)
     claims = store.claim_all(claim_requests(events), precheck=True)    # {slot: Claim}, concurrently
@@ -68,6 +69,7 @@ _CLAIM_UPDATE = (
 )
 _CLAIM_CONDITION = "attribute_not_exists(pk) OR (#status = :pending AND lease_until < :now AND expires_at > :now)"
 _BATCH_WRITE_LIMIT = 25
+_CLAIM_ATTEMPTS = 3  # a claim that failed on an item erased before it was read claims again, this many times in all
 _UNPROCESSED_RETRIES = 5
 MAX_KEY_NAME_BYTES = 200  # a fact id longer than this (UTF-8) is hashed inside the sort key (limit 1,024 bytes)
 # Marks a hashed fact id in a sort key. It starts with U+001F, a control character no valid id can hold (ids are
@@ -79,6 +81,8 @@ CLAIM_THREADS = 16
 _BATCH_GET_LIMIT = 100
 SENT_CACHE_ENTRIES = 100_000
 SENT_CACHE_SECONDS = 300  # an erased visitor may read as known to a warm function for this long
+_ERASE_ATTEMPTS = 3  # deletes of one fact whose lease ended between the refused delete and the read
+_GONE: Final = -1  # an erase found nothing to delete
 
 
 class DedupUnavailableError(Exception):
@@ -131,6 +135,20 @@ def _content(item: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _number(item: Mapping[str, Any], name: str) -> int:
     return int(item.get(name, {}).get("N", "0"))
+
+
+def _failed_on(client: DynamoDBClient, table: str, key: Item, failed: ClientError) -> Item:
+    """The item a write's condition failed on: the one the failure carries (``ReturnValuesOnConditionCheckFailure``
+    ALL_OLD), else a consistent GetItem (an engine may leave it out; the failure never says "absent"). ``{}``
+    when the item is gone since. Raises what GetItem raises.
+
+    Every condition of this module holds on an absent item, so a failure always means the item was there.
+    """
+    response: Any = failed.response
+    if "Item" in response:
+        return dict(response["Item"] or {})
+    answer = client.get_item(TableName=table, Key=key, ConsistentRead=True)
+    return dict(answer.get("Item") or {})
 
 
 class SentCache:
@@ -284,32 +302,38 @@ class DedupStore:
         if sort_key(slot.fact) != slot.fact.key:
             update = update.replace(" ADD", ", fact_name = :name ADD")
             values[":name"] = {"S": slot.fact.name}
-        try:
-            answer = self._client.update_item(
-                TableName=self._table,
-                Key=_key(slot),
-                UpdateExpression=update,
-                ConditionExpression=_CLAIM_CONDITION,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                answer = self._client.update_item(
+                    TableName=self._table,
+                    Key=_key(slot),
+                    UpdateExpression=update,
+                    ConditionExpression=_CLAIM_CONDITION,
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    return self._failed(slot, exc)
+                try:
+                    old = _failed_on(self._client, self._table, _key(slot), exc)
+                except (ClientError, BotoCoreError, OSError) as read_error:
+                    return self._failed(slot, read_error)
+                if not old:
+                    continue  # erased since the claim failed: claim again
+                if _number(old, "expires_at") <= now:
+                    return self._replace_expired(request, old, values, token)
+                state = ClaimState.SENT if old.get("status", {}).get("S") == SENT else ClaimState.IN_FLIGHT
+                if state is ClaimState.SENT:
+                    self._sent.put(slot, _content(old))
+                return Claim(slot, ClaimAnswer(state, _content(old)), old)
+            except (BotoCoreError, OSError) as exc:  # network errors, timeouts
                 return self._failed(slot, exc)
-            failed: Any = exc.response  # ReturnValuesOnConditionCheckFailure=ALL_OLD adds the item
-            old: Item = dict(failed.get("Item") or {})
-            if _number(old, "expires_at") <= now:
-                return self._replace_expired(request, old, values, token)
-            state = ClaimState.SENT if old.get("status", {}).get("S") == SENT else ClaimState.IN_FLIGHT
-            if state is ClaimState.SENT:
-                self._sent.put(slot, _content(old))
-            return Claim(slot, ClaimAnswer(state, _content(old)), old)
-        except (BotoCoreError, OSError) as exc:  # network errors, timeouts
-            return self._failed(slot, exc)
-        item: Item = dict(answer.get("Attributes") or {})
-        return Claim(slot, ClaimAnswer(ClaimState.CLAIMED, _content(item)), item, token)
+            item: Item = dict(answer.get("Attributes") or {})
+            return Claim(slot, ClaimAnswer(ClaimState.CLAIMED, _content(item)), item, token)
+        return Claim(slot, ClaimAnswer(ClaimState.UNAVAILABLE, reason="contended"))
 
     def _replace_expired(self, request: ClaimRequest, old: Item, values: Item, token: str) -> Claim:
         """An item past its expiry is a fact of a former life: replace it, unless another attempt did first."""
@@ -513,30 +537,47 @@ class VisitorFacts:
             for item in items
             if not _settled(item, now)
         ]
-        held = [lease for lease in leases if lease is not None and lease >= 0]
+        held = [lease for lease in leases if lease is not None and lease != _GONE]
         erased = len(settled) + sum(lease is None for lease in leases)
-        return Erasure(erased, len(held), max((lease - now + 1 for lease in held), default=0))
+        return Erasure(erased, len(held), max((retry_after_s(lease, now) for lease in held), default=0))
 
     def _delete_unless_held(self, key: Item, now: int) -> int | None:
-        """Delete one fact unless a live lease holds it: None when deleted, its lease when held, -1 when gone."""
-        try:
-            answer = self._client.delete_item(
-                TableName=self._table,
-                Key=key,
-                ConditionExpression="NOT (#status = :pending AND lease_until >= :now)",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":pending": {"S": PENDING}, ":now": {"N": str(now)}},
-                ReturnValues="ALL_OLD",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
+        """Delete one fact unless a live lease holds it: None when deleted, the lease's end (``>= now``) when held,
+        ``_GONE`` when there was nothing to delete."""
+        for _ in range(_ERASE_ATTEMPTS):
+            try:
+                answer = self._client.delete_item(
+                    TableName=self._table,
+                    Key=key,
+                    ConditionExpression="NOT (#status = :pending AND lease_until >= :now)",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={":pending": {"S": PENDING}, ":now": {"N": str(now)}},
+                    ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise DedupUnavailableError(_error_code(exc)) from exc
+                try:
+                    item = _failed_on(self._client, self._table, key, exc)
+                except (ClientError, BotoCoreError, OSError) as read_error:
+                    raise DedupUnavailableError(_error_code(read_error)) from read_error
+                if not item:
+                    return _GONE
+                lease = _number(item, "lease_until")
+                if item.get("status", {}).get("S") == PENDING and lease >= now:
+                    return lease
+                continue  # settled or released since the delete was refused: delete it now
+            except (BotoCoreError, OSError) as exc:
                 raise DedupUnavailableError(_error_code(exc)) from exc
-            failed: Any = exc.response  # ReturnValuesOnConditionCheckFailure=ALL_OLD adds the item
-            return _number(dict(failed.get("Item") or {}), "lease_until")
-        except (BotoCoreError, OSError) as exc:
-            raise DedupUnavailableError(_error_code(exc)) from exc
-        return None if answer.get("Attributes") else -1
+            return None if answer.get("Attributes") else _GONE
+        return now  # its lease keeps changing hands: held, erase again in a moment
+
+
+def retry_after_s(lease_until: int, now: int) -> int:
+    """Seconds until a lease held at ``now`` is over: at least 1 (whole seconds: a lease ending at second ``t``
+    is over once the clock passes ``t``)."""
+    return max(lease_until - now, 0) + 1
 
 
 def _settled(item: Mapping[str, Any], now: int) -> bool:
@@ -606,11 +647,12 @@ class HealthLedger:
         """Add a tally to its hour's bucket: counters added, the latest delivery and failure set unless the bucket
         holds later ones (a tally kept for a minute is written after other functions' newer ones)."""
         stored: Item = {}
+        key: Item = {"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}}
         for _ in range(_HEALTH_ATTEMPTS):
             try:
                 self._client.update_item(
                     TableName=self._table,
-                    Key={"pk": {"S": f"HEALTH#{workspace_id}"}, "sk": {"S": hour}},
+                    Key=key,
                     **_health_update(tally, now_s, stored),
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
@@ -618,8 +660,10 @@ class HealthLedger:
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise DedupUnavailableError(_error_code(exc)) from exc
-                failed: Any = exc.response  # the bucket as it stands: leave out what it holds later
-                stored = dict(failed.get("Item") or {})
+                try:  # the bucket as it stands: leave out what it holds later
+                    stored = _failed_on(self._client, self._table, key, exc)
+                except (ClientError, BotoCoreError, OSError) as read_error:
+                    raise DedupUnavailableError(_error_code(read_error)) from read_error
             except (BotoCoreError, OSError) as exc:
                 raise DedupUnavailableError(_error_code(exc)) from exc
         raise DedupUnavailableError("health bucket contended")
