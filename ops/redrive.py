@@ -94,6 +94,7 @@ PEEK_VISIBILITY_S = 30  # a dry run hides a message this long at most (it is mad
 MOVE_VISIBILITY_S = 60  # time to copy a batch to the source queue and delete it from the DLQ
 DEFAULT_WAIT_S = 75.0  # how long a run waits for messages another reader holds (an interrupted run's: 60 s)
 POLL_S = 5.0  # how often a waiting run looks again
+MAX_RESCANS = 3  # scans in a row for messages that became visible just after a scan
 DELETE_ATTEMPTS = 3  # a copied message's delete from the DLQ is tried this often before the run reports it
 REASON_ATTRIBUTES = ("error_code", "error_message", "error_field", "receive_count")
 SOURCE_MESSAGE_ID_ATTRIBUTE = "source_message_id"  # written by the function when it parks (queues.Parked)
@@ -225,11 +226,11 @@ def why_permanent(message: Message, kind: str) -> str | None:
     valid."""
     code = _string(message, "error_code")
     problem = body_problem(kind, str(message.get("Body", "")))
+    if code == "rejected":
+        return "rejected (Segment refused the message itself)"
     if code is not None and code not in RETRYABLE_CODES:
         if problem is None:
             return f"{code} (its body is valid now: a newer version accepts it; --include-permanent moves it)"
-        if code == "rejected":
-            return "rejected (Segment refused the message itself)"
         return f"{code} (the body can never succeed)"
     if problem is not None:
         where = f", field {problem.field}" if problem.field else ""
@@ -343,13 +344,15 @@ def _release(sqs: Any, url: str, messages: Iterable[Message]) -> None:
             sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
 
 
-def _in_flight(sqs: Any, url: str) -> int | None:
-    """The queue's ``ApproximateNumberOfMessagesNotVisible`` (None when it cannot be read)."""
+def _counts(sqs: Any, url: str) -> tuple[int, int] | None:
+    """The queue's ``ApproximateNumberOfMessages`` and ``...NotVisible`` (in flight); None when unreadable."""
     try:
-        name = "ApproximateNumberOfMessagesNotVisible"
-        return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[name])["Attributes"].get(name, 0))
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        visible, in_flight = (int(attributes.get(name, 0)) for name in names)
     except (ClientError, BotoCoreError, ValueError):
         return None
+    return visible, in_flight
 
 
 def _max_message_bytes(sqs: Any, url: str) -> int | None:
@@ -385,8 +388,8 @@ def dry_run(sqs: Any, queues: QueuePair) -> Report:
                 why = why_permanent(message, queues.kind)
                 if why is not None:
                     report.skipped[why] += 1
-        in_flight = _in_flight(sqs, queues.dlq_url)
-        report.in_flight = None if in_flight is None else max(in_flight - len(seen), 0)
+        counts = _counts(sqs, queues.dlq_url)
+        report.in_flight = None if counts is None else max(counts[1] - len(seen), 0)
     finally:
         _release(sqs, queues.dlq_url, seen.values())
     return report
@@ -405,7 +408,9 @@ class _Run:
     include_permanent: bool
     visibility_s: int
     max_message_bytes: int | None
+    monotonic: Callable[[], float] = time.monotonic
     handled: set[str] = field(default_factory=set)
+    hidden_until: dict[str, float] = field(default_factory=dict)  # when a message this run received is visible
     held: dict[str, Message] = field(default_factory=dict)  # received, not moved: released at the end
     undeleted: dict[str, Message] = field(default_factory=dict)  # copied, still in the DLQ
 
@@ -416,6 +421,8 @@ class _Run:
         """Receive until the DLQ shows nothing new; move what may be moved."""
         while (room := self.room()) is None or room > 0:
             batch = _receive(self.sqs, self.queues.dlq_url, self.visibility_s)
+            until = self.monotonic() + self.visibility_s
+            self.hidden_until.update((m["MessageId"], until) for m in batch)
             for again in (m for m in batch if m["MessageId"] in self.handled):
                 self._seen_again(again)
             fresh = [m for m in batch if m["MessageId"] not in self.handled]
@@ -444,6 +451,7 @@ class _Run:
         if message_id in self.undeleted:  # copied already: delete it now, never copy it twice
             if not _delete(self.sqs, self.queues.dlq_url, [message]):
                 del self.undeleted[message_id]
+                self.hidden_until.pop(message_id, None)
                 self.report.not_deleted -= 1
             else:
                 self.undeleted[message_id] = message
@@ -451,8 +459,9 @@ class _Run:
             self.held[message_id] = message
 
     def ours(self) -> int:
-        """How many of the DLQ's in-flight messages this run holds."""
-        return len(self.held) + len(self.undeleted)
+        """How many of the DLQ's in-flight messages this run holds (received, not deleted, still hidden)."""
+        now = self.monotonic()
+        return sum(until > now for until in self.hidden_until.values())
 
 
 def redrive(
@@ -483,16 +492,26 @@ def redrive(
         include_permanent,
         visibility_s,
         _max_message_bytes(sqs, queues.source_url),
+        monotonic,
     )
     deadline = monotonic() + wait_s
+    rescans = 0
     try:
         while True:
             run.scan()
             if (room := run.room()) is not None and room <= 0:
                 break
-            in_flight = _in_flight(sqs, queues.dlq_url)
-            others = None if in_flight is None else max(in_flight - run.ours(), 0)
-            run.report.in_flight = others
+            counts = _counts(sqs, queues.dlq_url)
+            if counts is None:
+                run.report.in_flight = None
+                break
+            visible, in_flight = counts
+            if visible and rescans < MAX_RESCANS:  # became visible after the last receive: look again at once
+                rescans += 1
+                continue
+            rescans = 0
+            others = max(in_flight - run.ours(), 0)
+            run.report.in_flight = others + visible
             left = deadline - monotonic()
             if not others or left <= 0:
                 break
@@ -548,9 +567,12 @@ def _move(run: _Run, messages: list[Message]) -> list[Message]:
             report.dropped += copies[index].producer == "dropped"
     report.moved += len(copied)
     if copied:
-        for message in _delete(run.sqs, run.queues.dlq_url, copied):
-            run.undeleted[message["MessageId"]] = message
-            report.not_deleted += 1
+        not_deleted = {m["MessageId"]: m for m in _delete(run.sqs, run.queues.dlq_url, copied)}
+        for message in copied:
+            if message["MessageId"] not in not_deleted:
+                run.hidden_until.pop(message["MessageId"], None)
+        run.undeleted.update(not_deleted)
+        report.not_deleted += len(not_deleted)
     return [messages[i] for i in refused]
 
 
