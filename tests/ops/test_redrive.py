@@ -461,7 +461,7 @@ def test_an_interrupted_run_leaves_a_copy_on_both_queues_with_one_delivery_id_an
 def test_a_copied_message_seen_again_in_the_same_run_is_deleted_not_copied_twice(aws):
     parked_by_the_function(aws, "retries_exhausted", "src-1")
     parked_by_the_function(aws, "retries_exhausted", "src-2")
-    [held] = aws.sqs.receive_message(QueueUrl=aws.queues.dlq_url, VisibilityTimeout=3)["Messages"]  # another reader
+    aws.sqs.receive_message(QueueUrl=aws.queues.dlq_url, VisibilityTimeout=3)  # another reader keeps the run waiting
     failing(aws.sqs, "DeleteMessageBatch", times=3)  # every attempt of the first delete
 
     report = redrive(aws.sqs, aws.queues, now_ms=lambda: NOW_MS, visibility_s=1, wait_s=20, poll_s=0.3)
@@ -470,7 +470,6 @@ def test_a_copied_message_seen_again_in_the_same_run_is_deleted_not_copied_twice
     copies = aws.take(aws.queues.source_url)
     assert sorted(strings(c)["source_message_id"] for c in copies) == ["src-1", "src-2"]
     assert aws.take(aws.queues.dlq_url) == []
-    assert held["MessageId"]  # the other reader's message came back to the run and was moved too
 
 
 # -- messages another reader holds -------------------------------------------------------------------------------
