@@ -26,7 +26,7 @@ help:
 	@echo "make check  lint, types and the domain tests (the fast loop, under a minute)"
 	@echo "make repeat [N=100]  every concurrency test N times over (a CI run must never fail by chance)"
 	@echo "make security  checkov (template.yaml and its SAM transform) and bandit (Lambda code)"
-	@echo "make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<name>]  DLQ back to its queue"
+	@echo "make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [INCLUDE_PERMANENT=1] [WAIT=<s>] [STACK=<name>]  DLQ back to its queue"
 	@echo "make lookup WORKSPACE=<id> VISITOR=<id> [STACK=<name>]  what happened to a visitor (its facts)"
 	@echo "make erase WORKSPACE=<id> VISITOR=<id> [STACK=<name>]   forget a visitor (privacy requests)"
 
@@ -127,10 +127,12 @@ send-sqs: venv
 
 # make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<stack name>]: a DLQ's messages back to their
 # queue, duplicate-safe. Default: the local stack of `make run`; STACK=: a deployed stack (AWS credentials and region
-# from the environment). DRY_RUN=1 counts them by reason and moves nothing. See python -m ops.redrive --help.
+# from the environment). DRY_RUN=1 counts them by reason and moves nothing. Only what can succeed is moved;
+# INCLUDE_PERMANENT=1 moves the rest too (invalid bodies, refused by Segment: after fixing the cause). WAIT=<s>: how
+# long to wait for messages another reader holds (default 75). See python -m ops.redrive --help.
 redrive: venv
-	@test -n "$$KIND" || { echo "usage: make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [STACK=<stack name>]" >&2; exit 2; }
-	PYTHONPATH=layers/forwarder $(PY) -m ops.redrive "$$KIND" $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) $(if $(STACK),--stack "$$STACK")
+	@test -n "$$KIND" || { echo "usage: make redrive KIND=identify|assignment|conversion [DRY_RUN=1] [INCLUDE_PERMANENT=1] [WAIT=<seconds>] [STACK=<stack name>]" >&2; exit 2; }
+	PYTHONPATH=layers/forwarder $(PY) -m ops.redrive "$$KIND" $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) $(if $(filter 1 true yes,$(INCLUDE_PERMANENT)),--include-permanent) $(if $(WAIT),--wait "$$WAIT") $(if $(STACK),--stack "$$STACK")
 
 # make lookup WORKSPACE=<id> VISITOR=<id> [STACK=<stack name>]: the visitor's facts and the Logs Insights query
 lookup: venv

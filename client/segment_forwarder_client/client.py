@@ -148,7 +148,12 @@ class ForwarderClient:
         if kind not in ROUTES:
             raise ValueError(f"kind must be one of {sorted(ROUTES)}, not {kind!r}")
         sent = with_event_id(kind, body)
-        answer = self._call("POST", ROUTES[kind], sent)
+        event_id = sent.get("event_id") if kind == "conversion" else None
+        try:
+            answer = self._call("POST", ROUTES[kind], sent)
+        except ForwarderError as exc:
+            exc.event_id = event_id  # the retry must send it again (see errors.py)
+            raise
         data = answer.body if isinstance(answer.body, dict) else {}
         try:
             status = Status(str(data.get("status")))
@@ -157,13 +162,14 @@ class ForwarderClient:
                 f"unexpected answer to POST {ROUTES[kind]}: {str(answer.body)[:200]}",
                 status=answer.status,
                 attempts=answer.attempts,
+                event_id=event_id,
             ) from None
         ids = data.get("message_ids")
         return IngestResult(
             status=status,
             message_ids=tuple(str(i) for i in ids) if isinstance(ids, list) else (),
             reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
-            event_id=sent.get("event_id") if kind == "conversion" else None,
+            event_id=event_id,
             attempts=answer.attempts,
             request_id=answer.headers.get("apigw-requestid"),
         )

@@ -7,7 +7,12 @@
     except InvalidRequestError as exc:     # 4xx: fix the call, retrying cannot help
         print(exc.status, exc.code, exc.field, exc.message)    # 400 invalid_value origin_url ...
     except ForwarderError as exc:          # anything else: unavailable after the retries, no answer, refused auth
-        print(exc.retryable, exc.attempts)
+        print(exc.retryable, exc.attempts, exc.event_id)
+
+Every error of a conversion call carries the ``event_id`` the call sent (the caller's, or the one generated once
+for the call): a conversion retried later with ``event_id=exc.event_id`` is forwarded once, whatever became of the
+first call (a ``TransportError`` may hide a call the forwarder received and delivered). ``QueueSendError`` carries
+each failed body (with its ``event_id``) in ``failed``.
 
 ``ForwarderError``
     ├── ``ApiError``: the API answered with an error status (``status`` is set)
@@ -48,6 +53,7 @@ class ForwarderError(Exception):
         request_id: str | None = None,
         retryable: bool = False,
         attempts: int = 1,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -57,6 +63,8 @@ class ForwarderError(Exception):
         self.request_id = request_id
         self.retryable = retryable
         self.attempts = attempts
+        self.event_id = event_id
+        """The conversion's ``event_id`` as sent (None for other calls): give it to the retry."""
 
     def __str__(self) -> str:
         head = " ".join(str(part) for part in (self.status, self.code) if part is not None)
@@ -102,14 +110,20 @@ class ConfigurationError(ForwarderError):
 
 
 class QueueSendError(ForwarderError):
-    """Some messages could not be put on the queue; ``sent`` were, ``failed`` were not (with the reason)."""
+    """Some messages could not be put on the queue; ``sent`` were, ``failed`` were not (with the reason).
+
+    Each ``FailedMessage`` holds its body as prepared, with its ``event_id`` (also ``event_ids``, in order; and
+    ``event_id`` when a single conversion failed): resend ``[f.body for f in exc.failed]`` to keep them."""
 
     def __init__(
         self, message: str, sent: Sequence[SentMessage], failed: Sequence[FailedMessage], **kwargs: Any
     ) -> None:
-        super().__init__(message, **kwargs)
         self.sent = list(sent)
         self.failed = list(failed)
+        self.event_ids = tuple(f.event_id for f in self.failed if f.event_id is not None)
+        if len(self.failed) == 1 and "event_id" not in kwargs:
+            kwargs["event_id"] = self.failed[0].event_id
+        super().__init__(message, **kwargs)
 
 
 def error_from_answer(status: int, body: Any, headers: Any, attempts: int) -> ApiError:

@@ -145,7 +145,7 @@ class QueueProducer:
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
                 if status < 500 and last[0] not in _RETRYABLE_CODES:
                     for index in pending:
-                        failed[index] = FailedMessage(bodies[index], last[0], last[1], sender_fault=True)
+                        failed[index] = _failed(bodies[index], last, sender_fault=True)
                     return
             except BotoCoreError as exc:  # no answer: connection refused or reset, timeout
                 last = (type(exc).__name__, str(exc))
@@ -159,16 +159,23 @@ class QueueProducer:
                     index = int(entry["Id"])
                     last = (str(entry.get("Code", "")), str(entry.get("Message", "")))
                     if entry.get("SenderFault"):
-                        failed[index] = FailedMessage(bodies[index], last[0], last[1], sender_fault=True)
+                        failed[index] = _failed(bodies[index], last, sender_fault=True)
                         pending.pop(index, None)
             if not pending:
                 return
             delay = self.retry.next_delay(attempt, time.monotonic() - started)
             if delay is None:
                 for index in pending:
-                    failed[index] = FailedMessage(bodies[index], last[0], last[1], sender_fault=False)
+                    failed[index] = _failed(bodies[index], last, sender_fault=False)
                 return
             time.sleep(delay)
+
+
+def _failed(body: dict[str, Any], reason: tuple[str, str], *, sender_fault: bool) -> FailedMessage:
+    event_id = body.get("event_id")
+    return FailedMessage(
+        body, reason[0], reason[1], sender_fault=sender_fault, event_id=event_id if isinstance(event_id, str) else None
+    )
 
 
 def _batches(messages: list[str]) -> Iterable[dict[int, str]]:

@@ -88,3 +88,5 @@ class FailedMessage:
     message: str
     sender_fault: bool
     """True: SQS refused this message as sent (retrying cannot help); False: gave up after the retries."""
+    event_id: str | None = None
+    """The conversion's ``event_id`` in ``body`` (resending ``body`` keeps it)."""

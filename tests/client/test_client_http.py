@@ -10,6 +10,7 @@ from segment_forwarder_client import (
     AuthError,
     ConfigurationError,
     ForwarderClient,
+    ForwarderError,
     InvalidRequestError,
     NotConnectedError,
     PayloadTooLargeError,
@@ -282,3 +283,53 @@ def test_no_credentials_or_no_region_is_a_configuration_error(monkeypatch, tmp_p
         ForwarderClient("https://abc123.execute-api.eu-west-1.amazonaws.com")
     with pytest.raises(ConfigurationError, match="no region"):
         ForwarderClient("http://127.0.0.1:3000", credentials=("testing", "testing"))
+
+
+# -- errors carry the event_id, so that a retry is the same conversion --------------------------------------
+
+
+def test_a_transport_error_carries_the_event_id_sent_and_the_retry_with_it_is_the_same_conversion(gateway):
+    gateway.script(*[close()] * 2)  # no answer: the forwarder may or may not have delivered it
+    client = client_of(gateway, retry=RetryPolicy(max_attempts=2, base_s=0.01))
+
+    with pytest.raises(TransportError) as raised:
+        client.conversion(*CONVERSION)
+    retried = client.conversion(*CONVERSION, event_id=raised.value.event_id)
+
+    sent = [r.json["event_id"] for r in gateway.requests()]
+    assert raised.value.event_id is not None
+    assert sent == [raised.value.event_id] * 3 == [retried.event_id] * 3
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        ([answer(503, UNAVAILABLE)] * 4, UnavailableError),
+        ([answer(429, {"message": "Too Many Requests"})] * 4, ThrottledError),
+        (
+            [answer(400, {"error": {"code": "invalid_value", "message": "no", "field": "origin_url"}})],
+            InvalidRequestError,
+        ),
+        ([answer(403, {"message": "Forbidden"})], AuthError),
+        ([answer(200, {"nonsense": True})], ForwarderError),
+    ],
+)
+def test_every_error_of_a_conversion_carries_its_event_id(gateway, script, error):
+    gateway.script(*script)
+
+    with pytest.raises(error) as raised:
+        client_of(gateway).conversion(*CONVERSION)
+
+    assert raised.value.event_id == gateway.requests()[0].json["event_id"]
+
+
+def test_the_callers_own_event_id_is_the_one_the_error_carries_and_other_kinds_carry_none(gateway):
+    gateway.script(answer(503, UNAVAILABLE), answer(503, UNAVAILABLE))
+    client = client_of(gateway, retry=RetryPolicy(max_attempts=1))
+
+    with pytest.raises(UnavailableError) as conversion:
+        client.conversion(*CONVERSION, event_id="outbox-row-42")
+    with pytest.raises(UnavailableError) as identify:
+        client.identify("demo", "v-1")
+
+    assert (conversion.value.event_id, identify.value.event_id) == ("outbox-row-42", None)

@@ -160,3 +160,22 @@ def test_unknown_kinds_and_missing_queues_are_refused(sqs):
         QueueProducer({"conversions": URL}, sqs_client=client)
     with pytest.raises(ValueError, match="no queue URL for 'identify'"):
         producer(client).send("identify", [{"workspace_id": "demo", "visitor_id": "v"}])
+
+
+def test_a_conversion_that_was_not_queued_carries_its_event_id_and_resending_its_body_keeps_it(sqs):
+    client, stubber = sqs
+    body = {k: v for k, v in conversions(1)[0].items() if k != "event_id"}  # its event_id is made by send
+    unlucky = {"Id": "0", "SenderFault": False, "Code": "InternalError", "Message": "try again"}
+    for _ in range(FAST.max_attempts):
+        stubber.add_response("send_message_batch", {"Successful": [], "Failed": [unlucky]})
+    stubber.add_response("send_message_batch", ok([0]))
+    queue = producer(client)
+
+    with pytest.raises(QueueSendError) as raised:
+        queue.send("conversion", [body])
+    [resent] = queue.send("conversion", [f.body for f in raised.value.failed])
+
+    [failure] = raised.value.failed
+    assert failure.event_id is not None and failure.event_id == failure.body["event_id"]
+    assert raised.value.event_id == failure.event_id and raised.value.event_ids == (failure.event_id,)
+    assert resent.event_id == failure.event_id
