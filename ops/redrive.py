@@ -75,7 +75,12 @@ from segment_forwarder.errors import RequestError
 from segment_forwarder.events import SCHEMAS, Event, Kind, sqs_delivery_id
 from segment_forwarder.facts import largest_message
 from segment_forwarder.messages import MAX_MESSAGE_BYTES
-from segment_forwarder.queues import DELIVERY_ID_ATTRIBUTE, SOURCE_KIND_ATTRIBUTE
+from segment_forwarder.queues import (
+    DELIVERY_ID_ATTRIBUTE,
+    DELIVERY_NONCE_ATTRIBUTE,
+    SOURCE_KIND_ATTRIBUTE,
+    SOURCE_MESSAGE_ID_ATTRIBUTE,
+)
 from segment_forwarder.retries import FIRST_RECEIVED_AT, RETRY_SINCE
 from segment_forwarder.validation import parse_body
 
@@ -97,9 +102,9 @@ POLL_S = 5.0  # how often a waiting run looks again
 MAX_RESCANS = 3  # scans in a row for messages that became visible just after a scan
 DELETE_ATTEMPTS = 3  # a copied message's delete from the DLQ is tried this often before the run reports it
 REASON_ATTRIBUTES = ("error_code", "error_message", "error_field", "receive_count")
-SOURCE_MESSAGE_ID_ATTRIBUTE = "source_message_id"  # written by the function when it parks (queues.Parked)
 OWN_ATTRIBUTES = (
     DELIVERY_ID_ATTRIBUTE,
+    DELIVERY_NONCE_ATTRIBUTE,
     SOURCE_MESSAGE_ID_ATTRIBUTE,
     SOURCE_KIND_ATTRIBUTE,
     FIRST_RECEIVED_AT,
@@ -291,6 +296,9 @@ def redriven_copy(message: Message, kind: str, now_ms: int, max_message_bytes: i
         SOURCE_KIND_ATTRIBUTE: _string(message, SOURCE_KIND_ATTRIBUTE) or kind,
         RETRY_SINCE: str(now_ms),
     }
+    sent = str(message.get("Attributes", {}).get("SentTimestamp", ""))
+    if FIRST_RECEIVED_AT not in ours and sent.isdigit():  # moved by SQS's redrive policy: first sent then
+        derived[FIRST_RECEIVED_AT] = sent
     ours.update({name: {"DataType": "String", "StringValue": value} for name, value in derived.items()})
     if not producer:
         return Copy(ours, "none")

@@ -33,7 +33,7 @@ from ops.redrive import (
 )
 from segment_forwarder.events import sqs_delivery_id
 
-OWN = {"delivery_id", "source_message_id", "source_kind", "retry_since"}
+OWN = {"delivery_id", "source_message_id", "source_kind", "retry_since", "first_received_at"}
 make_strict()  # moto's SQS refuses what SQS refuses (sizes, attributes, batches, visibility)
 NOW_MS = 1_900_000_000_000
 BODY = json.dumps({"workspace_id": "ws", "visitor_id": "v-1", "conversion_id": "c", "conversion_type": "CLICK",
@@ -373,9 +373,14 @@ def test_ours_are_what_the_function_writes_when_it_queues_or_parks():
         "messageId": "m-1",
         "body": BODY,
         "attributes": {"ApproximateReceiveCount": "3", "ApproximateFirstReceiveTimestamp": "1"},
-        "messageAttributes": {"retry_since": {"stringValue": "5"}},
+        "messageAttributes": {
+            "retry_since": {"stringValue": "5"},
+            "delivery_nonce": {"stringValue": "0" * 32},
+            "source_message_id": {"stringValue": "m-0"},
+        },
     }
-    written = set(Parked(record, "rejected", "no", "f", "d-1", "conversion").attributes())
+    parked = Parked(record, "rejected", "no", "f", "d-1", "conversion")
+    written = set(parked.attributes(now_ms=NOW_MS)) | set(parked.attributes(now_ms=NOW_MS, truncated=True))
 
     assert written <= set(OWN_ATTRIBUTES) | set(REASON_ATTRIBUTES)
 
@@ -522,3 +527,14 @@ def test_a_dry_run_counts_messages_in_flight(aws):
 
     assert (sum(report.by_reason.values()), report.in_flight) == (0, 1)
     assert any(line.startswith("IN FLIGHT: 1 message(s)") for line in render(report, aws.queues))
+
+
+def test_a_message_moved_by_the_redrive_policy_keeps_when_it_was_first_sent():
+    # SQS's redrive policy moves a message as it is: no attribute of ours, its SentTimestamp the producer's send.
+    # The copy carries it as first_received_at, so an event without a timestamp is dated then, not at the redrive.
+    message = {"MessageId": "dlq-1", "Body": BODY, "Attributes": {"SentTimestamp": str(NOW_MS - 86_400_000)}}
+
+    copy = redriven_copy(message, "conversion", NOW_MS)
+
+    assert copy.attributes["first_received_at"] == {"DataType": "String", "StringValue": str(NOW_MS - 86_400_000)}
+    assert copy.attributes["retry_since"]["StringValue"] == str(NOW_MS)
