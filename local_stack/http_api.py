@@ -11,6 +11,10 @@
 What API Gateway does before and after the function, as a client sees it:
 
 * a request over 10 MB: ``413 {"message":"Request Entity Too Large"}`` (the body is not read);
+* a request within 10 MB whose event (the payload-2.0 JSON, base64 bodies included) is over Lambda's 6 MB
+  synchronous request payload (``MAX_INVOKE_REQUEST_BYTES``): Lambda refuses the invocation
+  (``RequestEntityTooLargeException``) and the function does not run: ``413 {"message":"Request Entity Too
+  Large"}``;
 * no route for the method and path (paths are matched exactly, ``{name}`` matches one segment):
   ``404 {"message":"Not Found"}``;
 * authentication, before the function runs (it does not run when refused):
@@ -29,7 +33,8 @@ What API Gateway does before and after the function, as a client sees it:
   ``isBase64Encoded``: base64 when the body is not UTF-8 text) is passed to the function and its
   ``{statusCode, headers, cookies, body, isBase64Encoded}`` answer is returned as is; an answer without
   ``statusCode`` is sent as a 200 JSON body, as the 2.0 format infers;
-* the function raised, crashed, timed out (its own ``Timeout``) or answered something that is no response:
+* the function raised, crashed, timed out (its own ``Timeout``), answered something that is no response, or
+  answered more than Lambda's 6 MB response payload (``MAX_INVOKE_RESPONSE_BYTES``, its JSON as serialised):
   ``500 {"message":"Internal Server Error"}``, as HTTP APIs answer any failed Lambda integration (REST APIs
   answer 502 "Internal server error"; HTTP APIs do not);
 * no answer within the integration timeout (``integration_timeout_s``: 30 s, the most an HTTP API allows, even
@@ -64,6 +69,11 @@ from .segment_sink import LISTEN_BACKLOG
 from .sigv4 import SigV4Identity, SigV4Refusal, SigV4Verifier, is_sigv4
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+# Lambda's synchronous invocation payloads: "Request must be smaller than 6291456 bytes for the InvokeFunction
+# operation"; a response may be 100 bytes more ("Response payload size exceeded maximum allowed payload size
+# (6291556 bytes)"). Measured as compact UTF-8 JSON: the least any serialiser makes of the value.
+MAX_INVOKE_REQUEST_BYTES = 6 * 1024 * 1024
+MAX_INVOKE_RESPONSE_BYTES = MAX_INVOKE_REQUEST_BYTES + 100
 INTEGRATION_TIMEOUT_S = 30.0  # an HTTP API's maximum (and default) integration timeout; 50 ms is its minimum
 MIN_INTEGRATION_TIMEOUT_S = 0.05
 FUNCTION_FAILED = (500, "Internal Server Error")  # an HTTP API's answer when the Lambda integration fails
@@ -291,6 +301,11 @@ def _encode_answer(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def payload_bytes(value: Any) -> int:
+    """The size Lambda holds against its payload limits: the UTF-8 bytes of the value's compact JSON."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
 def to_http_answer(result: Any) -> dict[str, Any] | None:
     """The function's result as API Gateway reads a 2.0 response; None when it is malformed."""
     if isinstance(result, dict) and "statusCode" in result:
@@ -431,6 +446,10 @@ class HttpApi:
 
     def _call(self, route: Route, event: dict[str, Any]) -> dict[str, Any]:
         """Invoke the route's function and wait for it at most the integration timeout."""
+        size = payload_bytes(event)
+        if size > MAX_INVOKE_REQUEST_BYTES:
+            self.emit(f"  [{route.function}] event of {size} bytes: over Lambda's request payload limit, not invoked")
+            return _encode_answer(_gateway_error(413, "Request Entity Too Large"))
         outcome: dict[str, Any] = {}
         done = threading.Event()
 
@@ -460,6 +479,10 @@ class HttpApi:
         if error is not None:
             raise error
         result = outcome.get("result")
+        size = payload_bytes(result)
+        if size > MAX_INVOKE_RESPONSE_BYTES:
+            self.emit(f"  [{route.function}] Function.ResponseSizeTooLarge: a response of {size} bytes")
+            return _encode_answer(_gateway_error(*FUNCTION_FAILED))
         answer = to_http_answer(result)
         if answer is None:
             self.emit(f"  [{route.function}] malformed Lambda response: {json.dumps(result)[:200]}")

@@ -9,8 +9,10 @@
 
 As Lambda does:
 
-* long-poll ``ReceiveMessage`` (at most 10 per call) and keep receiving until ``batch_size`` records or until
-  ``batching_window_s`` has passed since the first record of the batch;
+* long-poll ``ReceiveMessage`` (at most 10 per call) and keep receiving until ``batch_size`` records, until
+  ``batching_window_s`` has passed since the first record of the batch, or until the event reaches Lambda's 6 MB
+  invocation payload (``MAX_INVOKE_REQUEST_BYTES``): a received record that would take the event over it is not
+  put in this batch but released (visible again at once) for the next one;
 * invoke the function with ``{"Records": [...]}``, each record in Lambda's shape (``messageId``,
   ``receiptHandle``, ``body``, ``attributes`` with ``ApproximateReceiveCount`` / ``SentTimestamp`` /
   ``ApproximateFirstReceiveTimestamp`` / ``SenderId``, ``messageAttributes`` as ``{"stringValue", "dataType", ...}``,
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .http_api import MAX_INVOKE_REQUEST_BYTES, payload_bytes
 from .lambda_pool import FunctionUnavailable, InvocationError
 from .template import SqsSource
 
@@ -209,16 +212,37 @@ class SqsPoller:
         batch = self._receive(min(MAX_RECEIVE, size), LONG_POLL_S)
         if not batch:
             return []
+        batch, overflow = self._fit(batch)
         window_end = time.monotonic() + self.source.batching_window_s
-        while len(batch) < size and not self._stop.is_set():
+        while len(batch) < size and not overflow and not self._stop.is_set():
             left = window_end - time.monotonic()
             if left <= 0:
                 break
             more = self._receive(min(MAX_RECEIVE, size - len(batch)), 1 if left >= 1 else 0)
-            batch.extend(more)
+            batch, overflow = self._fit(batch + more)
             if not more and left < 1:
                 self._stop.wait(min(left, 0.05))
+        self._release(overflow)
         return batch
+
+    def _fit(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The leading messages whose records fit one invocation's payload, and the rest."""
+        used = payload_bytes({"Records": []})
+        for index, message in enumerate(messages):
+            used += payload_bytes(lambda_record(message, self.queue_arn, self._region)) + (1 if index else 0)
+            if used > MAX_INVOKE_REQUEST_BYTES and index:
+                return messages[:index], messages[index:]
+        return messages, []
+
+    def _release(self, messages: list[dict[str, Any]]) -> None:
+        """Make received messages that did not fit the batch visible again at once (for the next batch)."""
+        for start in range(0, len(messages), MAX_RECEIVE):
+            chunk = messages[start : start + MAX_RECEIVE]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(chunk)
+            ]
+            with contextlib.suppress(Exception):  # not released: it comes back after the visibility timeout
+                self._sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
 
     def _process(self, messages: list[dict[str, Any]]) -> None:
         records = [lambda_record(m, self.queue_arn, self._region) for m in messages]

@@ -33,9 +33,21 @@ The rules, with the error each one answers (code as boto3 reports it in ``Error.
   a ``String`` value not empty; a ``Number`` value a decimal number. ``SendMessage`` answers
   ``InvalidParameterValue``; ``SendMessageBatch`` lists the entry in ``Failed`` (``SenderFault``) and sends the
   others;
-* ``DelaySeconds`` from 0 to 900 and ``VisibilityTimeout`` from 0 to 43,200; a visibility that would end more
-  than 12 hours after the receive that returned the message: ``InvalidParameterValue`` (per entry in
-  ``ChangeMessageVisibilityBatch``).
+* ``DelaySeconds`` from 0 to 900 and ``VisibilityTimeout`` from 0 to 43,200 (``ChangeMessageVisibility`` and
+  ``ReceiveMessage``); a visibility that would end more than 12 hours after the receive that returned the message:
+  ``InvalidParameterValue`` (per entry in ``ChangeMessageVisibilityBatch``);
+* text SQS takes (``text_error``): a body of at least one character, and a body and ``String``/``Number``
+  attribute values only of the characters ``#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF``
+  (XML's). An empty body: ``MissingParameter``; another character in the body: ``InvalidMessageContents``, in an
+  attribute value: ``InvalidParameterValue`` (per entry in ``SendMessageBatch``);
+* receipt handles as SQS holds them: each receive hands out a new handle and the older ones go stale.
+  ``ChangeMessageVisibility`` with a stale handle (the message was received again since) or the handle of a
+  deleted message: ``InvalidParameterValue`` "...Message does not exist or is not available for visibility
+  timeout change." (moto changes the visibility of the newer receive, or answers ``ReceiptHandleIsInvalid``); with
+  the newest handle of a message whose visibility has already run out: success, and nothing changes (moto hides
+  the message again). ``DeleteMessage`` with a stale handle succeeds and deletes nothing: SQS documents that
+  without the most recent receipt handle "the request will still succeed, but the message might not be deleted";
+  this world takes the "not" (moto deletes the message under its newer receive).
 
 Message sizes: ``Message must be shorter than N bytes`` means at most N bytes (a message of exactly N is taken).
 """
@@ -71,6 +83,9 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _TYPE = re.compile(r"(String|Number|Binary)(\..*)?", re.DOTALL)
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+# XML's characters, which SQS allows in bodies and attribute values; anything else is refused
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ALLOWED_TEXT = "#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF"
 _RECEIVED_AT = "_strict_received_ms"  # set on a moto Message at each receive
 _MARK = "_strict_sqs"
 
@@ -83,6 +98,54 @@ class BatchRequestTooLong(SQSException):
             "AWS.SimpleQueueService.BatchRequestTooLong",
             f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have sent {sent} bytes.",
         )
+
+
+class InvalidMessageContents(SQSException):
+    """A body with a character SQS does not take."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("InvalidMessageContents", message)
+
+
+class MissingParameter(SQSException):
+    """A required parameter sent empty (SQS reads an empty MessageBody as none)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("MissingParameter", f"The request must contain the parameter {name}.")
+
+
+def _not_available(receipt_handle: str) -> InvalidParameterValue:
+    return InvalidParameterValue(
+        f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not "
+        "available for visibility timeout change."
+    )
+
+
+def _bad_character(text: str) -> str | None:
+    """The first character of ``text`` SQS refuses, as SQS names it (``#x1B``), or None."""
+    found = _NOT_SQS_TEXT.search(text)
+    return None if found is None else f"#x{ord(found.group()):X}"
+
+
+def text_error(body: Any, attributes: Mapping[str, Mapping[str, Any]] | None) -> SQSException | None:
+    """Why SQS refuses this body or these attribute values as text (its error), or None when it takes them."""
+    if body is None or str(body) == "":
+        return MissingParameter("MessageBody")
+    character = _bad_character(str(body))
+    if character is not None:
+        return InvalidMessageContents(
+            f"Invalid binary character '{character}' was found in the message body, the set of allowed characters "
+            f"is {_ALLOWED_TEXT}"
+        )
+    for name in sorted(attributes or {}):
+        value = (attributes or {})[name].get("StringValue")
+        character = _bad_character(value) if isinstance(value, str) else None
+        if character is not None:
+            return InvalidParameterValue(
+                f"Invalid binary character '{character}' was found in the value of message (user) attribute "
+                f"'{name}', the set of allowed characters is {_ALLOWED_TEXT}"
+            )
+    return None
 
 
 def _utf8(value: Any) -> bytes:
@@ -193,8 +256,8 @@ def _check_batch_shape(entries: Sequence[Mapping[str, Any]], action: str) -> Non
         raise InvalidBatchEntryId()
 
 
-def _failure(entry_id: str, message: str) -> dict[str, Any]:
-    return {"Id": entry_id, "SenderFault": True, "Code": "InvalidParameterValue", "Message": message}
+def _failure(entry_id: str, message: str, code: str = "InvalidParameterValue") -> dict[str, Any]:
+    return {"Id": entry_id, "SenderFault": True, "Code": code, "Message": message}
 
 
 # -- the patched backend methods ----------------------------------------------------------------------------------
@@ -215,6 +278,9 @@ def _send_message(original: Callable[..., Any]) -> Callable[..., Any]:
         problem = attribute_error(message_attributes) or _delay_error(delay_seconds)
         if problem:
             raise InvalidParameterValue(problem)
+        refusal = text_error(message_body, message_attributes)
+        if refusal is not None:
+            raise refusal
         limit = int(queue.maximum_message_size)  # type: ignore[attr-defined]
         if message_size(message_body, message_attributes) > limit:
             raise _too_long(limit)
@@ -240,8 +306,11 @@ def _send_message_batch(original: Callable[..., Any]) -> Callable[..., Any]:
         good: dict[str, dict[str, Any]] = {}
         for key, entry in entries.items():
             problem = attribute_error(entry.get("MessageAttributes")) or _delay_error(entry.get("DelaySeconds"))
+            refusal = text_error(entry.get("MessageBody"), entry.get("MessageAttributes"))
             if problem:
                 failed.append(_failure(entry["Id"], problem))
+            elif refusal is not None:
+                failed.append(_failure(entry["Id"], refusal.message, code=refusal.code))
             else:
                 good[key] = entry
         if not good:
@@ -253,8 +322,8 @@ def _send_message_batch(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _change_message_visibility(self: SQSBackend, queue_name: str, receipt_handle: str, visibility_timeout: int) -> None:
-    """moto's, with the 12 hours counted from the receive (moto counts them from the send) and the range
-    checked."""
+    """moto's, with the 12 hours counted from the receive (moto counts them from the send), the range checked, and
+    stale, deleted and run-out handles answered as SQS answers them."""
     seconds = int(visibility_timeout)
     problem = _visibility_range_error(seconds)
     if problem:
@@ -263,6 +332,10 @@ def _change_message_visibility(self: SQSBackend, queue_name: str, receipt_handle
     for message in queue._messages:  # moto's own list of the queue's messages
         if not message.had_receipt_handle(receipt_handle):
             continue
+        if receipt_handle != message.receipt_handle:  # received again since: this handle is stale
+            raise _not_available(receipt_handle)
+        if message.visible:  # its visibility ran out: SQS answers success and changes nothing
+            return
         received_ms = getattr(message, _RECEIVED_AT, None) or unix_time_millis()
         elapsed_s = int(unix_time_millis() - received_ms) // 1000  # whole seconds, as SQS counts the 12 hours
         if elapsed_s + seconds > MAX_VISIBILITY_S:
@@ -274,6 +347,8 @@ def _change_message_visibility(self: SQSBackend, queue_name: str, receipt_handle
         if message.visible and message in queue.pending_messages:
             queue.pending_messages.remove(message)
         return
+    if receipt_handle in queue.deleted_messages:
+        raise _not_available(receipt_handle)
     raise ReceiptHandleIsInvalid()
 
 
@@ -295,6 +370,32 @@ def _change_message_visibility_batch(
         else:
             success.append(entry["Id"])
     return success, failed
+
+
+def _delete_message(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def delete_message(self: SQSBackend, queue_name: str, receipt_handle: str) -> None:
+        queue = self.get_queue(queue_name)
+        for message in queue._messages:
+            if message.had_receipt_handle(receipt_handle) and receipt_handle != message.receipt_handle:
+                return  # a stale handle: the request succeeds, the message stays (its newer receive holds it)
+        original(self, queue_name, receipt_handle)
+
+    return delete_message
+
+
+def _receive_message(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def receive_message(
+        self: SQSBackend, queue_name: str, count: int, wait_seconds_timeout: int, visibility_timeout: int, *args: Any
+    ) -> Any:
+        if visibility_timeout is not None:
+            problem = _visibility_range_error(int(visibility_timeout))
+            if problem:
+                raise InvalidParameterValue(problem)
+        return original(self, queue_name, count, wait_seconds_timeout, visibility_timeout, *args)
+
+    return receive_message
 
 
 def _delete_message_batch(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -336,6 +437,8 @@ def make_strict() -> None:
     SQSBackend.change_message_visibility = _change_message_visibility  # type: ignore[method-assign]
     SQSBackend.change_message_visibility_batch = _change_message_visibility_batch  # type: ignore[method-assign]
     SQSBackend.delete_message_batch = _delete_message_batch(SQSBackend.delete_message_batch)  # type: ignore[method-assign]
+    SQSBackend.delete_message = _delete_message(SQSBackend.delete_message)  # type: ignore[method-assign]
+    SQSBackend.receive_message = _receive_message(SQSBackend.receive_message)  # type: ignore[method-assign]
     Message.mark_received = _mark_received(Message.mark_received)  # type: ignore[method-assign]
     responses: Any = moto.sqs.responses
     responses.validate_message_attributes = _response_attribute_check(responses.validate_message_attributes)

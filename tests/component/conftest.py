@@ -34,7 +34,14 @@ import pytest
 from moto import mock_aws
 
 from local_stack import moto_dynamodb, strict_sqs
-from local_stack.http_api import FUNCTION_FAILED, INTEGRATION_TIMED_OUT, INTEGRATION_TIMEOUT_S
+from local_stack.http_api import (
+    FUNCTION_FAILED,
+    INTEGRATION_TIMED_OUT,
+    INTEGRATION_TIMEOUT_S,
+    MAX_INVOKE_REQUEST_BYTES,
+    MAX_INVOKE_RESPONSE_BYTES,
+    payload_bytes,
+)
 from local_stack.invoke import FunctionTimedOut, Invocation, LambdaContext, enforced, invoke, load_module, sqs_record
 from local_stack.moto_dynamodb import stale_reads
 from local_stack.segment_sink import SegmentSink
@@ -93,6 +100,17 @@ def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = F
         "body": text,
         "isBase64Encoded": base64_body,
     }
+
+
+def _check_batch_payload(records: list[dict]) -> None:
+    """Lambda's event source never hands a function more than its 6 MB invocation payload: a test batch over it
+    tests a world that does not exist."""
+    size = payload_bytes({"Records": records})
+    if size > MAX_INVOKE_REQUEST_BYTES:
+        raise ValueError(
+            f"an SQS batch of {size} bytes: Lambda's event source batches records up to its 6 MB invocation payload "
+            f"({MAX_INVOKE_REQUEST_BYTES} bytes) and never invokes a function with more"
+        )
 
 
 @dataclass(frozen=True)
@@ -182,8 +200,12 @@ class Stack:
         """Invoke the HTTP path with the function's Timeout (the template's, or ``timeout_s``); return (status,
         parsed JSON body). A function that timed out is answered as the HTTP API answers it: 500; and an
         invocation that outlasted the API's 30 s integration timeout gets 503, whatever the function did after.
-        An exception the handler raised (a bug) is raised here."""
+        An exception the handler raised (a bug) is raised here. An event over Lambda's 6 MB request payload is
+        refused before the function runs (413), and an answer over its 6 MB response payload is a failed
+        integration (500), as on AWS."""
         event = http_event(kind, body, **event_kw)
+        if payload_bytes(event) > MAX_INVOKE_REQUEST_BYTES:
+            return 413, {"message": "Request Entity Too Large"}
         run = invoke(handler or self.handler(kind), event, timeout_s or self.timeout_s(kind))
         if run.duration_s > INTEGRATION_TIMEOUT_S:
             status, message = INTEGRATION_TIMED_OUT
@@ -194,6 +216,9 @@ class Stack:
         if run.error is not None:
             raise run.error
         answer = run.result
+        if payload_bytes(answer) > MAX_INVOKE_RESPONSE_BYTES:
+            status, message = FUNCTION_FAILED
+            return status, {"message": message}
         from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
 
         scan(answer["body"], where=f"the answer of POST {ROUTES[kind]}")
@@ -205,6 +230,7 @@ class Stack:
         """Invoke the SQS path with one batch and the function's Timeout (the template's, or ``timeout_s``), and
         read its answer as the event source mapping does (ReportBatchItemFailures): a timeout or an invalid report
         fails the whole batch. An exception the handler raised (a bug) is raised here."""
+        _check_batch_payload(records)
         run = invoke(handler or self.handler(kind), {"Records": records}, timeout_s or self.timeout_s(kind))
         if run.error is not None:
             raise run.error
@@ -269,6 +295,7 @@ class Stack:
             batch = stack.run_batch("assignment", stack.received("assignment"))
             assert batch.failed == set()          # None: the whole batch failed
         """
+        _check_batch_payload(records)
         ids = [record["messageId"] for record in records]
         try:
             answer = (handler or self.handler(kind))({"Records": records}, context or LambdaContext())

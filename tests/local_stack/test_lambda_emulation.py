@@ -458,3 +458,47 @@ def test_the_integration_timeout_answers_503_while_the_function_runs_on(slow_api
 def test_an_http_apis_integration_timeout_is_at_most_30_s():
     with pytest.raises(ValueError, match="integration timeout"):
         HttpApi([], invoke=lambda _f, _e: None, token=TOKEN, credentials=("a", "b"), integration_timeout_s=31)
+
+
+@pytest.fixture
+def echo_api() -> Iterator[tuple[HttpApi, list[int]]]:
+    """An HTTP API whose function (in-process) answers ``{"n": len(body), "pad": "x" * <pad query>}`` and records
+    the body length of each invocation: whether the function ran at all."""
+    calls: list[int] = []
+
+    def invoke(_function: str, event: dict[str, Any]) -> Any:
+        calls.append(len(event.get("body") or ""))
+        pad = int((event.get("queryStringParameters") or {}).get("pad", "0"))
+        return {"statusCode": 200, "body": json.dumps({"n": len(event.get("body") or ""), "pad": "x" * pad})}
+
+    api = HttpApi(
+        [Route.parse("POST", "/echo", "EchoFunction")],
+        invoke=invoke,
+        token=TOKEN,
+        credentials=("testing", "testing"),
+        port=0,
+        log=print,
+    ).start()
+    try:
+        yield api, calls
+    finally:
+        api.stop()
+
+
+def test_an_event_over_lambdas_6_mb_request_payload_is_refused_before_the_function_runs(echo_api):
+    api, calls = echo_api
+    client = Api(api.url, TOKEN)
+    under = b'"' + b"x" * (6 * 1024 * 1024 - 4096) + b'"'  # the event's other fields take under 4 KB
+    assert client.request("POST", "/echo", raw=under) == (200, {"n": len(under), "pad": ""})
+
+    over = b'"' + b"x" * (7 * 1024 * 1024) + b'"'  # within API Gateway's 10 MB, over Lambda's 6 MB
+    assert client.request("POST", "/echo", raw=over) == (413, {"message": "Request Entity Too Large"})
+    assert calls == [len(under)]
+
+
+def test_a_response_over_lambdas_6_mb_payload_is_a_failed_integration(echo_api):
+    api, _ = echo_api
+    client = Api(api.url, TOKEN)
+    status, body = client.request("POST", "/echo?pad=6000000", raw=b"{}")
+    assert status == 200 and len(body["pad"]) == 6_000_000
+    assert client.request("POST", "/echo?pad=6300000", raw=b"{}") == (500, {"message": "Internal Server Error"})

@@ -390,8 +390,9 @@ def test_the_twelve_hours_count_from_the_receive_not_the_send(sqs):
 
 
 def test_a_visibility_ending_more_than_twelve_hours_after_the_receive_is_refused(sqs):
-    handle = sqs.received()["ReceiptHandle"]
-    sqs.advance(hours=11, minutes=55)
+    sqs.client.send_message(QueueUrl=sqs.url, MessageBody="x")
+    handle = sqs.client.receive_message(QueueUrl=sqs.url, VisibilityTimeout=43_000)["Messages"][0]["ReceiptHandle"]
+    sqs.advance(hours=11, minutes=55)  # still in flight (a visibility that ran out could not be changed at all)
 
     sqs.client.change_message_visibility(QueueUrl=sqs.url, ReceiptHandle=handle, VisibilityTimeout=300)  # 12 h
     why = (
@@ -416,4 +417,136 @@ def test_make_strict_is_idempotent(sqs):
     make_strict()
     make_strict()
     sqs.client.send_message(QueueUrl=sqs.url, MessageBody=json.dumps({"ok": True}))
+    assert depth(sqs) == 1
+
+
+# -- text SQS takes -----------------------------------------------------------------------------------------------
+
+ALLOWED = "#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF"
+
+
+@pytest.mark.parametrize(
+    ("body", "character"),
+    [("a\x00b", "#x0"), ("esc\x1b[0m", "#x1B"), ("\x7f ok \x0b", "#xB"), ("noncharacter \ufffe", "#xFFFE")],
+)
+def test_a_body_with_a_character_outside_xmls_is_refused(sqs, body, character):
+    why = (
+        f"Invalid binary character '{character}' was found in the message body, the set of allowed characters is "
+        f"{ALLOWED}"
+    )
+    send = lambda: sqs.client.send_message(QueueUrl=sqs.url, MessageBody=body)  # noqa: E731
+    assert refused(send) == ("InvalidMessageContents", "InvalidMessageContents", why)
+    answer = sqs.client.send_message_batch(
+        QueueUrl=sqs.url, Entries=[{"Id": "bad", "MessageBody": body}, {"Id": "ok", "MessageBody": "fine"}]
+    )
+    assert answer["Failed"] == [{"Id": "bad", "SenderFault": True, "Code": "InvalidMessageContents", "Message": why}]
+    assert [s["Id"] for s in answer["Successful"]] == ["ok"]
+    assert depth(sqs) == 1
+
+
+def test_tabs_newlines_and_characters_beyond_the_bmp_are_taken(sqs):
+    sqs.client.send_message(QueueUrl=sqs.url, MessageBody="\t\n\r \ud7ff\ue000\ufffd\U0001f600\U0010ffff")
+    sqs.client.send_message(QueueUrl=sqs.url, MessageBody="x", MessageAttributes={"n": string("tab\there \U0001f600")})
+    assert depth(sqs) == 2
+
+
+def test_an_attribute_value_with_a_character_outside_xmls_is_refused(sqs):
+    why = (
+        f"Invalid binary character '#x1' was found in the value of message (user) attribute 'n', the set of allowed "
+        f"characters is {ALLOWED}"
+    )
+    send = lambda: sqs.client.send_message(  # noqa: E731
+        QueueUrl=sqs.url, MessageBody="x", MessageAttributes={"n": string("a\x01b")}
+    )
+    assert refused(send) == ("InvalidParameterValue", "ClientError", why)
+    answer = sqs.client.send_message_batch(
+        QueueUrl=sqs.url, Entries=[{"Id": "bad", "MessageBody": "x", "MessageAttributes": {"n": string("a\x01b")}}]
+    )
+    assert answer["Failed"] == [{"Id": "bad", "SenderFault": True, "Code": "InvalidParameterValue", "Message": why}]
+    assert depth(sqs) == 0
+
+
+def test_an_empty_body_is_refused(sqs):
+    send = lambda: sqs.client.send_message(QueueUrl=sqs.url, MessageBody="")  # noqa: E731
+    why = "The request must contain the parameter MessageBody."
+    assert refused(send) == ("MissingParameter", "ClientError", why)
+    answer = sqs.client.send_message_batch(QueueUrl=sqs.url, Entries=[{"Id": "empty", "MessageBody": ""}])
+    assert answer["Failed"] == [{"Id": "empty", "SenderFault": True, "Code": "MissingParameter", "Message": why}]
+    assert depth(sqs) == 0
+
+
+# -- receipt handles ----------------------------------------------------------------------------------------------
+
+
+def not_available(handle: str) -> str:
+    return (
+        f"Value {handle} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available "
+        "for visibility timeout change."
+    )
+
+
+def in_flight(sqs: Sqs) -> int:
+    attributes = sqs.client.get_queue_attributes(
+        QueueUrl=sqs.url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )
+    return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_a_stale_receipt_handle_cannot_change_the_visibility_of_the_newer_receive(sqs):
+    stale = sqs.received()["ReceiptHandle"]
+    sqs.advance(seconds=31)  # the queue's 30 s visibility ran out: received again, by another consumer
+    newer = sqs.client.receive_message(QueueUrl=sqs.url, VisibilityTimeout=60)["Messages"][0]["ReceiptHandle"]
+
+    change = lambda: sqs.client.change_message_visibility(  # noqa: E731
+        QueueUrl=sqs.url, ReceiptHandle=stale, VisibilityTimeout=0
+    )
+    assert refused(change) == ("InvalidParameterValue", "ClientError", not_available(stale))
+    answer = sqs.client.change_message_visibility_batch(
+        QueueUrl=sqs.url, Entries=[{"Id": "a", "ReceiptHandle": stale, "VisibilityTimeout": 0}]
+    )
+    assert answer["Failed"] == [
+        {"Id": "a", "SenderFault": True, "Code": "InvalidParameterValue", "Message": not_available(stale)}
+    ]
+    assert in_flight(sqs) == 1  # still held by the newer receive
+    sqs.client.change_message_visibility(QueueUrl=sqs.url, ReceiptHandle=newer, VisibilityTimeout=0)
+    assert in_flight(sqs) == 0
+
+
+def test_the_visibility_of_a_deleted_message_cannot_be_changed(sqs):
+    handle = sqs.received()["ReceiptHandle"]
+    sqs.client.delete_message(QueueUrl=sqs.url, ReceiptHandle=handle)
+    change = lambda: sqs.client.change_message_visibility(  # noqa: E731
+        QueueUrl=sqs.url, ReceiptHandle=handle, VisibilityTimeout=10
+    )
+    assert refused(change) == ("InvalidParameterValue", "ClientError", not_available(handle))
+
+
+def test_changing_a_visibility_that_already_ran_out_changes_nothing(sqs):
+    handle = sqs.received()["ReceiptHandle"]
+    sqs.advance(seconds=31)  # visible again, not received since
+    sqs.client.change_message_visibility(QueueUrl=sqs.url, ReceiptHandle=handle, VisibilityTimeout=600)
+    assert in_flight(sqs) == 0
+    assert depth(sqs) == 1
+
+
+def test_a_delete_with_a_stale_receipt_handle_succeeds_and_deletes_nothing(sqs):
+    stale = sqs.received()["ReceiptHandle"]
+    sqs.advance(seconds=31)
+    newer = sqs.client.receive_message(QueueUrl=sqs.url)["Messages"][0]["ReceiptHandle"]
+
+    sqs.client.delete_message(QueueUrl=sqs.url, ReceiptHandle=stale)
+    answer = sqs.client.delete_message_batch(QueueUrl=sqs.url, Entries=[{"Id": "a", "ReceiptHandle": stale}])
+    assert answer["Successful"] == [{"Id": "a"}]
+    assert in_flight(sqs) == 1  # the newer receive still holds it
+
+    sqs.client.delete_message(QueueUrl=sqs.url, ReceiptHandle=newer)
+    assert in_flight(sqs) + depth(sqs) == 0
+
+
+@pytest.mark.parametrize("seconds", [-1, 43_201])
+def test_receive_message_visibility_timeout_from_0_to_43200(sqs, seconds):
+    sqs.client.send_message(QueueUrl=sqs.url, MessageBody="x")
+    receive = lambda: sqs.client.receive_message(QueueUrl=sqs.url, VisibilityTimeout=seconds)  # noqa: E731
+    code, _, _ = refused(receive)
+    assert code == "InvalidParameterValue"
     assert depth(sqs) == 1
