@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check venv lint unit component integration local-stack-tests client-tests security test validate build run send-sqs redrive lookup erase bench soak clean
+.PHONY: help python-check venv iam-evaluator lint unit component integration local-stack-tests client-tests security test validate build run send-sqs redrive lookup erase bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -50,6 +50,17 @@ $(CHECKOV_VENV)/.installed: | python-check
 
 venv: $(VENV)/.installed
 
+# The local stack's IAM policy evaluator (@cloud-copilot/iam-simulate, run by local_stack/iam.py on node 20), pinned
+# by .node/package-lock.json. `make test` needs it; `make run` uses it when node is there, else runs without the check.
+NODE_DIR := .node
+IAM_EVALUATOR := $(NODE_DIR)/node_modules/.iam-evaluator-installed
+$(IAM_EVALUATOR): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "error: node and npm (node 20) are needed for the local IAM check: install them (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+iam-evaluator: $(IAM_EVALUATOR)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -66,13 +77,13 @@ unit: venv
 component: venv
 	$(PY) -m pytest tests/component -q
 
-integration: venv
+integration: venv iam-evaluator
 	$(PY) -m pytest tests/integration -q
 
-local-stack-tests: venv
+local-stack-tests: venv iam-evaluator
 	$(PY) -m pytest tests/local_stack -q
 
-client-tests: venv
+client-tests: venv iam-evaluator
 	$(PY) -m pytest tests/client tests/integration/test_client.py tests/integration/test_client_unavailable.py -q
 
 validate: $(SAM_VENV)/.installed
@@ -92,10 +103,12 @@ security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
 	$(CHECKOV) -f $(TRANSFORMED)
 	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions client/segment_forwarder_client -ll
 
-test: lint security validate build
+test: lint security validate build iam-evaluator
 	$(PY) -m pytest -q
 
 run: venv
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory iam-evaluator || echo "note: the IAM policy evaluator could not be installed: make run goes on without the IAM check" >&2; \
+	else echo "note: node/npm not found: make run goes on without the IAM check (install node 20, then make iam-evaluator)" >&2; fi
 	$(PY) -m local_stack
 
 # make send-sqs KIND=identify|assignment|conversion BODY='{"workspace_id":"demo",...}'   (or FILE=path): needs `make run`
@@ -129,4 +142,4 @@ soak: venv
 	$(PY) -m soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache $(NODE_DIR)/node_modules
