@@ -136,8 +136,8 @@ class PolicyEvaluator:
             encoding="utf-8",
             bufsize=1,
         )
-        self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+        self._lock = threading.Lock()  # the node process: one request at a time
+        self._cache: dict[tuple[str, str, str, str], tuple[str, str]] = {}  # read without the lock (dict get is atomic)
         self._next_id = 1
         self.calls = 0
         self.misses = 0
@@ -183,9 +183,12 @@ class PolicyEvaluator:
     def decide_cached(self, principal: str, action: str, resource: str, policies_json: str) -> tuple[str, str, bool]:
         """``decide`` and whether the answer came from the cache."""
         key = (principal, action, resource, policies_json)
+        self.calls += 1  # approximate under threads; statistics only
+        cached = self._cache.get(key)
+        if cached is not None:
+            return (*cached, True)
         with self._lock:
-            self.calls += 1
-            cached = self._cache.get(key)
+            cached = self._cache.get(key)  # another thread may have asked meanwhile
             if cached is not None:
                 return (*cached, True)
             started = time.perf_counter()

@@ -194,7 +194,7 @@ def _fail_on_new_denials(stack: LocalStack, request: pytest.FixtureRequest, when
     expected = getattr(request.module, "IAM_EXPECTED_DENIALS", {})
     new = [d for d in denials[seen:] if (d.function, d.action) not in expected]
     if new:
-        lines = "\n".join(f"  {d.function} {d.action} on {d.resource} ({d.reason})" for d in dict.fromkeys(new))
+        lines = "\n".join(dict.fromkeys(f"  {d.function} {d.action} on {d.resource} ({d.reason})" for d in new))
         pytest.fail(f"IAM denied {len(new)} AWS call(s) of the functions {when} (template.yaml's policies):\n{lines}")
 
 
