@@ -538,6 +538,13 @@ class IamCheck:
         with _CHECKS_LOCK:
             if self not in _CHECKS:
                 _CHECKS.append(self)
+        # Warm the cache with each grant on a named resource (the table, the queues): the functions' first calls
+        # are then decided from the cache instead of waiting for the evaluator while the stack starts serving.
+        for identity in self._by_key.values():
+            for grant in identity.grants:
+                if "*" not in grant.resource and "?" not in grant.resource:
+                    with contextlib.suppress(EvaluatorError):
+                        self.evaluator.decide(identity.principal, grant.action, grant.resource, identity.policies_json)
 
     @property
     def identities(self) -> dict[str, FunctionIdentity]:
