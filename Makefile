@@ -16,7 +16,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --comp
 TRANSFORMED := .aws-sam/security/template.transformed.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check node-check node-tools venv lint unit component integration local-stack-tests client-tests security test check repeat validate build run send-sqs redrive lookup erase bench soak clean
+.PHONY: help python-check node-check node-tools iam-evaluator venv lint unit component integration local-stack-tests client-tests security test check repeat validate build run send-sqs redrive lookup erase bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -52,18 +52,22 @@ $(CHECKOV_VENV)/.installed: | python-check
 
 venv: $(VENV)/.installed
 
-# Node tools of the tests (never of `make run`): dynalite, the second DynamoDB engine the store's component tests
-# and histories also run against. Pinned by node_tools/package-lock.json; --ignore-scripts: nothing is built
-# (dynalite keeps its tables in memory; its LevelDB binding's prebuilt binaries ship in the package anyway).
+# Node tools of the tests and the local stack (never of the product), pinned by node_tools/package-lock.json:
+# dynalite, the second DynamoDB engine the store's component tests and histories also run against, and
+# @cloud-copilot/iam-simulate, the IAM policy evaluator of the local stack (local_stack/iam.py). `make test` needs
+# them; `make run` uses the evaluator when node is there, else runs without the IAM check. --ignore-scripts: nothing
+# is built (dynalite keeps its tables in memory; its LevelDB binding's prebuilt binaries ship in the package anyway).
 node-check:
-	@command -v node >/dev/null && command -v npm >/dev/null || { echo "error: node and npm not found: the tests run the store against dynalite (node >= 20). Install Node.js 20 (e.g. apt-get install nodejs npm)" >&2; exit 1; }
-	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || { echo "error: node $$(node --version) is too old: dynalite needs node >= 20" >&2; exit 1; }
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "error: node and npm not found: the tests run the store against dynalite and check IAM with a node evaluator (node >= 20). Install Node.js 20 (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || { echo "error: node $$(node --version) is too old: the node tools need node >= 20" >&2; exit 1; }
 
 node_tools/node_modules/.installed: node_tools/package.json node_tools/package-lock.json | node-check
 	cd node_tools && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 node-tools: node_tools/node_modules/.installed
+
+iam-evaluator: node-tools
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -84,13 +88,13 @@ check: lint unit
 component: venv node-tools
 	$(PY) -m pytest tests/component -q
 
-integration: venv
+integration: venv node-tools
 	$(PY) -m pytest tests/integration -q
 
-local-stack-tests: venv
+local-stack-tests: venv node-tools
 	$(PY) -m pytest tests/local_stack -q
 
-client-tests: venv
+client-tests: venv node-tools
 	$(PY) -m pytest tests/client tests/integration/test_client.py tests/integration/test_client_unavailable.py -q
 
 validate: $(SAM_VENV)/.installed
@@ -118,6 +122,8 @@ repeat: venv
 	$(PY) -m pytest -q -m "$(or $(MARK),concurrency)" --count=$(or $(N),100)
 
 run: venv
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory node-tools || echo "note: the IAM policy evaluator could not be installed: make run goes on without the IAM check" >&2; \
+	else echo "note: node/npm not found: make run goes on without the IAM check (install node 20, then make node-tools)" >&2; fi
 	$(PY) -m local_stack
 
 # make send-sqs KIND=identify|assignment|conversion BODY='{"workspace_id":"demo",...}'   (or FILE=path): needs `make run`

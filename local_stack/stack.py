@@ -26,7 +26,11 @@ Overrides for tests, all of which override the template (the defaults keep it as
 * ``visibility_timeout_s``: the VisibilityTimeout of every queue that sets one (the template says 180 s);
 * ``function_timeout_s``: every function's Timeout (the template says 30 s);
 * ``integration_timeout_s``: the HTTP API's integration timeout (30 s, an HTTP API's maximum; 0.05 to 30);
-* ``max_workers``: execution environments per function (Lambda's concurrency, small here).
+* ``max_workers``: execution environments per function (Lambda's concurrency, small here);
+* ``iam_check``: each function's AWS calls allowed only by its policy in the template (``local_stack.iam``; each
+  function signs with its own key, see ``function_credentials``). None (the default): on when the evaluator (node
+  and ``node_tools/node_modules``) is installed, else off with the reason in ``iam_off_reason`` and the banner; True:
+  required (RuntimeError without the evaluator); False: off. ``stack.iam`` records every decision.
 
 Workspaces ``demo`` (region us) and ``demo-eu`` (region eu) are connected to the sink. With
 ``segment_write_key``, ``demo`` is connected to the real Segment instead (region ``segment_region``): that
@@ -56,6 +60,7 @@ from werkzeug.serving import make_server
 
 from . import moto_dynamodb, strict_sqs
 from .http_api import INTEGRATION_TIMEOUT_S, HttpApi, Route, port_is_free
+from .iam import EvaluatorError, IamCheck, PolicyEvaluator, access_key_id, evaluator_unavailable, function_identities
 from .lambda_pool import FunctionPool, FunctionSpec
 from .segment_sink import SegmentSink
 from .sqs_poller import LONG_POLL_S, SqsPoller
@@ -100,20 +105,23 @@ class PortInUseError(OSError):
 class _MotoServer(ThreadedMotoServer):
     """ThreadedMotoServer that reports a failed bind instead of waiting for it forever, with DynamoDB as strict as
     AWS (``moto_dynamodb``: atomic item operations, batch limits; stale reads and engine faults as
-    ``LOCAL_DYNAMODB_STALE_READS`` / ``LOCAL_DYNAMODB_FAULTS`` ask, switchable at ``/_local/dynamodb``) and SQS
-    refusing what SQS refuses (``strict_sqs``)."""
+    ``LOCAL_DYNAMODB_STALE_READS`` / ``LOCAL_DYNAMODB_FAULTS`` ask, switchable at ``/_local/dynamodb``), SQS
+    refusing what SQS refuses (``strict_sqs``) and moto's WSGI app behind ``wrap`` (the IAM check)."""
 
     error: BaseException | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wrap: Callable[[Any], Any] | None = None, **kwargs: Any) -> None:
         moto_dynamodb.make_strict()
         moto_dynamodb.configure_from_environment()
         strict_sqs.make_strict()
         super().__init__(*args, **kwargs)
+        self._wrap = wrap
 
     def _server_entry(self) -> None:
         try:
-            app = moto_dynamodb.control_middleware(DomainDispatcherApplication(create_backend_app))
+            app: Any = moto_dynamodb.control_middleware(DomainDispatcherApplication(create_backend_app))
+            if self._wrap is not None:
+                app = self._wrap(app)
             self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
             self._server_ready_event.set()
             self._server.serve_forever()
@@ -168,6 +176,7 @@ class LocalStack:
         template_path: Path = TEMPLATE_PATH,
         log: LogFn | None = None,
         function_logs: bool = True,
+        iam_check: bool | None = None,
     ) -> None:
         if segment_region not in SEGMENT_ENDPOINT_VARS:
             raise ValueError(f"segment_region must be us or eu, not {segment_region!r}")
@@ -198,6 +207,9 @@ class LocalStack:
         self._pollers: list[SqsPoller] = []
         self._connected: dict[str, tuple[str, str]] = {}  # workspace -> (write key, region)
         self._init_errors: dict[str, str] = {}
+        self._iam_check = iam_check
+        self.iam: IamCheck | None = None
+        self.iam_off_reason: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -214,6 +226,7 @@ class LocalStack:
         started = time.monotonic()
         try:
             self._check_ports()
+            self._prepare_iam()
             self._sink = SegmentSink(self.host, self._ports["sink"], log=self._sink_log).start()
             self._start_aws()
             self._create_resources()
@@ -325,6 +338,24 @@ class LocalStack:
             raise RuntimeError("LocalStack not started")
         return self._session.client(service, **kwargs)
 
+    def function_credentials(self, function: str) -> dict[str, str]:
+        """The credentials a function's workers sign with (its own access key id), as environment variables."""
+        return {
+            "AWS_ACCESS_KEY_ID": access_key_id(self.template.stack_name, function),
+            "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "AWS_SESSION_TOKEN": f"local-session-of-{function}",
+        }
+
+    def function_client(self, function: str, service: str, **kwargs: Any) -> Any:
+        """A boto3 client signing as the function does (what its IAM policy allows, when the check is on)."""
+        credentials = self.function_credentials(function)
+        return boto3.session.Session(
+            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=credentials["AWS_SESSION_TOKEN"],
+            region_name=REGION,
+        ).client(service, endpoint_url=self.aws_endpoint, **kwargs)
+
     def queue_url(self, logical_id: str) -> str:
         """URL of a queue of the template, by logical id (``AssignmentQueue``, ``AssignmentDeadLetterQueue``)."""
         return self.resources[logical_id].ref
@@ -403,9 +434,29 @@ class LocalStack:
             if port and not port_is_free(self.host, port):
                 raise PortInUseError(port, role)
 
+    def _prepare_iam(self) -> None:
+        self.iam, self.iam_off_reason = None, None
+        if self._iam_check is False:
+            self.iam_off_reason = "turned off (iam_check=False)"
+            return
+        reason = evaluator_unavailable()
+        evaluator = None
+        if reason is None:
+            try:
+                evaluator = PolicyEvaluator.shared()
+            except EvaluatorError as exc:
+                reason = str(exc)
+        if evaluator is None:
+            if self._iam_check:
+                raise RuntimeError(f"the IAM check is required but cannot run: {reason}")
+            self.iam_off_reason = reason
+            return
+        self.iam = IamCheck(evaluator, log=self.emit)
+
     def _start_aws(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
-        moto = _MotoServer(ip_address=self.host, port=self._ports["aws"], verbose=False)
+        wrap = self.iam.wsgi if self.iam is not None else None
+        moto = _MotoServer(ip_address=self.host, port=self._ports["aws"], verbose=False, wrap=wrap)
         self._moto = moto
         moto.start()
         if moto.error is not None:
@@ -425,6 +476,8 @@ class LocalStack:
         self._template = template
         assert self._session is not None
         self.resources = template.create_resources(self._session)
+        if self.iam is not None:
+            self.iam.configure(function_identities(template, self.resources).values())
 
     def _segment_endpoints(self) -> dict[str, str]:
         endpoints = {region: self.sink.region_url(region) for region in SEGMENT_ENDPOINT_VARS}
@@ -463,7 +516,7 @@ class LocalStack:
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
             "AWS_EC2_METADATA_DISABLED": "true",
             **template.function_environment(name, self.resources),
-            **DUMMY_CREDENTIALS,
+            **self.function_credentials(name),
             "AWS_ENDPOINT_URL": self.aws_endpoint,
             **{SEGMENT_ENDPOINT_VARS[region]: url for region, url in self._segment_endpoints().items()},
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -542,6 +595,12 @@ class LocalStack:
             f" or Authorization: Bearer {self.token})",
             f"  Segment sink  {self.sink.url}/   (events: {self.sink.url}/events)",
             f"  AWS endpoint  {self.aws_endpoint}   (moto; AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)",
+            (
+                "  IAM check     on: each function's AWS calls are checked against its policy in template.yaml"
+                " (a denial is logged as 'iam: DENIED ...')"
+                if self.iam is not None
+                else f"  IAM check     OFF: {self.iam_off_reason}"
+            ),
             "  Routes        "
             + ", ".join(f"{route.method} {route.path}" for route in self._api.routes if self._api is not None),
             "  Queues        "

@@ -3,6 +3,9 @@
 Layers: ``tests/domain`` (pure, no AWS, no HTTP), ``tests/component`` (handlers + moto + the sink),
 ``tests/integration`` (the product over the local stack's HTTP API and queues), ``tests/local_stack`` (the local
 stack's and the sink's own behaviour).
+
+At the end of a session that started local stacks, the summary tells how many of the functions' AWS calls the IAM
+check decided, which it denied, and which grants of template.yaml no call used ("IAM: granted but never used: ...").
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from local_stack import iam
 from local_stack.segment_sink import SegmentSink
 
 pytest_plugins = ["tests.leak_check"]  # fails any test whose output holds a registered write key
@@ -32,3 +36,12 @@ def _no_stray_modules() -> Iterator[None]:
     for name in set(sys.modules) - before:
         if name.startswith("app_"):
             del sys.modules[name]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The IAM check's report over every local stack the session started (nothing when none did)."""
+    lines = list(iam.session_report())
+    if lines:
+        terminalreporter.section("IAM")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -9,6 +9,11 @@ template)::
 
     STACK_OVERRIDES = {"visibility_timeout_s": 3, "parameters": {"MaxReceiveCount": "3"}}
 
+Every stack checks each function's AWS calls against its IAM policy in the template (``iam_check=True``: node and
+``node_tools/node_modules`` are required, ``make iam-evaluator``). A denied call fails the test during which it was
+recorded (or, when it lands after the module's last test, that test's teardown); a module that provokes denials on
+purpose lists them as ``IAM_EXPECTED_DENIALS = {("IdentifyFunction", "sqs:SendMessage"): "why"}``.
+
     def test_something(stack, api):
         status, body = api.post("/v1/identify", {"workspace_id": "demo", "visitor_id": new_id("v")})
 """
@@ -168,11 +173,41 @@ def drain(stack: LocalStack, queue_url: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
-    """The local stack on free ports, once per test module."""
-    overrides = getattr(request.module, "STACK_OVERRIDES", {})
+    """The local stack on free ports, once per test module (IAM check on, see the module docstring)."""
+    overrides = {"iam_check": True, **getattr(request.module, "STACK_OVERRIDES", {})}
     with LocalStack(api_port=0, sink_port=0, aws_port=0, token=TOKEN, log=print, **overrides) as started:
         register_connected_keys(started)
         yield started
+        _fail_on_new_denials(started, request, "after the module's last test")
+
+
+_denials_reported: dict[int, int] = {}  # id(IamCheck) -> denials already failed a test
+
+
+def _fail_on_new_denials(stack: LocalStack, request: pytest.FixtureRequest, when: str) -> None:
+    """Fail with the function calls the IAM check denied since the last look (minus the module's expected ones)."""
+    if stack.iam is None:
+        return
+    denials = stack.iam.denials()
+    seen = _denials_reported.get(id(stack.iam), 0)
+    _denials_reported[id(stack.iam)] = len(denials)
+    expected = getattr(request.module, "IAM_EXPECTED_DENIALS", {})
+    new = [d for d in denials[seen:] if (d.function, d.action) not in expected]
+    if new:
+        lines = "\n".join(dict.fromkeys(f"  {d.function} {d.action} on {d.resource} ({d.reason})" for d in new))
+        pytest.fail(f"IAM denied {len(new)} AWS call(s) of the functions {when} (template.yaml's policies):\n{lines}")
+
+
+@pytest.fixture(autouse=True)
+def _no_iam_denials(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test using the stack fails when a function's AWS call was denied meanwhile (see the module docstring)."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    running: LocalStack = request.getfixturevalue("stack")
+    _fail_on_new_denials(running, request, "before this test")  # the previous test's late calls
+    yield
+    _fail_on_new_denials(running, request, "during this test")
 
 
 def register_connected_keys(stack: LocalStack) -> None:

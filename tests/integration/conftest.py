@@ -1,5 +1,5 @@
 """Integration tests: the product over the local stack's HTTP API and queues (fixtures in tests/stack_client.py)."""
 
-from tests.stack_client import api, stack
+from tests.stack_client import _no_iam_denials, api, stack
 
-__all__ = ["api", "stack"]
+__all__ = ["_no_iam_denials", "api", "stack"]

@@ -1,6 +1,7 @@
 """The client against real 503 answers of the local stack: Segment down and the queue unreachable.
 
-The functions of this stack are given a ``QUEUE_URL`` that names no queue, so an HTTP call that cannot deliver
+The functions of this stack are given a ``QUEUE_URL`` that names no queue (outside their IAM policy too, so the
+send is refused with AccessDenied, as it would be on AWS), so an HTTP call that cannot deliver
 cannot queue either and is answered ``503 unavailable`` ("neither delivered nor queued; retry"). Segment is made to
 refuse with ``Retry-After: 10``, longer than the function's delivery budget, so each refused call costs one
 Segment request. The client retries those 503s; the conversion's event id keeps the retries to one event.
@@ -16,6 +17,9 @@ from tests.stack_client import events_of, new_id, signed_client
 pytestmark = pytest.mark.integration
 
 STACK_OVERRIDES = {"environment": {"QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue"}}
+# A queue outside the functions' policies: as on AWS, the send is refused with AccessDenied, the unreachable queue
+# this module drills.
+IAM_EXPECTED_DENIALS = {("ConversionFunction", "sqs:SendMessage"): "QUEUE_URL names a queue outside the policy"}
 URL = "https://shop.example.com/pricing"
 
 

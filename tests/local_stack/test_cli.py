@@ -118,6 +118,28 @@ def test_the_banner_tells_where_everything_is_and_how_long_startup_took(running)
     assert f"http://127.0.0.1:{aws}" in banner
     assert "Bearer cli-token" in banner
     assert "demo -> the sink" in banner and "demo-eu -> the sink" in banner
+    assert "IAM check     on: each function's AWS calls are checked against its policy in template.yaml" in banner
+
+
+def test_without_node_make_run_says_the_iam_check_is_off_and_still_delivers(tmp_path):
+    stack = Running.start(PATH=str(tmp_path))  # no node on PATH (the stack itself runs from sys.executable)
+    process, ports = stack.process, stack.ports
+    try:
+        stack.read_until(r"Ctrl-C stops everything")
+        http = urllib3.PoolManager(retries=False, timeout=20)
+        answer = http.request(
+            "POST",
+            f"http://127.0.0.1:{ports['LOCAL_API_PORT']}/v1/identify",
+            body=json.dumps({"workspace_id": "demo", "visitor_id": new_id("v")}),
+            headers={"Authorization": "Bearer cli-token", "Content-Type": "application/json"},
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=20)
+
+    banner = "\n".join(stack.lines)
+    assert "IAM check     OFF: node is not on PATH" in banner and "make iam-evaluator" in banner
+    assert answer.status == 200 and json.loads(answer.data)["status"] == "delivered"
 
 
 def test_the_curl_of_the_banner_is_delivered_to_the_sink(running):
