@@ -16,7 +16,7 @@ import pytest
 from local_stack.lambda_logging import APPLICATION_LEVELS, SYSTEM_LEVELS, LambdaLogging
 from local_stack.template import Template
 from segment_forwarder.config import Settings
-from tests.component.conftest import FUNCTIONS, LambdaContext, sqs_record
+from tests.component.conftest import FUNCTIONS, sqs_record
 from tests.component.test_security import of_type, sam_transform
 
 TEMPLATE = Template.load()
@@ -115,7 +115,8 @@ def test_raised_to_debug_every_event_has_its_line(stack, function_logs):
     stack.invoke_sqs("assignment", [sqs_record(assignment(f"v-ok-{i}")) for i in range(3)], handler=handler)
 
     lines = kept_lines(function_logs.getvalue(), logging)
-    assert sorted(line["visitor_id"] for line in lines if line["message"] == "delivered") == ["v-ok-0", "v-ok-1", "v-ok-2"]
+    delivered = sorted(line["visitor_id"] for line in lines if line["message"] == "delivered")
+    assert delivered == ["v-ok-0", "v-ok-1", "v-ok-2"]
 
 
 def test_the_metric_lines_survive_the_default_level_and_would_not_survive_warn(stack, capsys):
