@@ -45,6 +45,15 @@ def _money(usd: float) -> str:
     return f"{usd:.3f}" if usd else "-"
 
 
+def _log_bytes(run: Run, memory_mb: int) -> str:
+    """A run's log bytes per event by source, and the LoggingConfig of its functions (``JSON INFO/WARN``)."""
+    usage = usage_of(run, memory_mb)
+    configs = {f"{c.log_format} {c.application_level}/{c.system_level}" for c in map(run.logging_of, run.logging)}
+    parts = (usage.log_bytes_function, usage.log_bytes_emf, usage.log_bytes_platform)
+    config = ", ".join(sorted(configs)) or "Text INFO/INFO"
+    return "+".join(f"{part / run.events:.0f}" for part in parts) + f" ({config})"
+
+
 def _floor_wru(run: Run) -> float:
     """Write units per event at the floor: a claim and a mark (1 unit each, items < 1 KB) per new fact."""
     return 2 * run.workload.new_facts / run.events
@@ -123,6 +132,10 @@ class CostReport:
             + ", ".join(
                 f"{key} {usage_of(runs[key], self.memory_mb).lambda_billed_ms / runs[key].events:.1f}" for key in keys
             )
+        )
+        notes.append(
+            "log bytes per event, function lines + EMF lines + Lambda's own (what Lambda keeps under each stack's "
+            "LoggingConfig): " + ", ".join(f"{key} {_log_bytes(runs[key], self.memory_mb)}" for key in keys)
         )
         failed = {key: runs[key].first_failures for key in keys if runs[key].first_failures}
         if failed:

@@ -170,7 +170,8 @@ def usage_of(run: Run, memory_mb: int) -> Usage:
     usage.log_bytes_function = sum(invocation.output.function_bytes for invocation in run.invocations)
     usage.log_bytes_emf = sum(invocation.output.emf_bytes for invocation in run.invocations)
     usage.log_bytes_platform = sum(
-        platform_log_bytes(invocation.seconds * 1000, memory_mb) for invocation in run.invocations
+        platform_log_bytes(invocation.seconds * 1000, memory_mb, logging=run.logging_of(invocation.function))
+        for invocation in run.invocations
     )
     return usage
 

@@ -7,16 +7,19 @@
     sum(dollars.values())                        # the total per million events
 
 Pure: every quantity comes from the run (``bench.metering``); the few modelled ones (SQS requests of the event
-source, Lambda's own log lines) are computed by the helpers here, each documented where it is made.
+source, Lambda's own log lines under the function's LoggingConfig) are computed by the helpers here, each documented
+where it is made.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass
 
 from bench.prices import PRICES, Price
+from local_stack.lambda_logging import LambdaLogging
 
 MILLION = 1_000_000
 GB = 1024**3  # AWS's "GB" of data (binary); with 1e9 the log lines would be 7% dearer
@@ -98,14 +101,62 @@ def api_gateway_units(request_bytes: int) -> int:
     return max(1, math.ceil(request_bytes / API_GATEWAY_STEP_BYTES))
 
 
-def platform_log_bytes(duration_ms: float, memory_mb: int = 256, max_memory_used_mb: int = 100) -> int:
-    """Bytes of the three lines Lambda itself writes per invocation (text log format): START, END and REPORT
-    (no Init Duration: warm invocations). The memory used is not measured here; 3 digits are assumed."""
+LAMBDA_DEFAULTS = LambdaLogging()  # text format, INFO and INFO: a function without a LoggingConfig
+
+
+def platform_log_bytes(
+    duration_ms: float, memory_mb: int = 256, max_memory_used_mb: int = 100, logging: LambdaLogging = LAMBDA_DEFAULTS
+) -> int:
+    """Bytes of the records Lambda itself writes per (warm, successful) invocation under ``logging``, the
+    function's LoggingConfig (Lambda's defaults unless given). The memory used is not measured here; 3 digits.
+
+    - Text format (Lambda's default): the START, END and REPORT lines.
+    - JSON format, system log level INFO or DEBUG: the same three as JSON records, ``platform.start``,
+      ``platform.runtimeDone`` (with its response spans) and ``platform.report``, in the shapes of Lambda's
+      Telemetry API schema, which the JSON format writes.
+    - JSON format, system log level WARN: none (all three are INFO records).
+    """
+    if not logging.writes_platform_records:
+        return 0
     request_id = str(uuid.uuid4())
-    lines = (
-        f"START RequestId: {request_id} Version: $LATEST\n"
-        f"END RequestId: {request_id}\n"
-        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: "
-        f"{billed_ms(duration_ms / 1000)} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {max_memory_used_mb} MB\t\n"
-    )
-    return len(lines.encode("utf-8"))
+    billed = billed_ms(duration_ms / 1000)
+    if logging.log_format == "Text":
+        lines = (
+            f"START RequestId: {request_id} Version: $LATEST\n"
+            f"END RequestId: {request_id}\n"
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: "
+            f"{billed} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {max_memory_used_mb} MB\t\n"
+        )
+        return len(lines.encode("utf-8"))
+    time = "2025-06-01T12:00:00.000Z"
+    records = [
+        {"time": time, "type": "platform.start", "record": {"requestId": request_id, "version": "$LATEST"}},
+        {
+            "time": time,
+            "type": "platform.runtimeDone",
+            "record": {
+                "requestId": request_id,
+                "status": "success",
+                "spans": [
+                    {"name": "responseLatency", "start": time, "durationInMs": round(duration_ms, 3)},
+                    {"name": "responseDuration", "start": time, "durationInMs": 0.045},
+                ],
+                "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": 53},
+            },
+        },
+        {
+            "time": time,
+            "type": "platform.report",
+            "record": {
+                "requestId": request_id,
+                "metrics": {
+                    "durationMs": round(duration_ms, 3),
+                    "billedDurationMs": billed,
+                    "memorySizeMB": memory_mb,
+                    "maxMemoryUsedMB": max_memory_used_mb,
+                },
+                "status": "success",
+            },
+        },
+    ]
+    return sum(len(json.dumps(record, separators=(",", ":")).encode("utf-8")) + 1 for record in records)

@@ -13,7 +13,9 @@
   the first time it calls, so it is paid per HTTP attempt (retries included), in the calling thread.
 - **Output**: the process's file descriptors 1 and 2 are pointed at a temporary file for the duration of each
   invocation, as Lambda captures a function's stdout and stderr into CloudWatch Logs. Lines that are JSON objects
-  with an ``_aws`` key are EMF metric lines (Powertools prints them); the rest are the function's log lines.
+  with an ``_aws`` key are EMF metric lines (Powertools prints them); the rest are the function's log lines. Lines
+  the function's LoggingConfig makes Lambda drop (below the application log level, in the JSON format; an EMF line
+  has no level, so INFO) are counted apart (``dropped_bytes``): never ingested, never billed.
 - **Sequential AWS requests** of an invocation: the largest number of its AWS calls that ran one after another
   (pairwise disjoint time windows, ``sequential_chain``). Calls that overlap ran concurrently and count once; a
   call that starts after another ended counts again, whatever thread made it.
@@ -39,6 +41,7 @@ import botocore.client
 
 from bench.costs import sqs_request_units
 from local_stack.invoke import LambdaContext
+from local_stack.lambda_logging import LambdaLogging
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -185,12 +188,19 @@ class OutputStats:
     emf_bytes: int = 0
     emf_lines: int = 0
     metrics: set[tuple[str, str, tuple[tuple[str, str], ...]]] = field(default_factory=set)
+    dropped_bytes: int = 0  # lines Lambda does not send on (the LoggingConfig's application log level)
+    dropped_lines: int = 0
 
     @classmethod
-    def of(cls, data: bytes) -> OutputStats:
-        """Split captured output into lines (each counted with its newline)."""
+    def of(cls, data: bytes, logging: LambdaLogging | None = None) -> OutputStats:
+        """Split captured output into lines (each counted with its newline); with ``logging``, the lines Lambda
+        drops under it are counted as dropped only."""
         stats = cls()
         for line in data.splitlines(keepends=True):
+            if logging is not None and not logging.keeps(line):
+                stats.dropped_bytes += len(line)
+                stats.dropped_lines += 1
+                continue
             emf = _emf(line)
             if emf is None:
                 stats.function_bytes += len(line)
@@ -301,8 +311,16 @@ class Meter:
         self.recorder = recorder
         self._capture = OutputCapture()
 
-    def invoke(self, function: str, handler: Handler, event: dict[str, Any], timeout_s: float = 30.0) -> Invocation:
-        """Call ``handler(event, context)`` with its output captured; the wall time is the Lambda duration."""
+    def invoke(
+        self,
+        function: str,
+        handler: Handler,
+        event: dict[str, Any],
+        timeout_s: float = 30.0,
+        logging: LambdaLogging | None = None,
+    ) -> Invocation:
+        """Call ``handler(event, context)`` with its output captured; the wall time is the Lambda duration. With
+        ``logging`` (the function's LoggingConfig), the output is what Lambda keeps of it."""
         self.recorder.take()
         context = LambdaContext(timeout_s=timeout_s)
         with self._capture:
@@ -312,7 +330,13 @@ class Meter:
             seconds = time.perf_counter() - started
             cpu_seconds = time.process_time() - cpu_started
         return Invocation(
-            function, event, answer, seconds, self.recorder.take(), OutputStats.of(self._capture.data), cpu_seconds
+            function,
+            event,
+            answer,
+            seconds,
+            self.recorder.take(),
+            OutputStats.of(self._capture.data, logging),
+            cpu_seconds,
         )
 
 

@@ -37,9 +37,11 @@ from typing import Any
 import boto3
 
 from bench.aws_endpoint import AwsEndpoint
+from bench.costs import LAMBDA_DEFAULTS
 from bench.metering import AwsRecorder, Invocation, Meter
 from bench.workload import KINDS, WORKSPACES, Workload
 from local_stack.invoke import sqs_record
+from local_stack.lambda_logging import LambdaLogging
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Resource, Template
 
@@ -47,8 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TYPICAL_APP = Path(__file__).resolve().parent / "typical_app.py"
 FUNCTIONS = {"identify": "IdentifyFunction", "assignment": "AssignmentFunction", "conversion": "ConversionFunction"}
 IDEMPOTENCY_TABLE = "bench-typical-idempotency"
-# As deployed: the template's log level (INFO) and metrics (EMF lines on stdout) for the forwarder; the typical
-# stack runs with Powertools' defaults. Their output is captured per invocation, never printed.
+# As deployed: the template's LoggingConfig (JSON; the application log level, which the logger follows and Lambda
+# filters by; the system log level, which decides Lambda's own lines) and metrics (EMF lines on stdout) for the
+# forwarder; the typical stack runs with Powertools' and Lambda's defaults (text format, every line kept). Their
+# output is captured per invocation, never printed.
 BASE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -149,6 +153,11 @@ class Stack:
     handlers: dict[str, Handler]
     http: bool = False  # whether it has the HTTP path
     closers: tuple[Callable[[], None], ...] = ()
+    logging: dict[str, LambdaLogging] = field(default_factory=dict)  # per kind; Lambda's defaults when absent
+
+    def logging_of(self, kind: str) -> LambdaLogging:
+        """The LoggingConfig a kind's function runs under."""
+        return self.logging.get(kind, LAMBDA_DEFAULTS)
 
     def close(self) -> None:
         """End the environment's background threads (the typical stack's Segment consumers poll every
@@ -174,6 +183,11 @@ class Run:
     unfinished: int = 0  # records still failed after the last redelivery round
     flush_seconds: float = 0.0  # time spent in the Segment client's flush() (typical stack)
     answers: Counter[str] = field(default_factory=Counter)  # HTTP: status of each answer
+    logging: dict[str, LambdaLogging] = field(default_factory=dict)  # the stack's, per kind
+
+    def logging_of(self, kind: str) -> LambdaLogging:
+        """The LoggingConfig a kind's function ran under (Lambda's own lines depend on it)."""
+        return self.logging.get(kind, LAMBDA_DEFAULTS)
 
     @property
     def events(self) -> int:
@@ -273,22 +287,27 @@ class StackEnvironment:
         """The forwarder's functions, each loaded from ``functions/<kind>/app.py`` with its template environment,
         each with its own copy of the ``segment_forwarder`` package (a new execution environment)."""
         handlers: dict[str, Handler] = {}
+        logging: dict[str, LambdaLogging] = {}
         for kind in KINDS:
+            logging[kind] = self.template.logging_config(FUNCTIONS[kind])
             env = self.template.function_environment(FUNCTIONS[kind], self.resources)
             env.update(SEGMENT_US_ENDPOINT=self.sink.region_url("us"), SEGMENT_EU_ENDPOINT=self.sink.region_url("eu"))
+            env.update(logging[kind].environment())  # what Lambda sets from the LoggingConfig
             os.environ.update(env)
             for name in [n for n in sys.modules if n == PACKAGE or n.startswith(f"{PACKAGE}.")]:
                 del sys.modules[name]
             handler = _import(ROOT / "functions" / kind / "app.py", "app").handler
             self.meter.invoke(kind, handler, {"Records": []})  # builds the runtime from this environment; no AWS call
             handlers[kind] = handler
-        return Stack(key, label, handlers, http=True)
+        return Stack(key, label, handlers, http=True, logging=logging)
 
     def typical(self, key: str, label: str, upload_interval_s: float | None = None) -> Stack:
         """The typical stack (``bench/typical_app.py``), one fresh module per kind."""
         handlers: dict[str, Handler] = {}
         closers = []
         for kind in KINDS:
+            for name in LambdaLogging("JSON").environment():  # a first version keeps Lambda's defaults: text format
+                os.environ.pop(name, None)
             os.environ.update(
                 EVENT_KIND=kind,
                 IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE,
@@ -357,7 +376,9 @@ class StackEnvironment:
         for batch in workload.batches:
             path = self.routes[FUNCTIONS[batch.kind]]
             for body in batch.bodies:
-                invocation = self.meter.invoke(batch.kind, stack.handlers[batch.kind], http_event(path, body))
+                invocation = self.meter.invoke(
+                    batch.kind, stack.handlers[batch.kind], http_event(path, body), logging=stack.logging_of(batch.kind)
+                )
                 invocations.append(invocation)
                 answer = invocation.answer
                 status = json.loads(answer.get("body") or "{}").get("status") or str(answer.get("statusCode"))
@@ -378,6 +399,7 @@ class StackEnvironment:
             segment_requests=self.sink.requests(),
             segment_messages=len(self.sink.events()),
             flush_seconds=self.flushes.take(),
+            logging=stack.logging,
             **more,
         )
 
@@ -387,7 +409,7 @@ class StackEnvironment:
         """Invoke each (kind, SQS event) in order; return the records reported failed, by kind."""
         failed: dict[str, list[dict]] = {}
         for kind, event in events:
-            invocation = self.meter.invoke(kind, stack.handlers[kind], event)
+            invocation = self.meter.invoke(kind, stack.handlers[kind], event, logging=stack.logging_of(kind))
             invocations.append(invocation)
             ids = {item["itemIdentifier"] for item in invocation.answer.get("batchItemFailures", [])}
             if ids:

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack(
         **ports,
         token=os.environ.get("LOCAL_API_TOKEN") or DEFAULT_TOKEN,
-        parameters=({} if args.verbose else {"LogLevel": "WARNING"}) | overrides,
+        parameters=({} if args.verbose else {"ApplicationLogLevel": "WARN"}) | overrides,
         segment_write_key=os.environ.get("SEGMENT_WRITE_KEY") or None,
         segment_region=region,
         log=log,

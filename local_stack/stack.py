@@ -516,6 +516,9 @@ class LocalStack:
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
             "AWS_EC2_METADATA_DISABLED": "true",
             **template.function_environment(name, self.resources),
+            # What Lambda sets from the LoggingConfig (AWS_LAMBDA_LOG_FORMAT, AWS_LAMBDA_LOG_LEVEL): reserved, so
+            # after the function's own variables.
+            **template.logging_config(name).environment(),
             **self.function_credentials(name),
             "AWS_ENDPOINT_URL": self.aws_endpoint,
             **{SEGMENT_ENDPOINT_VARS[region]: url for region, url in self._segment_endpoints().items()},

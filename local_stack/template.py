@@ -7,6 +7,7 @@
     tables = stack.create_tables(dynamodb, time_to_live=False)  # or apart: the tables on another engine,
     resources = {**tables, **stack.create_queues(sqs, tables)}  # then the queues
     stack.function_environment("AssignmentFunction", resources)   # {"DEDUP_TABLE": ..., "QUEUE_URL": ...}
+    stack.logging_config("AssignmentFunction").environment()  # {"AWS_LAMBDA_LOG_FORMAT": "JSON", ...}: Lambda's own
     stack.http_routes()                                       # [("POST", "/v1/assignments", "AssignmentFunction"), ...]
     stack.sqs_sources()                                       # [SqsSource(function, queue, batch_size, window)]
 
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from local_stack.lambda_logging import LambdaLogging
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -326,6 +329,18 @@ class Template:
         own = self.functions()[function]["Properties"].get("Environment", {}).get("Variables", {})
         merged = {**global_vars, **own}
         return {name: str(self.resolve(value, created)) for name, value in merged.items()}
+
+    def logging_config(self, function: str) -> LambdaLogging:
+        """The function's LoggingConfig (Globals merged with its own, resolved): what Lambda does with its logs,
+        and the variables it sets for the runtime from it (``.environment()``, not part of ``Environment``)."""
+        global_config = self.document.get("Globals", {}).get("Function", {}).get("LoggingConfig", {})
+        own = self.functions()[function]["Properties"].get("LoggingConfig", {})
+        config = {name: str(self.resolve(value, {})) for name, value in {**global_config, **own}.items()}
+        return LambdaLogging(
+            log_format=config.get("LogFormat", "Text"),
+            application_level=config.get("ApplicationLogLevel", "INFO"),
+            system_level=config.get("SystemLogLevel", "INFO"),
+        )
 
     def function_property(self, function: str, name: str) -> Any:
         """A function property, falling back to Globals (Timeout, Handler, CodeUri, ...)."""

@@ -86,8 +86,8 @@ def kind_of(key: str) -> str:
 def logs_insights_query(workspace_id: str, visitor_id: str) -> str:
     """The Logs Insights query that finds the visitor's log lines in the ingest functions' log groups.
 
-    Delivered and duplicate events are logged at INFO for a sample only (``DeliveredLogSampleRate``); failures
-    always are. The facts above are the complete record.
+    Delivered and duplicate events are logged at INFO only for a sample (``DeliveredLogSampleRate``, 0 by default:
+    not at all); failures always are. The facts above are the complete record.
     """
     return (
         "fields @timestamp, kind, message, path, correlation_id, reason, message_ids\n"

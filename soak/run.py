@@ -523,7 +523,8 @@ def stack_for(config: SoakConfig) -> LocalStack:
         aws_port=0,
         token=f"soak-{secrets.token_hex(8)}",
         parameters={
-            "LogLevel": "INFO" if config.stack_log else "WARNING",  # with a log: the functions' line per event
+            # with a log: the line of every event that did not go well
+            "ApplicationLogLevel": "INFO" if config.stack_log else "WARN",
             "HttpDeliveryBudgetSeconds": str(timings.http_budget_s),
             "ConnectionCacheSeconds": str(timings.connection_cache_s),
             "MaxReceiveCount": str(timings.max_receive_count),

@@ -12,6 +12,7 @@ from bench.costs import (
     sqs_request_units,
 )
 from bench.prices import MONTHLY, PRICES
+from local_stack.lambda_logging import LambdaLogging
 
 
 def test_each_component_is_priced_per_million_events():
@@ -58,6 +59,15 @@ def test_billing_steps():
 
 def test_lambda_writes_three_lines_per_invocation():
     assert 230 < platform_log_bytes(12.3) < 300
+
+
+def test_lambdas_own_lines_follow_the_logging_config():
+    json_info = platform_log_bytes(12.3, logging=LambdaLogging("JSON", system_level="INFO"))
+
+    assert platform_log_bytes(12.3, logging=LambdaLogging("JSON", system_level="WARN")) == 0
+    assert platform_log_bytes(12.3, logging=LambdaLogging("JSON", system_level="DEBUG")) == json_info
+    assert 600 < json_info < 900  # start, runtimeDone (with its spans) and report as JSON records
+    assert platform_log_bytes(12.3, logging=LambdaLogging()) == platform_log_bytes(12.3)  # Lambda's defaults: text
 
 
 def test_every_price_is_dated_positive_and_sourced():

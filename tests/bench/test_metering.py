@@ -14,6 +14,7 @@ from bench.metering import (
     sequential_chain,
     sqs_payload_bytes,
 )
+from local_stack.lambda_logging import LambdaLogging
 
 
 def test_overlapping_calls_count_once_and_later_ones_again():
@@ -63,6 +64,20 @@ def test_output_is_split_into_log_lines_and_emf_lines():
     assert (stats.function_lines, stats.function_bytes) == (2, len(log) + len(b"plain text\n"))
     assert (stats.emf_lines, stats.emf_bytes) == (1, len(line))
     assert stats.metrics == {("SF", "Delivered", (("kind", "assignment"), ("service", "sf")))}
+
+
+def test_lines_lambda_drops_under_the_logging_config_are_not_counted():
+    emf = json.dumps({"_aws": {"Timestamp": 1, "CloudWatchMetrics": []}, "Delivered": 1}).encode() + b"\n"
+    debug, warning = b'{"level":"DEBUG","message":"delivered"}\n', b'{"level":"WARNING","message":"parked"}\n'
+    output = debug + emf + warning
+
+    at_info = OutputStats.of(output, LambdaLogging("JSON", application_level="INFO"))
+    at_warn = OutputStats.of(output, LambdaLogging("JSON", application_level="WARN"))
+    text = OutputStats.of(output, LambdaLogging())
+
+    assert (at_info.function_bytes, at_info.emf_bytes, at_info.dropped_bytes) == (len(warning), len(emf), len(debug))
+    assert (at_warn.function_bytes, at_warn.emf_bytes, at_warn.dropped_lines) == (len(warning), 0, 2)
+    assert (text.function_bytes, text.emf_bytes, text.dropped_bytes) == (len(debug + warning), len(emf), 0)
 
 
 def test_capture_takes_what_reaches_file_descriptors_1_and_2(capsys):

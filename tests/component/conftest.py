@@ -183,9 +183,10 @@ class Stack:
         return float(self.template.function_property(FUNCTIONS[kind], "Timeout"))
 
     def handler(self, kind: str, **env: str) -> Callable[[dict, Any], dict]:
-        """A cold-started handler of an ingest function with its template environment (plus ``env``), stopped at
-        its context's deadline (``FunctionTimedOut``)."""
+        """A cold-started handler of an ingest function with its template environment and what Lambda sets from its
+        LoggingConfig (plus ``env``), stopped at its context's deadline (``FunctionTimedOut``)."""
         environment = self.template.function_environment(FUNCTIONS[kind], self.resources)
+        environment.update(self.template.logging_config(FUNCTIONS[kind]).environment())
         environment.update(
             SEGMENT_US_ENDPOINT=self.sink.region_url("us"), SEGMENT_EU_ENDPOINT=self.sink.region_url("eu")
         )
@@ -478,8 +479,12 @@ def function_logs() -> Iterator[io.StringIO]:
     Powertools binds its handler to the sys.stdout of the moment the logger was first created, so the stream is
     redirected here for the test and given back after.
     """
+    from aws_lambda_powertools import Logger
+
     from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
 
+    if not hasattr(logging.getLogger("segment-forwarder"), "powertools_handler"):
+        Logger(service="segment-forwarder")  # no function imported yet: the logger their first import sets up
     handler = logging.getLogger("segment-forwarder").powertools_handler  # type: ignore[attr-defined]
     stream = io.StringIO()
     previous = handler.setStream(stream)

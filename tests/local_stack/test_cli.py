@@ -332,7 +332,7 @@ def test_local_parameters_reach_the_stack_and_the_banner_lists_them():
         ("RetryHorizonMinutes", "'RetryHorizonMinutes' is not Name=Value (pairs are separated by commas)"),
         ("RetryHorizonMinutes=0", "RetryHorizonMinutes='0' is below MinValue 1"),
         ("RetryBackoffCapSeconds=5,RetryBackoffCapSeconds=6", "RetryBackoffCapSeconds is given twice"),
-        ("LogLevel=LOUD", "LogLevel='LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+        ("ApplicationLogLevel=LOUD", "ApplicationLogLevel='LOUD' is not one of DEBUG, INFO, WARN, ERROR"),
         ("AlarmEmail=not-an-address", "AlarmEmail='not-an-address' does not match"),
     ],
 )

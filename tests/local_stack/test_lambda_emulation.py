@@ -74,7 +74,8 @@ def handler(event, context):
     answer = {"event": event, "left_ms": context.get_remaining_time_in_millis(), "pid": os.getpid(),
               "function": context.function_name, "request_id": context.aws_request_id,
               "sys_path": __import__("sys").path[:2], "env": {k: os.environ.get(k) for k in
-              ("AWS_ENDPOINT_URL", "QUEUE_URL", "DLQ_URL", "DEDUP_TABLE", "SEGMENT_US_ENDPOINT", "HOME")}}
+              ("AWS_ENDPOINT_URL", "QUEUE_URL", "DLQ_URL", "DEDUP_TABLE", "SEGMENT_US_ENDPOINT", "HOME",
+               "AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_LOG_LEVEL")}}
     return {"statusCode": 200, "headers": {"content-type": "application/json", "x-echo": "yes"},
             "cookies": ["session=abc; Path=/"], "body": json.dumps(answer)}
 """
@@ -222,6 +223,9 @@ def test_the_function_runs_in_its_own_lambda_like_environment(stack, api: Api, c
     assert env["DEDUP_TABLE"] == stack.table_name
     assert env["SEGMENT_US_ENDPOINT"] == stack.sink.region_url("us")
     assert env["HOME"] is None  # nothing of the developer's environment leaks in
+    # what Lambda sets from the template's LoggingConfig (JSON, the application log level)
+    logging = stack.template.logging_config("IdentifyFunction")
+    assert (env["AWS_LAMBDA_LOG_FORMAT"], env["AWS_LAMBDA_LOG_LEVEL"]) == ("JSON", logging.application_level)
     assert answer["pid"] in stack.worker_pids("IdentifyFunction")
 
 

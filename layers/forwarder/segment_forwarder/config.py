@@ -45,7 +45,7 @@ class Settings:
     max_receive_count: int = 1000
     retry_horizon_seconds: int = 72 * 3_600
     retry_backoff_cap_seconds: int = 900
-    delivered_log_sample_rate: float = 0.1
+    delivered_log_sample_rate: float = 0.0
     segment_breaker_threshold: int = 3
     health_flush_seconds: int = 60
     sent_cache_seconds: int = 300
@@ -88,7 +88,7 @@ class Settings:
             max_receive_count=number("MAX_RECEIVE_COUNT", 1000, int),
             retry_horizon_seconds=number("RETRY_HORIZON_MINUTES", 72 * 60, int) * 60,
             retry_backoff_cap_seconds=number("RETRY_BACKOFF_CAP_SECONDS", 900, int),
-            delivered_log_sample_rate=min(number("DELIVERED_LOG_SAMPLE_RATE", 0.1, float), 1.0),
+            delivered_log_sample_rate=min(number("DELIVERED_LOG_SAMPLE_RATE", 0.0, float), 1.0),
             segment_breaker_threshold=number("SEGMENT_BREAKER_THRESHOLD", 3, int),
             health_flush_seconds=number("HEALTH_FLUSH_SECONDS", 60, int),
             sent_cache_seconds=number("SENT_CACHE_SECONDS", 300, int),
