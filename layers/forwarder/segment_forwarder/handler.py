@@ -230,13 +230,18 @@ def _handle_batch(
         elif not outcome.complete:  # the copy comes back until every fact is recorded
             to_queue.append((None, event))
     failed = set(_enqueue_many(runtime, [event for _, event in to_queue], received_ms))
-    answered = [position for position, _ in to_queue if position is not None]
-    for index, (position, _) in enumerate(to_queue):
-        if position is not None:
-            results[position] = _item_error(_BATCH_UNAVAILABLE) if index in failed else {"status": "queued"}
-    unavailable = sum(1 for index in failed if to_queue[index][0] is not None)
-    if len(answered) > unavailable:
-        metrics.add_metric("Queued", MetricUnit.Count, len(answered) - unavailable)
+    queued = unavailable = 0
+    for index, (answer_at, _) in enumerate(to_queue):
+        if answer_at is None:  # a copy: its body is answered already
+            continue
+        if index in failed:
+            results[answer_at] = _item_error(_BATCH_UNAVAILABLE)
+            unavailable += 1
+        else:
+            results[answer_at] = {"status": "queued"}
+            queued += 1
+    if queued:
+        metrics.add_metric("Queued", MetricUnit.Count, queued)
     if unavailable:
         metrics.add_metric("Unavailable", MetricUnit.Count, unavailable)
     return json_response(200, {"results": results})
