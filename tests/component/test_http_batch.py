@@ -260,3 +260,18 @@ def test_bodies_neither_delivered_nor_queued_are_503_alone(stack, aws_faults):
     stack.sink.clear_faults()
     again = stack.post("assignment", {"batch": batch[2:12]}, handler)
     assert statuses(again[1]["results"]) == ["delivered"] * 10
+
+
+def test_undelivered_bodies_are_queued_in_requests_within_sqs_byte_limit(stack, aws_faults):
+    stack.sink.set_fault(status=503, count=100)
+    handler = stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="1")
+    batch = assignments(10, context={"page": {"title": "x" * 30_000}})  # 10 x 30 KB: over one request's 256 KiB
+    aws_faults.calls.clear()
+
+    status, body = stack.post("assignment", {"batch": batch}, handler)
+
+    assert status == 200
+    assert body["results"] == [{"status": "queued"}] * 10
+    sizes = [sum(len(e["MessageBody"]) for e in p["Entries"]) for p in aws_faults.params["sqs:SendMessageBatch"]]
+    assert len(sizes) == 2 and max(sizes) <= 256 * 1024
+    assert len(stack.drain("assignment")) == 10
