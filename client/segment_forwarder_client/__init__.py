@@ -2,20 +2,25 @@
 
 ::
 
-    from segment_forwarder_client import ForwarderClient, QueueProducer, Status, conversion_body
+    from segment_forwarder_client import ForwarderClient, QueueProducer, Status, assignment_body, conversion_body
 
     client = ForwarderClient(api_url)                 # the stack's ApiUrl; credentials from the default chain
     result = client.assignment("acme", "v-1", "t-checkout", "b")
     assert result.status in (Status.DELIVERED, Status.DUPLICATE, Status.QUEUED, Status.SKIPPED)
 
+    items = client.assignment_many([assignment_body("acme", f"v-{i}", "t-checkout", "b") for i in range(250)])
+    assert all(item.ok for item in items)             # one BatchItem per body, in order (batch.py)
+
     producer = QueueProducer({"conversion": conversion_queue_url})
     producer.send("conversion", [conversion_body("acme", "v-1", "c-signup", "CLICK", "https://shop.example.com/")])
 
 Every conversion carries an ``event_id`` (given, or generated once per call or body), so retries never forward it
-twice. Dependencies: botocore and urllib3 only. See ``client``, ``queue``, ``retry``, ``errors`` and ``bodies``.
+twice. Dependencies: botocore and urllib3 only. See ``client``, ``batch``, ``queue``, ``retry``, ``errors`` and
+``bodies``.
 """
 
 from ._version import __version__
+from .batch import BatchItem
 from .bodies import (
     ConversionType,
     Kind,
@@ -47,6 +52,7 @@ from .retry import RetryPolicy, parse_retry_after
 __all__ = [
     "ApiError",
     "AuthError",
+    "BatchItem",
     "ConfigurationError",
     "Connection",
     "ConnectionTest",

@@ -2,7 +2,7 @@
 
 ::
 
-    from segment_forwarder_client import ForwarderClient, Status
+    from segment_forwarder_client import ForwarderClient, Status, assignment_body
 
     client = ForwarderClient("https://abc123.execute-api.eu-west-1.amazonaws.com")   # the stack's ApiUrl
     # the local stack (make run):
@@ -12,6 +12,8 @@
     client.assignment("acme", "v-1", "t-checkout", "b", test_name="Checkout button")
     result = client.conversion("acme", "v-1", "c-signup", "CLICK", "https://shop.example.com/pricing")
     result.status, result.message_ids, result.event_id          # Status.DELIVERED, (...), "0b0c…"
+    items = client.assignment_many([assignment_body("acme", f"v-{i}", "t-checkout", "b") for i in range(250)])
+    [item.result.status if item.ok else item.error.code for item in items]   # one per body, in order (batch.py)
 
     client.connect("acme", write_key, region="eu")              # Connection(connected=True, region="eu", ...)
     client.connection_status("acme"); client.test_connection("acme"); client.disconnect("acme")
@@ -37,7 +39,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Concatenate, ParamSpec
 from urllib.parse import quote
 
@@ -48,6 +50,7 @@ from botocore.awsrequest import AWSRequest
 
 from ._aws import CredentialsLike, resolve_credentials, resolve_region
 from ._version import __version__
+from .batch import BatchItem, send_batches
 from .bodies import (
     ROUTES,
     Kind,
@@ -173,6 +176,26 @@ class ForwarderClient:
             attempts=answer.attempts,
             request_id=answer.headers.get("apigw-requestid"),
         )
+
+    # -- batches (batch.py): up to 100 bodies and 500 KB a request; only retryable bodies are sent again ------
+
+    def ingest_many(self, kind: Kind, bodies: Iterable[Mapping[str, Any]]) -> list[BatchItem]:
+        """Send ready bodies of one kind through its route's batches; one ``BatchItem`` per body, in order. Every
+        conversion without ``event_id`` gets one, kept for its retries (``BatchItem.event_id``)."""
+        return send_batches(self, kind, bodies)
+
+    def identify_many(self, bodies: Iterable[Mapping[str, Any]]) -> list[BatchItem]:
+        """``POST /v1/identify`` in batches of ``identify_body`` bodies (``ingest_many``)."""
+        return send_batches(self, "identify", bodies)
+
+    def assignment_many(self, bodies: Iterable[Mapping[str, Any]]) -> list[BatchItem]:
+        """``POST /v1/assignments`` in batches of ``assignment_body`` bodies (``ingest_many``)."""
+        return send_batches(self, "assignment", bodies)
+
+    def conversion_many(self, bodies: Iterable[Mapping[str, Any]]) -> list[BatchItem]:
+        """``POST /v1/conversions`` in batches of ``conversion_body`` bodies (``ingest_many``), each with an
+        ``event_id``."""
+        return send_batches(self, "conversion", bodies)
 
     # -- connections ----------------------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 ``gateway`` is a small HTTP server that checks every request's SigV4 signature with the local stack's verifier
 (service ``execute-api``, ``testing``/``testing``, ``us-east-1``), records it and answers from a script: a status
 with a JSON body and headers, a stall before answering, or a connection closed without an answer. Once the script
-is used up it answers ``200 {"status": "delivered", ...}``. A request whose signature fails is answered 403, so a
-test that expects success notices::
+is used up it answers ``200 {"status": "delivered", ...}``. A step's body may be a function of the request's JSON
+(``answer(200, lambda sent: {...})``), for answers that depend on what was sent. A request whose signature fails is
+answered 403, so a test that expects success notices::
 
     gateway.script(answer(503, {"error": {...}}), close(), stall(1.0))
     client = ForwarderClient(gateway.url, region="us-east-1", credentials=("testing", "testing"))
@@ -129,7 +130,8 @@ class ScriptedGateway:
             request.close_connection = True
             request.connection.close()
             return
-        data = json.dumps(step.body).encode() if step.body is not None else b""
+        reply = step.body(json.loads(body) if body else None) if callable(step.body) else step.body
+        data = json.dumps(reply).encode() if reply is not None else b""
         request.send_response(step.status)
         for name, value in step.headers.items():
             request.send_header(name, value)

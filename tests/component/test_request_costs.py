@@ -1,6 +1,7 @@
 """What each event costs in AWS and Segment requests: one conditional write and one mark per new fact, nothing
 written for a repeat (known SENT in a warm function, or read so on the SQS path), one Segment request per
-workspace per batch. AWS calls are counted at botocore's API-call boundary (``aws_faults.calls``)."""
+workspace per batch (an SQS batch, or an HTTP one: ``{"batch": [...]}``). AWS calls are counted at botocore's
+API-call boundary (``aws_faults.calls``)."""
 
 from __future__ import annotations
 
@@ -95,3 +96,55 @@ def test_sqs_batch_of_ten_for_two_workspaces(stack, aws_faults):
         "dynamodb:BatchWriteItem": 1,
         "secretsmanager:GetSecretValue": 1,
     }
+
+
+def test_http_batch_of_ten_for_two_workspaces_costs_what_an_sqs_batch_does_without_the_read(stack, aws_faults):
+    handler = stack.handler("assignment")
+    stack.post("assignment", {"batch": [{**ASSIGNMENT, "visitor_id": "warm"}]}, handler)
+    aws_faults.calls.clear()
+    stack.sink.clear()
+    batch = [{**ASSIGNMENT, "workspace_id": "ws-us" if i % 2 else "ws-eu", "visitor_id": f"v-{i}"} for i in range(10)]
+
+    status, body = stack.post("assignment", {"batch": batch}, handler)
+
+    assert status == 200
+    assert [result["status"] for result in body["results"]] == ["delivered"] * 10
+    assert len(stack.sink.requests()) == 2  # one per workspace
+    # the HTTP path's two round trips: 20 claims at once (ASSIGN + IDENTIFY per event), then one BatchWriteItem
+    # marking them SENT; no read first, nothing queued. One more UpdateItem: ws-eu's first health tally in this
+    # environment is written at once (ws-us's waits a minute)
+    assert dict(aws_faults.calls) == {
+        "dynamodb:UpdateItem": 20 + 1,
+        "dynamodb:BatchWriteItem": 1,
+        "secretsmanager:GetSecretValue": 1,
+    }
+
+
+def test_http_batch_repeats_in_a_warm_function_cost_no_aws_request(stack, aws_faults):
+    handler = stack.handler("assignment")
+    batch = [{**ASSIGNMENT, "visitor_id": f"v-{i}"} for i in range(10)]
+    stack.post("assignment", {"batch": batch}, handler)
+    aws_faults.calls.clear()
+    stack.sink.clear()
+
+    assert stack.post("assignment", {"batch": batch}, handler) == (200, {"results": [{"status": "duplicate"}] * 10})
+
+    assert dict(aws_faults.calls) == {}
+    assert stack.sink.requests() == []
+
+
+def test_http_batch_segment_outage_costs_one_send_message_batch_per_ten_bodies(stack, aws_faults):
+    handler = stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="1")
+    stack.post("assignment", {**ASSIGNMENT, "visitor_id": "warm"}, handler)
+    stack.sink.set_fault(status=503, count=100)
+    aws_faults.calls.clear()
+
+    status, body = stack.post(
+        "assignment", {"batch": [{**ASSIGNMENT, "visitor_id": f"v-{i}"} for i in range(25)]}, handler
+    )
+
+    assert status == 200
+    assert body["results"] == [{"status": "queued"}] * 25
+    # 50 claims, released (one UpdateItem each) once Segment refused, and the failures' health tally (written at
+    # once); 3 SendMessageBatch requests (10 + 10 + 5 messages), never one SendMessage per body
+    assert dict(aws_faults.calls) == {"dynamodb:UpdateItem": 50 + 50 + 1, "sqs:SendMessageBatch": 3}

@@ -231,6 +231,46 @@ def test_a_segment_outage_is_answered_queued_and_the_queue_delivers_once(stack, 
     assert again.status == Status.DUPLICATE
 
 
+# -- batches ----------------------------------------------------------------------------------------------------
+
+
+def test_batch_calls_answer_each_body_in_order_and_a_resend_with_the_same_event_ids_sends_nothing(stack, client):
+    visitors = [new_id("v") for _ in range(4)]
+    bodies = [conversion_body("demo", v, "c-buy", ConversionType.CLICK, URL) for v in visitors]
+    bodies.insert(2, conversion_body("demo", new_id("v"), "c-buy", "CLICK", "not a url"))
+
+    items = client.conversion_many(bodies)
+
+    assert [item.index for item in items] == [0, 1, 2, 3, 4]
+    assert [item.ok for item in items] == [True, True, False, True, True]
+    assert {item.result.status for item in items if item.result} == {Status.DELIVERED}
+    refused = items[2].error
+    assert isinstance(refused, InvalidRequestError)
+    assert (refused.status, refused.code, refused.field, refused.attempts) == (400, "invalid_value", "origin_url", 1)
+    for visitor, item in zip(visitors, [items[0], items[1], items[3], items[4]], strict=True):
+        [track] = tracks(stack, visitor, "Conversion Triggered")
+        assert track["messageId"] in item.result.message_ids
+        assert item.result.event_id == item.event_id == item.body["event_id"]
+
+    again = client.conversion_many([item.body for item in items if item.ok])
+
+    assert [item.result.status for item in again if item.result] == [Status.DUPLICATE] * 4
+    assert all(len(tracks(stack, visitor, "Conversion Triggered")) == 1 for visitor in visitors)
+
+
+def test_a_batch_call_of_150_bodies_goes_in_two_requests_and_delivers_each(stack, client):
+    visitors = [new_id("v") for _ in range(150)]
+    before = len(stack.sink.requests())
+
+    items = client.assignment_many([assignment_body("demo", v, "t-checkout", "b") for v in visitors])
+
+    assert [item.result.status for item in items if item.result] == [Status.DELIVERED] * 150
+    assert len(stack.sink.requests()) - before == 2  # one Segment request per API request (one workspace)
+    for visitor, item in zip(visitors, items, strict=True):
+        sent = [m["messageId"] for m in (e["message"] for e in events_of(stack, visitor))]
+        assert sorted(sent) == sorted(item.result.message_ids)  # its Identify and its Experiment Viewed
+
+
 # -- the queue producer ---------------------------------------------------------------------------------------
 
 

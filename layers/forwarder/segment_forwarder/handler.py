@@ -4,6 +4,9 @@
 
     handler = make_handler("assignment")   # in functions/assignment/app.py
 
+The HTTP route takes one body, or a batch of up to 100 (``{"batch": [...]}``), answered with one result per body in
+order (``_handle_batch``): a body refused alone is answered by its own error, and never fails the others.
+
 The first invocation builds the execution environment's runtime (settings, boto3 clients, the Segment
 connection pool, the connection cache); later invocations reuse it. The handler only parses, calls the
 forwarder and shapes the answer; one record's failure never touches another record of the batch.
@@ -38,13 +41,14 @@ from .queues import (
     DELIVERY_NONCE_ATTRIBUTE,
     SOURCE_MESSAGE_ID_ATTRIBUTE,
     Parked,
+    Queued,
     Queues,
     QueueUnavailableError,
     carried_attributes,
 )
 from .retries import FIRST_RECEIVED_AT, RetryPolicy, attribute_ms, horizon_start
 from .segment import SegmentClient
-from .validation import MAX_BODY_BYTES, parse_body
+from .validation import MAX_BODY_BYTES, Batch, parse_body, parse_request, validate_item
 
 logger = Logger()
 metrics = Metrics()
@@ -123,37 +127,135 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
     call carries the API request id as its ``correlation_id``."""
     received_at = datetime.now(UTC)
     try:
-        event = Event.from_body(kind, parse_body(SCHEMAS[kind], request_body(request)), received_at)
-        event = _queueable(_checked(event.bound(new_nonce())))
+        parsed = parse_request(SCHEMAS[kind], request_body(request))
+        if isinstance(parsed, Batch):
+            return _handle_batch(runtime, kind, parsed.bodies, received_at, remaining_s)
+        event = _accepted(kind, parsed, received_at)
     except RequestError as exc:
-        metrics.add_metric("Rejected", MetricUnit.Count, 1)
-        logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": exc.status})
+        _rejected(exc)
         return json_response(exc.status, exc.as_body())
-    budget = min(runtime.settings.http_delivery_budget_seconds, max(remaining_s - HTTP_SAFETY_S, 0.5))
     try:
-        outcome = runtime.forwarder.forward([event], deadline=time.monotonic() + budget)[0]
+        outcome = runtime.forwarder.forward([event], deadline=time.monotonic() + _http_budget(runtime, remaining_s))[0]
     except Exception:  # a bug must not lose an accepted event: log it and let the queue retry
         logger.exception("forwarding failed")
         outcome = Outcome("retry", reason="internal_error")
-    _record(runtime, event, outcome, "http")
-    _tally(runtime, event, outcome)
     received_ms = int(received_at.timestamp() * 1000)
-    if outcome.status in ("delivered", "duplicate") and not outcome.complete:
-        _enqueue(runtime, event, received_ms, "incomplete")  # the copy comes back until every fact is recorded
-    if outcome.status == "delivered":
-        return json_response(200, {"status": "delivered", "message_ids": list(outcome.message_ids)})
-    if outcome.status == "duplicate":
-        return json_response(200, {"status": "duplicate"})
-    if outcome.status == "skipped":
-        return json_response(200, {"status": "skipped", "reason": outcome.reason})
+    answer = _answer(runtime, event, outcome)
+    if answer is not None:
+        if not outcome.complete:  # the copy comes back until every fact is recorded
+            _enqueue(runtime, event, received_ms, "incomplete")
+        return json_response(200, answer)
     # Not delivered now: the queue takes over (a permanent Segment refusal ends in the DLQ with its reason).
     if not _enqueue(runtime, event, received_ms, outcome.reason):
         metrics.add_metric("Unavailable", MetricUnit.Count, 1)
-        return json_response(
-            503, RequestError(503, "unavailable", "not delivered and not queued; retry the call", None).as_body()
-        )
+        return json_response(503, _UNAVAILABLE.as_body())
     metrics.add_metric("Queued", MetricUnit.Count, 1)
     return json_response(202, {"status": "queued"})
+
+
+_UNAVAILABLE = RequestError(503, "unavailable", "not delivered and not queued; retry the call", None)
+_BATCH_UNAVAILABLE = RequestError(503, "unavailable", "not delivered and not queued; send this body again", None)
+
+
+def _http_budget(runtime: Runtime, remaining_s: float) -> float:
+    """Seconds the HTTP path may spend forwarding: the configured budget, within what Lambda leaves."""
+    return min(runtime.settings.http_delivery_budget_seconds, max(remaining_s - HTTP_SAFETY_S, 0.5))
+
+
+def _accepted(kind: Kind, body: dict[str, Any], received_at: datetime) -> Event:
+    """The event of a valid body, bound to a fresh nonce; RequestError 413 when it cannot be queued or sent."""
+    return _queueable(_checked(Event.from_body(kind, body, received_at).bound(new_nonce())))
+
+
+def _rejected(exc: RequestError) -> None:
+    metrics.add_metric("Rejected", MetricUnit.Count, 1)
+    logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": exc.status})
+
+
+def _answer(runtime: Runtime, event: Event, outcome: Outcome) -> dict[str, Any] | None:
+    """Record the outcome (metric, log line, health); the answer of an event that needs no queueing now
+    (delivered, duplicate, skipped), None for one the queue takes over."""
+    _record(runtime, event, outcome, "http")
+    _tally(runtime, event, outcome)
+    if outcome.status == "delivered":
+        return {"status": "delivered", "message_ids": list(outcome.message_ids)}
+    if outcome.status == "duplicate":
+        return {"status": "duplicate"}
+    if outcome.status == "skipped":
+        return {"status": "skipped", "reason": outcome.reason}
+    return None
+
+
+def _item_error(exc: RequestError) -> dict[str, Any]:
+    """A batch result for a body that was not accepted: the error a single call would answer, with its status."""
+    body = exc.as_body()
+    body["error"]["status"] = exc.status
+    return body
+
+
+def _handle_batch(
+    runtime: Runtime, kind: Kind, bodies: list[Any], received_at: datetime, remaining_s: float
+) -> dict[str, Any]:
+    """A batch over HTTP: each body checked alone (a refused one gets its error as its result); the accepted ones
+    forwarded together as an SQS batch is (facts claimed concurrently, one Segment request per workspace as
+    Segment's limits allow, one mark round), without the SQS path's read first, so the call keeps to the single
+    call's round trips; what is not delivered within the budget is queued with SendMessageBatch. Always 200 with
+    one result per body, in order: a body neither delivered nor queued has a 503 error (send it again)."""
+    results: list[dict[str, Any] | None] = [None] * len(bodies)
+    events: list[Event] = []
+    positions: list[int] = []
+    for position, item in enumerate(bodies):
+        try:
+            events.append(_accepted(kind, validate_item(SCHEMAS[kind], item), received_at))
+            positions.append(position)
+        except RequestError as exc:
+            _rejected(exc)
+            results[position] = _item_error(exc)
+        except Exception as exc:  # a bug in reading one body answers that body alone
+            logger.exception("could not read the body", extra={"position": position})
+            results[position] = _item_error(RequestError(500, "internal_error", type(exc).__name__, None))
+    deadline = time.monotonic() + _http_budget(runtime, remaining_s)
+    received_ms = int(received_at.timestamp() * 1000)
+    to_queue: list[tuple[int | None, Event]] = []  # (position to answer, or None for a copy of a delivered event)
+    for position, event, result in zip(positions, events, _forward_isolated(runtime, events, deadline), strict=True):
+        outcome = result if isinstance(result, Outcome) else Outcome("retry", reason="internal_error")
+        try:
+            answer = _answer(runtime, event, outcome)
+        except Exception:  # a bug in one body's bookkeeping: the queue retries it
+            logger.exception("could not settle the body", extra={"position": position})
+            answer = None
+        results[position] = answer
+        if answer is None:
+            to_queue.append((position, event))
+        elif not outcome.complete:  # the copy comes back until every fact is recorded
+            to_queue.append((None, event))
+    failed = set(_enqueue_many(runtime, [event for _, event in to_queue], received_ms))
+    queued = unavailable = 0
+    for index, (answer_at, _) in enumerate(to_queue):
+        if answer_at is None:  # a copy: its body is answered already
+            continue
+        if index in failed:
+            results[answer_at] = _item_error(_BATCH_UNAVAILABLE)
+            unavailable += 1
+        else:
+            results[answer_at] = {"status": "queued"}
+            queued += 1
+    if queued:
+        metrics.add_metric("Queued", MetricUnit.Count, queued)
+    if unavailable:
+        metrics.add_metric("Unavailable", MetricUnit.Count, unavailable)
+    return json_response(200, {"results": results})
+
+
+def _enqueue_many(runtime: Runtime, events: Sequence[Event], received_ms: int) -> list[int]:
+    """Queue the events with SendMessageBatch (as ``_enqueue`` queues one); the indexes of those not queued."""
+    if not events:
+        return []
+    queued = [Queued(e.queue_text(), e.delivery_id, e.delivery_nonce, received_ms) for e in events]
+    failed = runtime.queues.enqueue_many(queued)
+    if failed:
+        logger.error("could not queue events", extra={"events": len(failed), "of": len(events)})
+    return failed
 
 
 def _enqueue(runtime: Runtime, event: Event, received_ms: int, reason: str) -> bool:
@@ -192,7 +294,8 @@ def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaini
     policy = RetryPolicy(runtime.settings.retry_horizon_seconds, runtime.settings.retry_backoff_cap_seconds)
     now_ms = int(time.time() * 1000)
     retries: dict[str, int] = {}  # message id -> seconds until its next receive
-    for record, event, result in zip(accepted, events, _forward_isolated(runtime, events, deadline), strict=True):
+    outcomes = _forward_isolated(runtime, events, deadline, precheck=True)
+    for record, event, result in zip(accepted, events, outcomes, strict=True):
         try:
             delay = _settle(runtime, policy, record, event, result, parked, now_ms)
         except Exception:  # a bug in one record's bookkeeping never fails the batch: that record comes back
@@ -287,19 +390,22 @@ def _checked(event: Event) -> Event:
     return event
 
 
-def _forward_isolated(runtime: Runtime, events: list[Event], deadline: float) -> list[Outcome | BaseException]:
-    """Forward the batch; should that raise (a bug), forward its halves alone until the event that raises
-    is found, so one event's failure never fails its neighbours."""
+def _forward_isolated(
+    runtime: Runtime, events: list[Event], deadline: float, *, precheck: bool = False
+) -> list[Outcome | BaseException]:
+    """Forward the batch (``precheck``: read the facts first, the SQS path); should that raise (a bug), forward
+    its halves alone until the event that raises is found, so one event's failure never fails its neighbours."""
     if not events:
         return []
     try:
-        return list(runtime.forwarder.forward(events, deadline, precheck=True))
+        return list(runtime.forwarder.forward(events, deadline, precheck=precheck))
     except Exception as exc:
         if len(events) == 1:
             logger.exception("forwarding failed", extra={"visitor_id": events[0].visitor_id})
             return [exc]
     middle = len(events) // 2
-    return _forward_isolated(runtime, events[:middle], deadline) + _forward_isolated(runtime, events[middle:], deadline)
+    first = _forward_isolated(runtime, events[:middle], deadline, precheck=precheck)
+    return first + _forward_isolated(runtime, events[middle:], deadline, precheck=precheck)
 
 
 def _park(runtime: Runtime, parked: Sequence[Parked]) -> list[str]:

@@ -4,6 +4,7 @@ receive back, park records in the dead-letter queue with their reason. The only 
     queues = Queues(sqs_client, queue_url="…", dlq_url="…")
     queues.enqueue(event.queue_text(), delivery_id=event.delivery_id, nonce=event.delivery_nonce,
                    received_ms=now_ms)                  # QueueUnavailableError
+    failed = queues.enqueue_many([Queued(text, delivery_id, nonce, now_ms), ...])   # indexes not queued
     queues.delay([(record["receiptHandle"], 450)])          # its next receive in 450 s (best effort)
     not_parked = queues.park([Parked(record, "invalid_value", "visitor_id …", "visitor_id")])
 
@@ -19,7 +20,8 @@ Message attributes (all String; valid SQS text of bounded length, at most 10, wh
 
 Producers may write any attribute (they only need ``sqs:SendMessage``): nothing here or in the handler believes
 one that is not well-formed (``retries.attribute_ms`` for times; the nonce and source id by their form; a delivery
-id only when bound to the body). Parked messages are grouped by bytes, never only by count (``Queues.park``).
+id only when bound to the body). Parked messages, and the events of an HTTP batch queued together, are grouped by
+bytes, never only by count (``Queues.park``, ``Queues.enqueue_many``).
 """
 
 from __future__ import annotations
@@ -165,6 +167,26 @@ def parked_message(item: Parked, *, now_ms: int | None = None) -> tuple[str, dic
     return whole[:room].decode("utf-8", "ignore"), attributes
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An event to queue: its queue text, the delivery id its attempt used and the nonce binding that id to the
+    text, and its receipt time (ms since the epoch: its retry horizon starts there)."""
+
+    body: str
+    delivery_id: str
+    nonce: str
+    received_ms: int
+
+    def attributes(self) -> dict[str, str]:
+        """Its message attributes (``delivery_id``, ``delivery_nonce``, ``first_received_at``, ``retry_since``)."""
+        return {
+            DELIVERY_ID_ATTRIBUTE: self.delivery_id,
+            DELIVERY_NONCE_ATTRIBUTE: self.nonce,
+            FIRST_RECEIVED_AT: str(self.received_ms),
+            RETRY_SINCE: str(self.received_ms),
+        }
+
+
 class Queues:
     """The function's own queue and its dead-letter queue."""
 
@@ -176,12 +198,7 @@ class Queues:
     def enqueue(self, body: str, *, delivery_id: str, nonce: str, received_ms: int) -> None:
         """Put an event's queue text on the function's queue, with the delivery id its first attempt used, the
         nonce that binds that id to the body, and its receipt time (where its retry horizon starts)."""
-        attributes = {
-            DELIVERY_ID_ATTRIBUTE: delivery_id,
-            DELIVERY_NONCE_ATTRIBUTE: nonce,
-            FIRST_RECEIVED_AT: str(received_ms),
-            RETRY_SINCE: str(received_ms),
-        }
+        attributes = Queued(body, delivery_id, nonce, received_ms).attributes()
         try:
             self._client.send_message(
                 QueueUrl=self._queue_url,
@@ -190,6 +207,25 @@ class Queues:
             )
         except (ClientError, BotoCoreError) as exc:
             raise QueueUnavailableError(type(exc).__name__) from None
+
+    def enqueue_many(self, events: Sequence[Queued]) -> list[int]:
+        """Put several events on the function's queue (each as ``enqueue`` would) with SendMessageBatch: requests
+        of at most 10 messages and ``MAX_REQUEST_BYTES``, in order. Returns the indexes (in ``events``) of those
+        SQS did not take, the whole request's when it refused or could not be reached."""
+        failed: list[int] = []
+        messages = [(index, event.body, event.attributes()) for index, event in enumerate(events)]
+        for group in _groups(messages):
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(position), "MessageBody": body, "MessageAttributes": _string_attributes(attributes)}
+                for position, (_, body, attributes) in enumerate(group)
+            ]
+            try:
+                answer = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                failed.extend(index for index, _, _ in group)
+                continue
+            failed.extend(group[int(entry["Id"])][0] for entry in answer.get("Failed", []))
+        return sorted(failed)
 
     def delay(self, receipts: Sequence[tuple[str, int]]) -> int:
         """Push the next receive of failed records (receipt handle, seconds) back; 10 a request, best effort (a
@@ -239,10 +275,10 @@ class Queues:
         return [group[int(entry["Id"])][0] for entry in answer.get("Failed", [])]
 
 
-def _groups(messages: Sequence[tuple[Parked, str, dict[str, str]]]) -> list[list[tuple[Parked, str, dict[str, str]]]]:
-    """The messages in requests of at most 10 and ``MAX_REQUEST_BYTES`` each, in order (a message that fits no
-    request with others goes alone)."""
-    groups: list[list[tuple[Parked, str, dict[str, str]]]] = []
+def _groups[T](messages: Sequence[tuple[T, str, dict[str, str]]]) -> list[list[tuple[T, str, dict[str, str]]]]:
+    """The messages (anything, body, attributes) in requests of at most 10 and ``MAX_REQUEST_BYTES`` each, in order
+    (a message that fits no request with others goes alone)."""
+    groups: list[list[tuple[T, str, dict[str, str]]]] = []
     size = 0
     for message in messages:
         bytes_ = message_bytes(message[1], message[2])

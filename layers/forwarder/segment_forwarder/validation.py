@@ -7,6 +7,10 @@ on first use per route, so a function compiles only its own::
 
     body = parse_body("AssignmentRequest", raw_bytes)  # dict[str, Any], or raises RequestError(400/413, ...)
 
+    parsed = parse_request("AssignmentRequest", raw_bytes)  # a body as parse_body, or a Batch of raw bodies
+    if isinstance(parsed, Batch):
+        bodies = [validate_item("AssignmentRequest", item) for item in parsed.bodies]  # each alone: RequestError
+
 Checked in this order, each failure a RequestError naming the field (a dotted path, ``body`` for the whole):
 
 1. the body: at most 32 KB, not empty, UTF-8 JSON (``NaN``/``Infinity`` are not JSON);
@@ -21,6 +25,10 @@ Checked in this order, each failure a RequestError naming the field (a dotted pa
 Keys, strings, objects and arrays have no bound of their own: a context of 500 keys, an array of 1,000 items or
 a 20 KB string is accepted when the messages built from the body are within Segment's 32 KB (measured as they
 are sent, compact UTF-8; see ``messages.message_size``). Every bound is stated in the OpenAPI document too.
+
+A batch (``{"batch": [body, ...]}``, schema ``BatchRequest``) is at most 500 KB (``MAX_BATCH_BYTES``) of UTF-8 JSON
+with 1 to 100 bodies; its envelope is refused whole (400, 413 over 500 KB), while each body inside is checked
+alone by ``validate_item`` with every rule above (its size measured as compact UTF-8 JSON, as it is queued).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 import fastjsonschema
@@ -43,6 +51,9 @@ from .messages import usable_id
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 MAX_BODY_BYTES: Final = 32 * 1024
+MAX_BATCH_BYTES: Final = 500 * 1024  # a batch envelope (API Gateway takes 10 MB, Lambda 6 MB: far from either)
+MAX_BATCH_BODIES: Final = 100
+BATCH_SCHEMA: Final = "BatchRequest"
 MAX_DEPTH: Final = 32  # the body is level 1, ``context`` level 2, ``context.consent.categoryPreferences`` level 4
 MAX_NODES: Final = 10_000  # every value counts: objects, arrays, strings, numbers, booleans, nulls (the body too)
 MAX_INTEGER_DIGITS: Final = 309  # a double's range is below 1.8e308: a longer integer is not parsed at all
@@ -59,6 +70,7 @@ ID_FIELDS: Final = (
 )
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _HOST = re.compile(r"^[^\s:@/]+(:[0-9]{1,5})?$")
+_BATCH_START = re.compile(rb'\s*\{\s*"batch"\s*:')
 
 
 @cache
@@ -134,15 +146,64 @@ def parse_body(schema_name: str, raw: bytes) -> dict[str, Any]:
     """
     if len(raw) > MAX_BODY_BYTES:
         raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+    return validate(schema_name, _decode(raw))
+
+
+class Batch(NamedTuple):
+    """The bodies of a batch envelope whose envelope is valid; each body is still unchecked (``validate_item``)."""
+
+    bodies: list[Any]
+
+
+def parse_request(schema_name: str, raw: bytes) -> dict[str, Any] | Batch:
+    """A single body, decoded and validated as ``parse_body`` does, or a batch envelope's bodies.
+
+    An object with a ``batch`` member is a batch (no ingest body has that field): it must be exactly
+    ``{"batch": [...]}`` with 1 to ``MAX_BATCH_BODIES`` items (``BatchRequest``) within ``MAX_BATCH_BYTES``. A body
+    over 32 KB that is not a batch is refused 413 as ``parse_body`` refuses it. RequestError names the field.
+    """
+    if len(raw) > MAX_BATCH_BYTES:
+        if _BATCH_START.match(raw[:256]):
+            raise RequestError(413, "payload_too_large", f"the batch is over {MAX_BATCH_BYTES} bytes", "batch")
+        raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+    if len(raw) > MAX_BODY_BYTES:
+        try:
+            data = _decode(raw)
+        except RequestError:
+            data = None
+        if not (isinstance(data, dict) and "batch" in data):
+            raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+    else:
+        data = _decode(raw)
+    if isinstance(data, dict) and "batch" in data:
+        check, schema = _validator(BATCH_SCHEMA)
+        _check_schema(check, schema, data)
+        return Batch(list(data["batch"]))
+    return validate(schema_name, data)
+
+
+def validate_item(schema_name: str, item: Any) -> dict[str, Any]:
+    """One body of a batch, checked alone as a single call's body is (``parse_body``): RequestError 413 when it is
+    over 32 KB as compact UTF-8 JSON (how it is queued), 400 for anything else, naming the field."""
+    try:
+        text = json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=lambda _: None)
+    except RecursionError:
+        raise RequestError(400, "invalid_value", f"the body nests deeper than {MAX_DEPTH} levels", "body") from None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+    return validate(schema_name, item)
+
+
+def _decode(raw: bytes) -> Any:
+    """UTF-8 JSON text as Python values; numbers no double holds and ``NaN``/``Infinity`` kept as markers."""
     if not raw.strip():
         raise RequestError(400, "invalid_body", "the body is empty; a JSON object is required", "body")
     try:
-        data = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
+        return json.loads(raw, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
     except RecursionError:
         raise RequestError(400, "invalid_value", f"the body nests deeper than {MAX_DEPTH} levels", "body") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestError(400, "invalid_json", f"the body is not valid JSON ({_json_reason(exc)})", "body") from None
-    return validate(schema_name, data)
 
 
 def _json_reason(exc: Exception) -> str:
@@ -221,6 +282,12 @@ def validate(schema_name: str, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RequestError(400, "invalid_body", "the body must be a JSON object", "body")
     _check_shape(data)
+    _check_schema(check, schema, data)
+    _check_rules(data)
+    return data
+
+
+def _check_schema(check: Callable[[Any], Any], schema: dict[str, Any], data: Any) -> None:
     try:
         check(data)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -233,8 +300,6 @@ def validate(schema_name: str, data: Any) -> dict[str, Any]:
         else:
             message = f"{field} {_describe(exc)}"
         raise RequestError(400, code, message, field) from None
-    _check_rules(data)
-    return data
 
 
 def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
