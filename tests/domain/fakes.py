@@ -188,8 +188,13 @@ class MemoryStore:
     def forget(self, claims: Sequence[MemoryClaim]) -> None:
         with self._lock:
             for claim in claims:
-                if claim.token and claim.slot.fact != IDENTIFY:
-                    self.items.pop(claim.slot, None)
+                item = self.items.get(claim.slot)
+                if not claim.token or item is None or item.token != claim.token:
+                    continue
+                if claim.slot.fact != IDENTIFY:
+                    del self.items[claim.slot]
+                elif item.erased_at_ms:  # back to the tombstone it was
+                    item.status, item.content, item.token, item.lease_until = "", {}, "", 0
 
     def release(self, claims: Sequence[MemoryClaim]) -> None:
         with self._lock:

@@ -365,18 +365,40 @@ class DedupStore:
         _batch_write(self._client, self._table, requests)
 
     def forget(self, claims: Sequence[Claim]) -> None:
-        """Delete facts this call claimed only for events of an erased visitor (never IDENTIFY, which holds the
-        erasure): nothing of an erased event stays in the table. The call holds their leases, so nothing else
-        wrote them since; best effort (else the item holds no more than the event's content, and the next
-        erase deletes it)."""
+        """Undo claims made with the content of an erased visitor's event: nothing of it stays in the table. A
+        fact is deleted; an IDENTIFY (which holds the erasure) becomes the tombstone it was, on condition that
+        this call still holds it. The call holds their leases, so nothing else wrote them since; best effort
+        (else the item holds no more than the event's content, and the next erase deletes it)."""
+        held = [claim for claim in claims if claim.token]
         requests: list[WriteRequestTypeDef] = [
-            {"DeleteRequest": {"Key": _key(claim.slot)}}
-            for claim in claims
-            if claim.token and claim.slot.fact != IDENTIFY
+            {"DeleteRequest": {"Key": _key(claim.slot)}} for claim in held if claim.slot.fact != IDENTIFY
         ]
+        self._map(self._to_tombstone, [claim for claim in held if claim.slot.fact == IDENTIFY])
         try:
             _batch_write(self._client, self._table, requests)
         except DedupUnavailableError:
+            return
+
+    def _to_tombstone(self, claim: Claim) -> None:
+        erased_at = _number(claim.item, "erased_at")
+        if not erased_at:
+            return  # not a visitor's new life: nothing to restore
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_key(claim.slot),
+                UpdateExpression=(
+                    "REMOVE #status, content, lease_until, claim_token, first_attempt_at, attempts, updated_at "
+                    "SET expires_at = :expires"
+                ),
+                ConditionExpression="claim_token = :token",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":token": {"S": claim.token},
+                    ":expires": {"N": str(erased_at // 1000 + ERASURE_TOMBSTONE_SECONDS)},
+                },
+            )
+        except (ClientError, BotoCoreError, OSError):
             return
 
     def release(self, claims: Sequence[Claim]) -> None:

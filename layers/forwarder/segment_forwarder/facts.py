@@ -458,6 +458,34 @@ def _verdict(
     return None
 
 
+def _erased(event: Event, answers: Mapping[Slot, ClaimAnswer], confirmed: Mapping[Slot, ClaimAnswer]) -> bool:
+    identity = identity_of(_slot(event, IDENTIFY), answers, confirmed)
+    return identity.state is ClaimState.ERASED or event.received_ms < identity.erased_at_ms
+
+
+def _tainted(
+    events: Sequence[Event],
+    answers: Mapping[Slot, ClaimAnswer],
+    settings: SettingsOf | None,
+    confirmed: Mapping[Slot, ClaimAnswer],
+) -> set[Slot]:
+    """Facts this call claimed with the content of an event received before the visitor's erasure (the first
+    event that needs a fact gives its content, ``claim_requests``): never sent nor kept, whoever else needs
+    them (a retry of a dropped event and a later event of the visitor in one batch)."""
+    tainted: set[Slot] = set()
+    seen: set[Slot] = set()
+    for event in events:
+        for need in needs_of(event, settings_of(settings, event)):
+            if need.slot in seen:
+                continue
+            seen.add(need.slot)
+            answer = answers.get(need.slot)
+            claimed = answer is not None and answer.state is ClaimState.CLAIMED and answer.content == need.content
+            if claimed and _erased(event, answers, confirmed):
+                tainted.add(need.slot)
+    return tainted
+
+
 def plan_call(
     events: Sequence[Event],
     answers: Mapping[Slot, ClaimAnswer],
@@ -479,10 +507,13 @@ def plan_call(
     mark_now: list[tuple[Slot, str]] = []
     kept: set[Slot] = set()  # slots needed by an event that is not erased
     generations: dict[Slot, int] = {}
+    tainted = _tainted(events, answers, settings, confirmed)
     for event in events:
         workspace_settings = settings_of(settings, event)
         needs = needs_of(event, workspace_settings)
         verdict = _verdict(event, needs, answers, confirmed)
+        if verdict is None and any(need.slot in tainted for need in needs):
+            verdict = ERASE_IN_PROGRESS  # comes back without the erased event, and records its own content
         identity_slot = _slot(event, IDENTIFY)
         generation = identity_of(identity_slot, answers, confirmed).generation
         generations[identity_slot] = generation
@@ -541,8 +572,9 @@ def plan_call(
         for slot, answer in answers.items()
         if answer.state is ClaimState.CLAIMED and slot not in carriers and slot not in marked
     ]
-    # IDENTIFY is never forgotten: its item holds the visitor's erasure (an erase cannot take it while held)
-    forget = tuple(slot for slot in unsent if slot not in kept and slot.fact != IDENTIFY)
+    # IDENTIFY is forgotten only when it recorded an erased event's content (it becomes the tombstone it was);
+    # else released: its item holds the visitor's erasure (an erase cannot take it while held)
+    forget = tuple(slot for slot in unsent if slot in tainted or (slot not in kept and slot.fact != IDENTIFY))
     release = tuple(slot for slot in unsent if slot not in forget)
     return CallPlan(event_plans, tuple(mark_now), release, forget, generations)
 
