@@ -623,7 +623,7 @@ class VisitorFacts:
             if time_left_s() < ERASE_SAFETY_S:
                 return Erasure(erased, in_flight, max(max(leases) - now + 1, 1) if in_flight else 0, complete=False)
 
-    def _map[T, R](self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def _map[T, R](self, fn: Callable[[T], R], items: Sequence[T]) -> Sequence[R]:
         if len(items) <= 1:
             return [fn(item) for item in items]
         if self._pool is None:
