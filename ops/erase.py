@@ -1,16 +1,18 @@
-"""Forget visitor X (``make erase``): ``DELETE /v1/workspaces/{workspace}/visitors/{visitor}``, signed like any
-caller of the API, so the same IAM decides who may::
+"""Erase visitor X (``make erase``): ``DELETE /v1/workspaces/{workspace}/visitors/{visitor}``, signed like any
+caller of the API, so the same IAM decides who may; called again until the erase is complete::
 
     make erase WORKSPACE=demo VISITOR=v-1                          # the local stack of `make run`
     make erase WORKSPACE=acme VISITOR=v-1 STACK=segment-forwarder  # a deployed stack (its ApiUrl output;
                                                                    # credentials and region: environment)
 
-It prints how many facts were removed (0 for a visitor never seen). From then on the visitor is unknown: its next
-event is a first sighting again (after at most ``SENT_CACHE_SECONDS``, 5 minutes, in a warm ingest function that
-delivered its facts and remembers them). What else may still hold the visitor id, and for how long, is in the
-README's privacy section.
+The erase takes effect at the first call, in every function: events of the visitor received before it are dropped,
+its next event is a first sighting again under new messageIds. Each call then deletes what it can of the
+visitor's facts within its time; a visitor with very many facts takes several calls (one line each). It prints
+how many facts were removed in all (0 for a visitor never seen). What else may still hold the visitor id, and
+for how long, is in the README's privacy section.
 
-Exit status: 0 done, 1 the API refused or could not be reached, 2 bad usage.
+Exit status: 0 done, 1 the API refused or could not be reached (409 in_flight included: run it again later),
+2 bad usage.
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ,
         else:
             client = ForwarderClient(args.api, region=LOCAL_REGION, credentials=LOCAL_CREDENTIALS)
             where = f"the local stack at {args.api}"
-        erased = client.erase_visitor(args.workspace_id, args.visitor_id)
+        erased = client.erase_visitor(
+            args.workspace_id,
+            args.visitor_id,
+            on_call=lambda answer: (
+                None
+                if answer.complete
+                else out(f"  {answer.erased} fact(s) erased so far by this call; not complete: calling again")
+            ),
+        )
     except (StackError, ForwarderError) as exc:
         print(f"erase: error: {exc}", file=sys.stderr)
         return 1

@@ -46,7 +46,7 @@ from .errors import (
     UnavailableError,
 )
 from .queue import QueueProducer
-from .results import Connection, ConnectionTest, FailedMessage, IngestResult, SentMessage, Status
+from .results import Connection, ConnectionTest, FailedMessage, IngestResult, SentMessage, Status, VisitorErasure
 from .retry import RetryPolicy, parse_retry_after
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "ThrottledError",
     "TransportError",
     "UnavailableError",
+    "VisitorErasure",
     "__version__",
     "assignment_body",
     "conversion_body",

@@ -61,7 +61,7 @@ from .bodies import (
     with_event_id,
 )
 from .errors import ForwarderError, TransportError, error_from_answer
-from .results import Connection, ConnectionTest, IngestResult, Status
+from .results import Connection, ConnectionTest, IngestResult, Status, VisitorErasure
 from .retry import DEFAULT_RETRY, RetryPolicy, parse_retry_after
 
 SERVICE = "execute-api"
@@ -221,13 +221,40 @@ class ForwarderClient:
         """``DELETE /v1/workspaces/{id}/segment``: events of the workspace are skipped from then on."""
         self._call("DELETE", _segment_path(workspace_id), None)
 
-    def erase_visitor(self, workspace_id: str, visitor_id: str) -> int:
-        """``DELETE /v1/workspaces/{id}/visitors/{visitor_id}``: forget the visitor (its next event is a first
-        sighting again); the number of facts removed."""
+    def erase_visitor_once(self, workspace_id: str, visitor_id: str) -> VisitorErasure:
+        """One ``DELETE /v1/workspaces/{id}/visitors/{visitor_id}``: the erase takes effect at once; the facts it
+        deleted, and whether it is ``complete`` (else call again: it ran out of time)."""
         path = f"/v1/workspaces/{quote(workspace_id, safe='')}/visitors/{quote(visitor_id, safe='')}"
         data = self._call("DELETE", path, None).body
-        erased = data.get("erased") if isinstance(data, dict) else None
-        return erased if isinstance(erased, int) else 0
+        data = data if isinstance(data, dict) else {}
+        erased, complete, wait = data.get("erased"), data.get("complete"), data.get("retry_after_s")
+        return VisitorErasure(
+            erased=erased if isinstance(erased, int) else 0,
+            complete=complete is not False,
+            retry_after_s=wait if isinstance(wait, int) else 0,
+        )
+
+    def erase_visitor(
+        self,
+        workspace_id: str,
+        visitor_id: str,
+        *,
+        max_calls: int = 1000,
+        on_call: Callable[[VisitorErasure], None] | None = None,
+    ) -> int:
+        """Erase the visitor completely: ``erase_visitor_once`` until it answers ``complete`` (at most
+        ``max_calls``, else ``ForwarderError``); the number of facts removed in all. ``on_call`` is told each
+        answer (progress)."""
+        total = 0
+        for _ in range(max_calls):
+            answer = self.erase_visitor_once(workspace_id, visitor_id)
+            total += answer.erased
+            if on_call is not None:
+                on_call(answer)
+            if answer.complete:
+                return total
+            time.sleep(answer.retry_after_s)
+        raise ForwarderError(f"the erase of {visitor_id!r} was not complete after {max_calls} calls", retryable=True)
 
     def test_connection(self, workspace_id: str) -> ConnectionTest:
         """``POST /v1/workspaces/{id}/segment/test``: send one test Track (``NotConnectedError`` when none)."""

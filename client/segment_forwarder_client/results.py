@@ -70,6 +70,16 @@ class ConnectionTest:
 
 
 @dataclass(frozen=True, slots=True)
+class VisitorErasure:
+    """One erase call's answer: the facts it deleted, and whether the erase is complete (else call again after
+    ``retry_after_s``)."""
+
+    erased: int
+    complete: bool = True
+    retry_after_s: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SentMessage:
     """A body the queue accepted."""
 

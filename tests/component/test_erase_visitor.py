@@ -47,7 +47,7 @@ def erase(handler: Any, workspace_id: str, visitor_id: str) -> tuple[int, dict[s
 
 
 def facts_of(stack: Any, workspace_id: str, visitor_id: str) -> dict[str, str]:
-    """The visitor's items in the table: sort key -> status."""
+    """The visitor's facts in the table: sort key -> status (an erasure's tombstone is no fact)."""
     client = stack.session.client("dynamodb")
     items = client.query(
         TableName=stack.resources["DedupTable"].ref,
@@ -55,7 +55,10 @@ def facts_of(stack: Any, workspace_id: str, visitor_id: str) -> dict[str, str]:
         ExpressionAttributeValues={":pk": {"S": f"WS#{workspace_id}#V#{visitor_id}"}},
         ConsistentRead=True,
     )["Items"]
-    return {item["sk"]["S"]: item["status"]["S"] for item in items}
+    return {item["sk"]["S"]: item["status"]["S"] for item in items if "status" in item}
+
+
+DONE = {"complete": True, "retry_after_s": 0}
 
 
 @pytest.mark.concurrency
@@ -81,7 +84,7 @@ def test_an_erase_during_a_delivery_does_not_report_the_visitor_erased_when_the_
     wait = re.search(r"erase again in (-?\d+) s", body["error"]["message"])
     assert wait is not None and 1 <= int(wait.group(1)) <= LEASE_S + 1, body  # the delivery's lease is over then
 
-    assert erase(connection, "ws-us", "v-1") == (200, {"erased": 2})  # once delivered, the erase completes
+    assert erase(connection, "ws-us", "v-1") == (200, {"erased": 2, **DONE})  # once delivered, it completes
     assert facts_of(stack, "ws-us", "v-1") == {}
 
 
@@ -115,16 +118,154 @@ def test_erase_removes_many_and_hashed_facts_and_nothing_of_look_alike_visitors_
         ExpressionAttributeValues={":pk": {"S": "HEALTH#ws-us"}},
     )["Items"]
     assert health
-    aws_faults.fail("dynamodb:BatchWriteItem")  # throttled part-way: a retry finishes
+    aws_faults.fail("dynamodb:DeleteItem", count=10)  # throttled part-way: a retry finishes
     queries = aws_faults.calls["dynamodb:Query"]
 
     assert erase(connection, "ws-us", "v")[0] == 503
     status, body = erase(connection, "ws-us", "v")
 
-    assert status == 200 and 0 < body["erased"] <= 62
-    assert aws_faults.calls["dynamodb:Query"] - queries == 4  # each erase read two pages (over 1 MB)
+    assert status == 200 and 0 < body["erased"] <= 62 and body["complete"] is True
+    # each erase read the IDENTIFY item, then the first page; the second erase also the second (over 1 MB)
+    assert aws_faults.calls["dynamodb:Query"] - queries == 2 + 3
     assert facts_of(stack, "ws-us", "v") == {}
     assert {(w, v): facts_of(stack, w, v) for w, v in others} == others
     assert all(len(facts) == 2 for facts in others.values())
     assert any(f"#{HASHED_MARKER}" in key for key in others[("ws-us", "v#")])
     assert stack.item("HEALTH#ws-us", health[0]["sk"]["S"]) is not None
+
+
+class ShortContext(LambdaContext):
+    """A context whose invocation has ``seconds`` left from its creation (an erase page by page stops there)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self._ends = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(int((self._ends - time.monotonic()) * 1000), 0)
+
+
+def erase_with(handler: Any, workspace_id: str, visitor_id: str, context: Any) -> tuple[int, dict[str, Any]]:
+    path = f"/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
+    event = {
+        "version": "2.0",
+        "routeKey": f"DELETE {ERASE_ROUTE}",
+        "rawPath": path,
+        "pathParameters": {"workspace_id": workspace_id, "visitor_id": visitor_id},
+        "requestContext": {"http": {"method": "DELETE", "path": path}, "requestId": "r-1"},
+    }
+    answer = handler(event, context)
+    return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
+
+
+# -- 10: an erase takes effect at once in a warm function -----------------------------------------------------
+
+
+def test_after_an_erase_a_warm_function_sends_the_visitors_next_event_as_a_first_sighting_under_new_ids(stack):
+    ingest, connection = stack.handler("assignment"), connection_handler(stack)
+    status, first = stack.post("assignment", ASSIGNMENT, ingest)
+    assert (status, first["status"]) == (200, "delivered")
+    assert stack.post("assignment", ASSIGNMENT, ingest) == (200, {"status": "duplicate"})  # warm: known SENT
+    assert erase(connection, "ws-us", "v-1")[0] == 200
+    stack.sink.clear()
+
+    status, again = stack.post("assignment", ASSIGNMENT, ingest)  # the same warm function, at once
+
+    assert (status, again["status"]) == (200, "delivered"), again
+    assert [m["type"] for m in (e["message"] for e in stack.sink.events())] == ["identify", "track"]
+    assert not set(again["message_ids"]) & set(first["message_ids"])  # ids Segment has never seen
+    assert stack.post("assignment", ASSIGNMENT, ingest) == (200, {"status": "duplicate"})  # the new life is kept
+    assert facts_of(stack, "ws-us", "v-1") == {"ASSIGN#t-1": "SENT", "IDENTIFY": "SENT"}
+
+
+def test_a_visitor_erased_twice_gets_new_ids_each_time_and_a_workspace_without_identify_sees_the_erase(stack):
+    stack.connect("ws-us", "key-us", settings={"events": ["experiment_viewed"]})
+    ingest, connection = stack.handler("assignment"), connection_handler(stack)
+    ids = []
+    for _ in range(3):
+        status, body = stack.post("assignment", ASSIGNMENT, ingest)
+        assert (status, body["status"]) == (200, "delivered"), body
+        ids.append(body["message_ids"][0])
+        assert stack.post("assignment", ASSIGNMENT, ingest) == (200, {"status": "duplicate"})
+        assert erase(connection, "ws-us", "v-1")[0] == 200
+    assert len(set(ids)) == 3
+    assert stack.identifies() == []
+
+
+# -- 11: a retry of an event received before the erase is dropped --------------------------------------------
+
+
+def test_a_retry_on_the_queue_of_an_event_received_before_the_erase_is_dropped_and_records_nothing(stack):
+    ingest, connection = stack.handler("assignment"), connection_handler(stack)
+    assert stack.post("assignment", ASSIGNMENT, ingest)[0] == 200
+    stack.sink.set_fault(status=503, count=100)
+    second = {**ASSIGNMENT, "test_id": "t-2", "user_id": "u-1"}
+    assert stack.post("assignment", second, ingest) == (202, {"status": "queued"})  # its retry waits on the queue
+    stack.sink.clear()
+    stack.sink.set_fault(status=503, count=0)
+
+    # the first life (IDENTIFY, ASSIGN#t-1) and what the failed attempt claimed and released (ASSIGN#t-2, the link)
+    assert erase(connection, "ws-us", "v-1")[0] == 200
+    batch = stack.run_batch("assignment", stack.received("assignment"))
+
+    assert batch.failed == set()  # consumed: the retry of the event received before the erase is dropped
+    sent = [e["message"] for e in stack.sink.events()]
+    assert all(m.get("properties", {}).get("test_id") != "t-2" and m.get("userId") != "u-1" for m in sent), sent
+    left = facts_of(stack, "ws-us", "v-1")
+    assert not any(key.startswith(("ASSIGN#t-2", "IDENTIFY#U")) for key in left), left
+
+
+def test_an_event_received_after_the_erase_in_a_batch_with_a_dropped_retry_comes_back_as_a_first_sighting(stack):
+    ingest, connection = stack.handler("assignment"), connection_handler(stack)
+    assert stack.post("assignment", ASSIGNMENT, ingest)[0] == 200
+    stack.sink.set_fault(status=503, count=100)
+    assert stack.post("assignment", {**ASSIGNMENT, "test_id": "t-2"}, ingest) == (202, {"status": "queued"})
+    stack.sink.set_fault(status=503, count=0)
+    assert erase(connection, "ws-us", "v-1")[0] == 200
+    stack.session.client("sqs").send_message(
+        QueueUrl=stack.queue_url("assignment"), MessageBody=json.dumps({**ASSIGNMENT, "test_id": "t-3"})
+    )
+    stack.sink.clear()
+
+    records = stack.received("assignment")
+    batch = stack.run_batch("assignment", records)
+
+    # the retry (t-2) is dropped; the later event (t-3) needs the IDENTIFY the retry's content went into first
+    # (the first event of a call gives a fact its content): nothing is sent, and it comes back alone
+    assert batch.failed == {records[1]["messageId"]} and stack.sink.events() == []
+    assert stack.run_batch("assignment", [records[1]]).failed == set()
+    sent = [e["message"] for e in stack.sink.events()]
+    assert [(m["type"], m.get("properties", {}).get("test_id")) for m in sent] == [("identify", None), ("track", "t-3")]
+    assert facts_of(stack, "ws-us", "v-1") == {"ASSIGN#t-3": "SENT", "IDENTIFY": "SENT"}
+
+
+# -- 12: a visitor with very many facts is erased page by page -----------------------------------------------
+
+
+def test_a_visitor_with_many_facts_is_erased_page_by_page_within_the_time_left_and_told_to_call_again(stack):
+    connection = connection_handler(stack)
+    put_sent_facts(stack, "ws-us", "v-many", count=450, content_bytes=10)
+
+    answers = [erase_with(connection, "ws-us", "v-many", ShortContext(2.3))]
+    while answers[-1][1].get("complete") is False and len(answers) < 50:
+        answers.append(erase_with(connection, "ws-us", "v-many", ShortContext(2.3)))
+
+    assert all(status == 200 for status, _ in answers), answers
+    assert answers[0][1]["complete"] is False and answers[0][1]["erased"] < 450  # one page, then time was up
+    assert answers[-1][1]["complete"] is True and len(answers) > 2
+    assert sum(body["erased"] for _, body in answers) == 450
+    assert facts_of(stack, "ws-us", "v-many") == {}
+
+
+def test_erase_uses_deletes_and_one_tombstone_put_never_a_batch_write(stack, aws_faults):
+    ingest, connection = stack.handler("assignment"), connection_handler(stack)
+    assert stack.post("assignment", {**ASSIGNMENT, "user_id": "u-1"}, ingest)[0] == 200
+    aws_faults.calls.clear()
+    aws_faults.params.clear()
+
+    assert erase(connection, "ws-us", "v-1") == (200, {"erased": 3, **DONE})
+
+    writes = {op: n for op, n in aws_faults.calls.items() if op.startswith("dynamodb:") and op != "dynamodb:Query"}
+    assert writes == {"dynamodb:PutItem": 1, "dynamodb:DeleteItem": 2}
+    [tombstone] = aws_faults.params["dynamodb:PutItem"]
+    assert set(tombstone["Item"]) == {"pk", "sk", "erased_at", "generation", "expires_at"}  # no status, no content

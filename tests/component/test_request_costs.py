@@ -1,7 +1,8 @@
 """What each event costs in AWS and Segment requests: one conditional write and one mark per new fact, nothing
-written for a repeat (known SENT in a warm function, or read so on the SQS path), one Segment request per
-workspace per batch (an SQS batch, or an HTTP one: ``{"batch": [...]}``). AWS calls are counted at botocore's
-API-call boundary (``aws_faults.calls``)."""
+written for a repeat on the SQS path (read SENT), one Segment request per workspace per batch. Nothing is
+remembered between calls (an erase made elsewhere must be seen at once): a repeat over HTTP costs its failed
+claims, and a new fact of a visitor whose IDENTIFY the call does not hold costs one consistent read of that item
+after the claims. AWS calls are counted at botocore's API-call boundary (``aws_faults.calls``)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_new_assignment_for_an_unseen_visitor(stack, aws_faults):
     assert len(stack.sink.requests()) == 1
 
 
-def test_a_repeat_in_a_warm_function_costs_no_aws_request(stack, aws_faults):
+def test_a_repeat_in_a_warm_function_costs_its_claims_as_in_a_cold_one(stack, aws_faults):
     handler = stack.handler("assignment")
     stack.post("assignment", ASSIGNMENT, handler)
     aws_faults.calls.clear()
@@ -34,8 +35,43 @@ def test_a_repeat_in_a_warm_function_costs_no_aws_request(stack, aws_faults):
 
     assert stack.post("assignment", ASSIGNMENT, handler) == (200, {"status": "duplicate"})
 
-    assert dict(aws_faults.calls) == {}  # both facts known SENT in this execution environment
+    # no memory of SENT facts (it could not learn of an erase): both claims fail, answering SENT; one round trip
+    assert dict(aws_faults.calls) == {"dynamodb:UpdateItem": 2}
     assert stack.sink.requests() == []
+
+
+def test_a_new_fact_of_a_known_visitor_reads_its_identify_again_after_the_claims(stack, aws_faults):
+    handler = stack.handler("assignment")
+    stack.post("assignment", ASSIGNMENT, handler)
+    aws_faults.calls.clear()
+
+    status, body = stack.post("assignment", {**ASSIGNMENT, "test_id": "t-2"}, handler)
+
+    assert (status, body["status"], len(body["message_ids"])) == (200, "delivered", 1)
+    # claims of IDENTIFY (SENT) and ASSIGN#t-2 (claimed), one round trip; IDENTIFY read again (an erase may have
+    # come between the two claims), then the mark
+    assert dict(aws_faults.calls) == {
+        "dynamodb:UpdateItem": 2,
+        "dynamodb:BatchGetItem": 1,
+        "dynamodb:BatchWriteItem": 1,
+    }
+
+
+def test_a_new_fact_of_a_known_visitor_over_sqs(stack, aws_faults):
+    handler = stack.handler("assignment")
+    handler({"Records": [sqs_record(ASSIGNMENT)]}, LambdaContext())
+    aws_faults.calls.clear()
+
+    assert handler({"Records": [sqs_record({**ASSIGNMENT, "test_id": "t-2"})]}, LambdaContext()) == {
+        "batchItemFailures": []
+    }
+
+    # the consistent read settles IDENTIFY (SENT); ASSIGN#t-2 is claimed, IDENTIFY read again, the fact marked
+    assert dict(aws_faults.calls) == {
+        "dynamodb:BatchGetItem": 2,
+        "dynamodb:UpdateItem": 1,
+        "dynamodb:BatchWriteItem": 1,
+    }
 
 
 def test_a_repeat_over_http_in_a_cold_function_costs_its_claims(stack, aws_faults):
@@ -63,7 +99,8 @@ def test_repeats_over_sqs_in_a_cold_function_cost_one_read_and_no_write(stack, a
     again = [sqs_record({**ASSIGNMENT, "visitor_id": f"v-{i}"}) for i in range(10)]
     assert cold({"Records": again}, LambdaContext()) == {"batchItemFailures": []}
 
-    # 20 facts read SENT with one eventually consistent BatchGetItem; no claim, no mark, nothing sent
+    # 20 facts read SENT with one consistent BatchGetItem (IDENTIFY included: it holds the erasure, so the read
+    # must see every write before it); no claim, no mark, nothing sent
     assert dict(aws_faults.calls) == {"dynamodb:BatchGetItem": 1}
 
 

@@ -285,9 +285,26 @@ def test_dynamodb_actions_only_on_the_dedup_table(resources):
     assert {action for action, _ in grants(role_of(resources, CONNECTION), "dynamodb")} == {
         "dynamodb:Query",
         "dynamodb:GetItem",
-        "dynamodb:BatchWriteItem",
         "dynamodb:DeleteItem",
+        "dynamodb:PutItem",
     }
+
+
+def test_the_connection_function_erases_with_deletes_and_may_put_only_content_free_tombstones(resources):
+    # BatchWriteItem (which includes PutRequest) would let it forge any fact; PutItem is bound to a tombstone's
+    # attributes: no status, content or message id, so what it writes is never a fact
+    role = role_of(resources, CONNECTION)
+    erasure = [s for s in statements(role) if "dynamodb:PutItem" in as_list(s["Action"])]
+    assert [as_list(s["Action"]) for s in erasure] == [["dynamodb:PutItem"]]
+    condition = erasure[0]["Condition"]
+    assert condition["ForAllValues:StringEquals"]["dynamodb:Attributes"] == [
+        "pk",
+        "sk",
+        "erased_at",
+        "generation",
+        "expires_at",
+    ]
+    assert not any("BatchWriteItem" in a or "UpdateItem" in a for s in statements(role) for a in as_list(s["Action"]))
 
 
 def test_each_role_touches_only_its_services(resources):

@@ -20,7 +20,7 @@ from typing import Any
 
 from segment_forwarder.connections import Connection
 from segment_forwarder.dedup import DedupUnavailableError
-from segment_forwarder.facts import ClaimAnswer, ClaimRequest, ClaimState, Slot
+from segment_forwarder.facts import IDENTIFY, ClaimAnswer, ClaimRequest, ClaimState, Slot
 from segment_forwarder.segment import SendOutcome
 from tests.model import Received
 
@@ -68,7 +68,7 @@ class Faults:
 
 @dataclass
 class Item:
-    """A fact as the table holds it."""
+    """A fact as the table holds it (``status`` "" is an erasure's tombstone, on IDENTIFY only)."""
 
     status: str
     content: dict[str, Any]
@@ -77,6 +77,8 @@ class Item:
     token: str
     expires_at: float
     attempts: int = 1
+    generation: int = 0
+    erased_at_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,16 +101,49 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> dict[Slot, MemoryClaim]:
-        claims = {request.slot: (precheck and self._read_sent(request)) or self._claim(request) for request in requests}
+        claims: dict[Slot, MemoryClaim] = {}
+        for request in requests:
+            read = self._read(request)
+            if request.probe or (precheck and read.answer.state in (ClaimState.SENT, ClaimState.ERASED)):
+                claims[request.slot] = read
+            else:
+                claims[request.slot] = self._claim(request)
         self._faults.crash("after_claim")
         return claims
 
-    def _read_sent(self, request: ClaimRequest) -> MemoryClaim | None:
-        """What a read finds SENT (the precheck): answered without a claim."""
+    def confirm(self, requests: Sequence[ClaimRequest]) -> dict[Slot, MemoryClaim]:
+        return {request.slot: self._read(request) for request in requests}
+
+    def _answer(self, state: ClaimState, item: Item) -> ClaimAnswer:
+        return ClaimAnswer(state, item.content or None, generation=item.generation, erased_at_ms=item.erased_at_ms)
+
+    def _read(self, request: ClaimRequest) -> MemoryClaim:
+        """What a consistent read of the item answers (the precheck, a probe, a confirmation)."""
         item = self.items.get(request.slot)
-        if item is None or item.status != "SENT" or item.expires_at <= self._clock():
-            return None
-        return MemoryClaim(request.slot, ClaimAnswer(ClaimState.SENT, item.content))
+        if item is None or item.expires_at <= self._clock():
+            return MemoryClaim(request.slot, ClaimAnswer(ClaimState.ABSENT))
+        if item.status == "":
+            state = ClaimState.ERASED if item.erased_at_ms > request.received_ms else ClaimState.ABSENT
+        else:
+            state = ClaimState.SENT if item.status == "SENT" else ClaimState.IN_FLIGHT
+        return MemoryClaim(request.slot, self._answer(state, item))
+
+    def erase(self, workspace_id: str, visitor_id: str, now_ms: int) -> None:
+        """The erase: a tombstone of the next generation on IDENTIFY, every other fact not held deleted."""
+        with self._lock:
+            slots = [s for s in self.items if (s.workspace_id, s.visitor_id) == (workspace_id, visitor_id)]
+            identity = Slot(workspace_id, visitor_id, IDENTIFY)
+            old = self.items.get(identity)
+            if old is not None and old.status == "PENDING" and old.lease_until >= self._clock():
+                raise DedupUnavailableError("in_flight")
+            generation = (old.generation if old else 0) + 1
+            self.items[identity] = Item("", {}, "", 0, "", self._clock() + 21 * 86_400, 0, generation, now_ms)
+            for slot in slots:
+                item = self.items[slot]
+                if slot == identity or (item.status == "PENDING" and item.lease_until >= self._clock()):
+                    continue
+                if item.generation < generation:
+                    del self.items[slot]
 
     def _claim(self, request: ClaimRequest) -> MemoryClaim:
         slot, now = request.slot, self._clock()
@@ -120,19 +155,20 @@ class MemoryStore:
             self._tokens += 1
             token = f"t{self._tokens}"
             if item is None or item.expires_at <= now:
-                self.items[slot] = Item(
-                    "PENDING", request.content, slot.message_id, now + self._lease, token, now + self._ttl
-                )
+                self.items[slot] = Item("PENDING", request.content, "", now + self._lease, token, now + self._ttl)
                 return MemoryClaim(slot, ClaimAnswer(ClaimState.CLAIMED, request.content), token)
+            if item.status == "" and item.erased_at_ms <= request.received_ms:  # a tombstone, erased before
+                item.status, item.content, item.expires_at = "PENDING", request.content, now + self._ttl
+                item.lease_until, item.token, item.attempts = now + self._lease, token, 1
+                return MemoryClaim(slot, self._answer(ClaimState.CLAIMED, item), token)
             if item.status == "PENDING" and item.lease_until < now:
                 item.lease_until, item.token, item.attempts = now + self._lease, token, item.attempts + 1
-                return MemoryClaim(slot, ClaimAnswer(ClaimState.CLAIMED, item.content), token)
-            state = ClaimState.SENT if item.status == "SENT" else ClaimState.IN_FLIGHT
-            return MemoryClaim(slot, ClaimAnswer(state, item.content))
+                return MemoryClaim(slot, self._answer(ClaimState.CLAIMED, item), token)
+        return self._read(request)
 
-    def mark_sent(self, marks: Iterable[tuple[MemoryClaim, str]]) -> None:
+    def mark_sent(self, marks: Iterable[tuple[MemoryClaim, str, int]]) -> None:
         marks = list(marks)
-        slots = [claim.slot for claim, _ in marks]
+        slots = [claim.slot for claim, _, _ in marks]
         if len(set(slots)) != len(slots):  # BatchWriteItem refuses a request that names an item twice
             raise DedupUnavailableError("ValidationException")
         mode, self._faults.mark = self._faults.mark, "ok"
@@ -140,12 +176,25 @@ class MemoryStore:
             raise DedupUnavailableError("ProvisionedThroughputExceededException")
         written = marks[: len(marks) // 2] if mode == "partial" else marks
         with self._lock:
-            for claim, message_id in written:
-                item = self.items[claim.slot]
-                item.status, item.message_id, item.token = "SENT", message_id, ""
+            for claim, message_id, generation in written:
+                item = self.items.get(claim.slot)
+                if item is None:  # deleted meanwhile: the unconditional put writes it again
+                    item = self.items[claim.slot] = Item("", claim.answer.content or {}, "", 0, "", 1e12)
+                item.status, item.message_id, item.token, item.generation = "SENT", message_id, "", generation
         if mode == "partial":
             raise DedupUnavailableError("1 items unprocessed")
         self._faults.crash("after_mark")
+
+    def forget(self, claims: Sequence[MemoryClaim]) -> None:
+        with self._lock:
+            for claim in claims:
+                item = self.items.get(claim.slot)
+                if not claim.token or item is None or item.token != claim.token:
+                    continue
+                if claim.slot.fact != IDENTIFY:
+                    del self.items[claim.slot]
+                elif item.erased_at_ms:  # back to the tombstone it was
+                    item.status, item.content, item.token, item.lease_until = "", {}, "", 0
 
     def release(self, claims: Sequence[MemoryClaim]) -> None:
         with self._lock:

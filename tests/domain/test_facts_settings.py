@@ -93,11 +93,12 @@ def test_without_identify_a_track_needs_only_its_own_fact():
 def test_a_call_claims_nothing_of_identity_for_a_workspace_without_identify():
     events = [event("assignment", user_id="u"), event("assignment", workspace_id="ws-2", user_id="u")]
     requests = claim_requests(events, {"ws": NO_IDENTIFY})
-    assert [(r.slot.workspace_id, r.slot.fact.key) for r in requests] == [
-        ("ws", "ASSIGN#t-1"),
-        ("ws-2", "IDENTIFY"),
-        ("ws-2", "IDENTIFY#U#u"),
-        ("ws-2", "ASSIGN#t-1"),
+    assert [(r.slot.workspace_id, r.slot.fact.key, r.probe) for r in requests] == [
+        ("ws", "ASSIGN#t-1", False),
+        ("ws", "IDENTIFY", True),  # only read: the item holds the visitor's erasure
+        ("ws-2", "IDENTIFY", False),
+        ("ws-2", "IDENTIFY#U#u", False),
+        ("ws-2", "ASSIGN#t-1", False),
     ]
 
 

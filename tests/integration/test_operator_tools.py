@@ -4,7 +4,6 @@ erase route and ``make erase``), and is workspace W healthy (its connection's GE
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from tests.stack_client import Api, drain, events_of, new_id, queue_depth, run_t
 
 pytestmark = pytest.mark.integration
 
-SENT_CACHE_SECONDS = 3  # how long a warm function remembers a fact as delivered (300 when deployed)
 # Health tallies written at every invocation (HEALTH_FLUSH_SECONDS 0) and retries every second or two, so the
 # tests see within seconds what a deployed stack shows within a minute.
 STACK_OVERRIDES: dict[str, Any] = {
@@ -24,7 +22,6 @@ STACK_OVERRIDES: dict[str, Any] = {
         "LEASE_SECONDS": "3",
         "HEALTH_FLUSH_SECONDS": "0",
         "SEGMENT_BREAKER_THRESHOLD": "0",
-        "SENT_CACHE_SECONDS": str(SENT_CACHE_SECONDS),
     },
     "parameters": {"RetryBackoffCapSeconds": "2", "HttpDeliveryBudgetSeconds": "1", "MaxReceiveCount": "3"},
 }
@@ -80,17 +77,18 @@ def test_erase_forgets_the_visitor_of_one_workspace_only(stack, api: Api):
 
     status, body = api.request("DELETE", f"/v1/workspaces/demo/visitors/{visitor}")
 
-    assert (status, body) == (200, {"erased": 3})  # first sighting, the user id link, the assignment
+    done = {"complete": True, "retry_after_s": 0}
+    assert (status, body) == (200, {"erased": 3, **done})  # first sighting, the user id link, the assignment
     assert lookup(stack, "demo", visitor) == {}
     assert len(lookup(stack, "demo-eu", visitor)) == 3  # the same visitor id in another workspace
-    assert api.request("DELETE", f"/v1/workspaces/demo/visitors/{visitor}") == (200, {"erased": 0})
+    assert api.request("DELETE", f"/v1/workspaces/demo/visitors/{visitor}") == (200, {"erased": 0, **done})
     before = [e for e in events_of(stack, visitor, region="us") if e["message"]["type"] == "identify"]
-    # A warm function that delivered the visitor's facts remembers them for SENT_CACHE_SECONDS without reading
-    # the table (until then it may answer duplicate); after that the visitor is new again.
-    time.sleep(SENT_CACHE_SECONDS + 0.5)
-    assert api.post("/v1/assignments", assignment(visitor))[1]["status"] == "delivered"
+    # at once, in the warm function that delivered the visitor's facts: a first sighting again, under new ids
+    status, again = api.post("/v1/assignments", assignment(visitor))
+    assert again["status"] == "delivered", again
     after = [e for e in events_of(stack, visitor, region="us") if e["message"]["type"] == "identify"]
-    assert len(after) == len(before) + 1  # a first sighting again
+    assert len(after) == len(before) + 1
+    assert after[-1]["message"]["messageId"] not in {e["message"]["messageId"] for e in before}
 
 
 def test_make_erase_calls_the_route_signed(stack, api: Api):

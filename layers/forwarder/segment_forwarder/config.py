@@ -48,7 +48,7 @@ class Settings:
     delivered_log_sample_rate: float = 0.0
     segment_breaker_threshold: int = 3
     health_flush_seconds: int = 60
-    sent_cache_seconds: int = 300
+    erasure_tombstone_seconds: int = 21 * 86_400
     us_endpoint: str = DEFAULT_ENDPOINTS["us"]
     eu_endpoint: str = DEFAULT_ENDPOINTS["eu"]
 
@@ -91,7 +91,7 @@ class Settings:
             delivered_log_sample_rate=min(number("DELIVERED_LOG_SAMPLE_RATE", 0.0, float), 1.0),
             segment_breaker_threshold=number("SEGMENT_BREAKER_THRESHOLD", 3, int),
             health_flush_seconds=number("HEALTH_FLUSH_SECONDS", 60, int),
-            sent_cache_seconds=number("SENT_CACHE_SECONDS", 300, int),
+            erasure_tombstone_seconds=number("ERASURE_TOMBSTONE_DAYS", 21, int) * 86_400,
             us_endpoint=env.get("SEGMENT_US_ENDPOINT") or DEFAULT_ENDPOINTS["us"],
             eu_endpoint=env.get("SEGMENT_EU_ENDPOINT") or DEFAULT_ENDPOINTS["eu"],
         )

@@ -7,7 +7,8 @@ HTTP API (payload format 2.0) routes, bound in ``functions/connection/app.py``::
     GET    /v1/workspaces/{workspace_id}/segment        -> 200 {"connected": true|false, ...}
     DELETE /v1/workspaces/{workspace_id}/segment        -> 204
     POST   /v1/workspaces/{workspace_id}/segment/test   -> 200 {"message_id", "endpoint", "region", "note"}
-    DELETE /v1/workspaces/{workspace_id}/visitors/{visitor_id}  -> 200 {"erased": <facts removed>}
+    DELETE /v1/workspaces/{workspace_id}/visitors/{visitor_id}  -> 200 {"erased": n, "complete": true|false,
+                                                                          "retry_after_s": 0}
 
     from segment_forwarder.connection_api import handler
     answer = handler(api_gateway_v2_event, lambda_context)   # {"statusCode", "headers", "body"}
@@ -95,7 +96,7 @@ class Runtime:
             ConnectionStore(secrets, settings.secret_prefix),
             SegmentClient(settings.endpoints),
             HealthLedger(dynamodb, settings.table_name),
-            VisitorFacts(dynamodb, settings.table_name),
+            VisitorFacts(dynamodb, settings.table_name, tombstone_seconds=settings.erasure_tombstone_seconds),
         )
 
 
@@ -129,7 +130,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     defaults filled in); GET 200 ``{"connected": false, "health"}`` or the same as PUT with ``health``; DELETE
     204 (also when not connected); POST .../test 200 ``{"message_id", "endpoint", "region", "note"}``, 404
     ``not_connected``, 502 ``segment_unavailable`` / ``segment_rejected``; DELETE .../visitors/{visitor_id} 200
-    ``{"erased": n}``, 409 ``in_flight`` (a delivery holds some facts: erase again). Every route: 400 for a bad
+    ``{"erased": n, "complete": bool, "retry_after_s": 0}`` (not complete: call again), 409 ``in_flight`` (a
+    delivery holds some facts: erase again after the seconds it names). Every route: 400 for a bad
     ``workspace_id`` (or ``visitor_id``) or body (413 over 32 KB), 503 ``unavailable`` when Secrets Manager or
     the table fails, 500 ``connection_malformed`` for a stored secret that cannot be read; an unknown route or
     method is 404.
@@ -220,12 +222,19 @@ def _health(runtime: Runtime, workspace_id: str) -> dict[str, Any] | None:
 
 
 def _erase(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
-    """DELETE .../visitors/{visitor_id}: remove every fact of the visitor (its user ids are in keys too), so its
-    next event is a first sighting again; 200 ``{"erased": n}`` (0 for a visitor never seen), 409 ``in_flight``
-    when a delivery of the visitor holds some facts right now (the others are removed; erase again after it)."""
+    """DELETE .../visitors/{visitor_id}: erase the visitor. It takes effect at once in every function (events
+    received before it are dropped, the next one is a first sighting under new messageIds); its facts (its user
+    ids are in keys too) are deleted page by page within the invocation's remaining time.
+
+    200 ``{"erased": n, "complete": true, "retry_after_s": 0}`` (n facts removed by this call; 0 for a visitor
+    never seen); ``"complete": false`` when time ran out before every fact was deleted: call again (at once);
+    409 ``in_flight`` when a delivery of the visitor holds some facts right now (erase again after the seconds
+    it names)."""
     visitor_id = _check_visitor_id((event.get("pathParameters") or {}).get("visitor_id"))
     try:
-        erasure = runtime.facts.erase(workspace_id, visitor_id)
+        erasure = runtime.facts.erase(
+            workspace_id, visitor_id, time_left_s=lambda: context.get_remaining_time_in_millis() / 1000
+        )
     except DedupUnavailableError as exc:
         raise RequestError(503, "unavailable", f"the dedup table could not be reached ({exc}); retry", None) from None
     if erasure.in_flight:
@@ -236,7 +245,8 @@ def _erase(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: 
             f"them again when it ends: erase again in {erasure.retry_after_s} s",
             None,
         )
-    return Answer(200, {"erased": erasure.erased}, "erased", {"erased": erasure.erased})
+    body = {"erased": erasure.erased, "complete": erasure.complete, "retry_after_s": 0}
+    return Answer(200, body, "erased" if erasure.complete else "erased_partly", {"erased": erasure.erased})
 
 
 def _disconnect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:

@@ -112,6 +112,9 @@ class Event:
     ``delivery_id`` is the messageId of a conversion that has no dedup fact: stable across redeliveries when
     the transport provides one (derived from the SQS message id, or carried from the HTTP attempt that queued
     it); ``from_body`` gives a fresh random one when the transport has none.
+
+    ``received_ms`` is when the event was first received (ms since the epoch; the HTTP request, or the first
+    receipt a queued record carries): an erasure of the visitor after that moment drops the event.
     """
 
     kind: Kind
@@ -132,6 +135,7 @@ class Event:
     event_id: str | None = None
     delivery_id: str = ""
     delivery_nonce: str = ""
+    received_ms: int = 0
     body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -159,6 +163,7 @@ class Event:
             one_per_visitor=bool(body.get("one_per_visitor", False)),
             event_id=body.get("event_id"),
             delivery_id=delivery_id or str(uuid.uuid4()),
+            received_ms=int(received_at.timestamp() * 1000),
             body=body,
         )
 

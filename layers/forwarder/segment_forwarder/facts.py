@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .events import Event
@@ -119,8 +119,17 @@ class Slot:
 
     @property
     def message_id(self) -> str:
-        """The one messageId every send of this fact carries."""
+        """The messageId every send of this fact carries while the visitor was never erased (generation 0)."""
         return message_id(self.workspace_id, self.visitor_id, self.fact.key)
+
+    def message_id_in(self, generation: int) -> str:
+        """The messageId of this fact in the visitor's ``generation`` (its number of erasures)."""
+        return message_id(self.workspace_id, self.visitor_id, self.fact.key, generation)
+
+    @property
+    def identity(self) -> Slot:
+        """The visitor's IDENTIFY slot: its item also holds the visitor's erasure (time and generation)."""
+        return self if self.fact == IDENTIFY else Slot(self.workspace_id, self.visitor_id, IDENTIFY)
 
 
 class ClaimState(enum.Enum):
@@ -131,15 +140,24 @@ class ClaimState(enum.Enum):
     IN_FLIGHT = "in_flight"  # another attempt holds a live lease
     UNAVAILABLE = "unavailable"  # the table could not be reached or throttled: retry later
     INVALID = "invalid"  # the table refused the request itself: it never succeeds
+    ERASED = "erased"  # IDENTIFY only: the visitor was erased after every event of the call that needs it
+    ABSENT = "absent"  # IDENTIFY read (not claimed): no item, the visitor was never identified nor erased
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimAnswer:
-    """A claim's answer: the state and the content the fact records (this call's, if it created the fact)."""
+    """A claim's answer: the state and the content the fact records (this call's, if it created the fact).
+
+    ``generation``: for IDENTIFY, the visitor's number of erasures (its messageIds derive from it); for another
+    fact found SENT, the generation it was delivered in (a fact of an older generation is an erased one that
+    the erase has not deleted yet). ``erased_at_ms``: for IDENTIFY, when the visitor was last erased (0: never).
+    """
 
     state: ClaimState
     content: Content | None = None
     reason: str = ""
+    generation: int = 0
+    erased_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,20 +270,49 @@ def settings_of(settings: SettingsOf | None, event: Event) -> WorkspaceSettings:
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
-    """One claim to make: a fact, and the content to record if the claim creates it."""
+    """One claim to make: a fact, and the content to record if the claim creates it.
+
+    For IDENTIFY, ``received_ms`` is the latest receipt among the call's events of the visitor (an erasure
+    after it refuses the claim: ``ERASED``), and ``probe`` asks to read the item, not to claim it (the
+    workspace does not forward Identify, but the item holds the visitor's erasure)."""
 
     slot: Slot
     content: Content
+    received_ms: int = 0
+    probe: bool = False
 
 
 def claim_requests(events: Sequence[Event], settings: SettingsOf | None = None) -> list[ClaimRequest]:
     """Each distinct fact the events need, once, with the content of the first event (in order) that needs it,
-    built under its workspace's settings."""
+    built under its workspace's settings; and every visitor's IDENTIFY (claimed, or a ``probe``), which tells
+    whether and when the visitor was erased."""
     requests: dict[Slot, ClaimRequest] = {}
+    received: dict[Slot, int] = {}
     for event in events:
+        identity = _slot(event, IDENTIFY)
+        received[identity] = max(received.get(identity, 0), event.received_ms)
         for need in needs_of(event, settings_of(settings, event)):
             requests.setdefault(need.slot, ClaimRequest(need.slot, need.content))
-    return list(requests.values())
+        requests.setdefault(identity, ClaimRequest(identity, {}, probe=True))
+    return [
+        replace(request, received_ms=received[slot]) if slot in received else request
+        for slot, request in requests.items()
+    ]
+
+
+def to_confirm(answers: Mapping[Slot, ClaimAnswer]) -> list[Slot]:
+    """The IDENTIFY slots to read again (consistently) after the claims, before anything is sent: those this call
+    does not hold while it claimed another fact of the visitor (an erase may have come between the two), and
+    every probe that went with a claim. An erase cannot take an IDENTIFY this call holds (it answers
+    ``in_flight``), and a call that claimed nothing records nothing."""
+    claimed = {slot.identity for slot, answer in answers.items() if answer.state is ClaimState.CLAIMED}
+    return [
+        slot
+        for slot, answer in answers.items()
+        if slot.fact == IDENTIFY
+        and slot in claimed
+        and answer.state in (ClaimState.SENT, ClaimState.IN_FLIGHT, ClaimState.ABSENT)
+    ]
 
 
 Status = Literal["delivered", "duplicate", "skipped", "retry", "rejected"]
@@ -292,6 +339,8 @@ class Outcome:
 
 NOT_FORWARDED = Outcome("skipped", reason="not_forwarded")
 NO_CONSENT = Outcome("skipped", reason="no_consent")
+ERASED = Outcome("skipped", reason="erased")
+ERASE_IN_PROGRESS = Outcome("retry", reason="erase_in_progress")
 
 
 def screen(event: Event, settings: WorkspaceSettings) -> Outcome | None:
@@ -341,6 +390,8 @@ class CallPlan:
     events: tuple[EventPlan, ...]
     mark_now: tuple[tuple[Slot, str], ...] = ()  # delivered already (by the message with that id)
     release_now: tuple[Slot, ...] = ()  # claimed by this call but not to be sent now
+    forget_now: tuple[Slot, ...] = ()  # claimed by this call for erased events only: to delete, never record
+    generations: Mapping[Slot, int] = field(default_factory=dict)  # per IDENTIFY slot: the visitor's generation
 
 
 @dataclass(slots=True)
@@ -378,35 +429,110 @@ def covers_link(identify: ClaimAnswer | None, user_id: str) -> bool:
     return identify is not None and identify.content is not None and identify.content.get("userId") == user_id
 
 
-def _verdict(needs: Sequence[Need], answers: Mapping[Slot, ClaimAnswer]) -> Outcome | None:
+def _failure(answer: ClaimAnswer) -> Outcome | None:
+    if answer.state is ClaimState.UNAVAILABLE:
+        return Outcome("retry", reason=f"dedup_unavailable: {answer.reason}")
+    if answer.state is ClaimState.INVALID:
+        return Outcome("rejected", reason=f"dedup_refused: {answer.reason}")
+    return None
+
+
+def identity_of(slot: Slot, answers: Mapping[Slot, ClaimAnswer], confirmed: Mapping[Slot, ClaimAnswer]) -> ClaimAnswer:
+    """What the call knows of the visitor's IDENTIFY item: the read made after the claims when there is one."""
+    return confirmed.get(slot.identity) or answers[slot.identity]
+
+
+def _verdict(
+    event: Event, needs: Sequence[Need], answers: Mapping[Slot, ClaimAnswer], confirmed: Mapping[Slot, ClaimAnswer]
+) -> Outcome | None:
+    """The event's outcome when nothing is to be sent for it, else None. In order: the visitor's IDENTIFY could not
+    be read (retry) or refused; the visitor was erased after the event was received (``skipped``/``erased``: never
+    sent, nothing recorded); another fact failed; a fact found SENT belongs to an erased generation the erase has
+    not deleted yet, or an erase came between the claims (``retry``: the event comes back); the event's own
+    fact is held elsewhere."""
+    identity_slot = _slot(event, IDENTIFY)
+    identity = identity_of(identity_slot, answers, confirmed)
+    failure = _failure(identity)
+    if failure is not None:
+        return failure
+    if identity.state is ClaimState.ERASED or event.received_ms < identity.erased_at_ms:
+        return ERASED
+    for need in needs:
+        failure = _failure(answers[need.slot])
+        if failure is not None:
+            return failure
+    if identity.generation != answers[identity_slot].generation:
+        return ERASE_IN_PROGRESS  # erased between the claims and the read after them (see the erased check)
     for need in needs:
         answer = answers[need.slot]
-        if answer.state is ClaimState.UNAVAILABLE:
-            return Outcome("retry", reason=f"dedup_unavailable: {answer.reason}")
-        if answer.state is ClaimState.INVALID:
-            return Outcome("rejected", reason=f"dedup_refused: {answer.reason}")
+        if need.slot.fact != IDENTIFY and answer.state is ClaimState.SENT and answer.generation != identity.generation:
+            return ERASE_IN_PROGRESS
     if any(need.primary and answers[need.slot].state is ClaimState.IN_FLIGHT for need in needs):
         return Outcome("retry", reason="in_flight")
     return None
 
 
+def _erased(event: Event, answers: Mapping[Slot, ClaimAnswer], confirmed: Mapping[Slot, ClaimAnswer]) -> bool:
+    identity = identity_of(_slot(event, IDENTIFY), answers, confirmed)
+    return identity.state is ClaimState.ERASED or event.received_ms < identity.erased_at_ms
+
+
+def _tainted(
+    events: Sequence[Event],
+    answers: Mapping[Slot, ClaimAnswer],
+    settings: SettingsOf | None,
+    confirmed: Mapping[Slot, ClaimAnswer],
+) -> set[Slot]:
+    """Facts this call claimed with the content of an event received before the visitor's erasure (the first
+    event that needs a fact gives its content, ``claim_requests``): never sent nor kept, whoever else needs
+    them (a retry of a dropped event and a later event of the visitor in one batch)."""
+    tainted: set[Slot] = set()
+    seen: set[Slot] = set()
+    for event in events:
+        for need in needs_of(event, settings_of(settings, event)):
+            if need.slot in seen:
+                continue
+            seen.add(need.slot)
+            answer = answers.get(need.slot)
+            claimed = answer is not None and answer.state is ClaimState.CLAIMED and answer.content == need.content
+            if claimed and _erased(event, answers, confirmed):
+                tainted.add(need.slot)
+    return tainted
+
+
 def plan_call(
-    events: Sequence[Event], answers: Mapping[Slot, ClaimAnswer], settings: SettingsOf | None = None
+    events: Sequence[Event],
+    answers: Mapping[Slot, ClaimAnswer],
+    settings: SettingsOf | None = None,
+    confirmed: Mapping[Slot, ClaimAnswer] | None = None,
 ) -> CallPlan:
     """Decide, from the claim answers, which messages each event sends (``answers`` holds every slot of
-    ``claim_requests(events, settings)``).
+    ``claim_requests(events, settings)``; ``confirmed`` the reads of ``to_confirm(answers)``).
 
     Each fact claimed by this call is sent once, by the first event (in order) that needs it and has no
     verdict; a later event that needs it depends on that delivery. A link covered by the first Identify
-    rides on it (or, when that Identify is already SENT, is marked delivered at once).
+    rides on it (or, when that Identify is already SENT, is marked delivered at once). Message ids are those of
+    the visitor's generation (``ClaimAnswer.generation`` of its IDENTIFY). A fact claimed only for events of an
+    erased visitor is forgotten (deleted), not released: nothing of an erased event stays in the table.
     """
+    confirmed = confirmed or {}
     carriers: dict[Slot, _Draft] = {}  # the delivery of this call that carries each claimed fact
     plans: list[tuple[list[_Draft], list[_Draft], Outcome | None, bool]] = []
     mark_now: list[tuple[Slot, str]] = []
+    kept: set[Slot] = set()  # slots needed by an event that is not erased
+    generations: dict[Slot, int] = {}
+    tainted = _tainted(events, answers, settings, confirmed)
     for event in events:
         workspace_settings = settings_of(settings, event)
         needs = needs_of(event, workspace_settings)
-        verdict = _verdict(needs, answers)
+        verdict = _verdict(event, needs, answers, confirmed)
+        if verdict is None and any(need.slot in tainted for need in needs):
+            verdict = ERASE_IN_PROGRESS  # comes back without the erased event, and records its own content
+        identity_slot = _slot(event, IDENTIFY)
+        generation = identity_of(identity_slot, answers, confirmed).generation
+        generations[identity_slot] = generation
+        if verdict is not ERASED:
+            kept.update(need.slot for need in needs)
         own: list[_Draft] = []
         earlier: list[_Draft] = []
         waits = False
@@ -427,13 +553,14 @@ def plan_call(
                             carriers[need.slot] = carrier
                         elif identify.state is ClaimState.SENT:
                             if all(slot != need.slot for slot, _ in mark_now):  # once, whoever else needs it
-                                mark_now.append((need.slot, identify_slot.message_id))
+                                mark_now.append((need.slot, identify_slot.message_id_in(generation)))
                         else:  # IN_FLIGHT: its claimer sends the Identify that links; released below
                             waits = True
                         continue
                 if carrier is None:
                     content = answer.content if answer.content is not None else need.content
-                    carrier = _Draft(_message(content, need.slot.message_id, event, workspace_settings), [need.slot])
+                    message = _message(content, need.slot.message_id_in(generation), event, workspace_settings)
+                    carrier = _Draft(message, [need.slot])
                     carriers[need.slot] = carrier
                     own.append(carrier)
                 elif carrier not in own and carrier not in earlier:
@@ -454,12 +581,16 @@ def plan_call(
         for own, earlier, verdict, waits in plans
     )
     marked = {slot for slot, _ in mark_now}
-    release_now = tuple(
+    unsent = [
         slot
         for slot, answer in answers.items()
         if answer.state is ClaimState.CLAIMED and slot not in carriers and slot not in marked
-    )
-    return CallPlan(event_plans, tuple(mark_now), release_now)
+    ]
+    # IDENTIFY is forgotten only when it recorded an erased event's content (it becomes the tombstone it was);
+    # else released: its item holds the visitor's erasure (an erase cannot take it while held)
+    forget = tuple(slot for slot in unsent if slot in tainted or (slot not in kept and slot.fact != IDENTIFY))
+    release = tuple(slot for slot in unsent if slot not in forget)
+    return CallPlan(event_plans, tuple(mark_now), release, forget, generations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,6 +615,12 @@ class Settlement:
     outcomes: tuple[Outcome, ...]
     marks: tuple[tuple[Slot, str], ...]
     releases: tuple[Slot, ...]
+    forgets: tuple[Slot, ...] = ()
+    generations: Mapping[Slot, int] = field(default_factory=dict)  # per IDENTIFY slot, as in ``CallPlan``
+
+    def generation(self, slot: Slot) -> int:
+        """The generation a fact is marked SENT in: its visitor's."""
+        return self.generations.get(slot.identity, 0)
 
 
 def settle(plan: CallPlan, results: Mapping[str, SendResult]) -> Settlement:
@@ -519,4 +656,4 @@ def settle(plan: CallPlan, results: Mapping[str, SendResult]) -> Settlement:
             outcomes.append(Outcome("delivered", ids, complete=not event.waits))
         else:
             outcomes.append(Outcome("duplicate", complete=not event.waits))
-    return Settlement(tuple(outcomes), tuple(marks), tuple(releases))
+    return Settlement(tuple(outcomes), tuple(marks), tuple(releases), plan.forget_now, plan.generations)

@@ -9,8 +9,10 @@ The forwarder talks to its three dependencies through small protocols (``FactSto
 ``segment.SegmentClient`` in Lambda, and by in-memory fakes in the domain tests.
 
 Steps: resolve each workspace's connection and settings (once per call); skip the events the settings screen
-out (``not_forwarded``, ``no_consent``) before anything is claimed; claim every distinct fact of the call,
-concurrently; ``plan_call`` decides what each event sends; each workspace's deliveries go out in order with as
+out (``not_forwarded``, ``no_consent``) before anything is claimed; claim every distinct fact of the call and
+each visitor's IDENTIFY (which holds its erasure), concurrently; read again the IDENTIFY of a visitor whose
+other facts were claimed while this call does not hold it (``to_confirm``: an erase may have come between);
+``plan_call`` decides what each event sends; each workspace's deliveries go out in order with as
 few ``/v1/batch`` requests as Segment's limits allow (workspaces concurrently; after a failed request the rest
 of that workspace waits for the retry, so no Track overtakes its Identify); ``settle`` gives the outcomes and
 the facts to mark SENT (one batch write) or to release.
@@ -38,6 +40,7 @@ from .facts import (
     EventPlan,
     Outcome,
     SendResult,
+    Settlement,
     Slot,
     claim_requests,
     needs_of,
@@ -45,6 +48,7 @@ from .facts import (
     screen,
     settings_of,
     settle,
+    to_confirm,
 )
 from .messages import Message
 from .segment import SendOutcome, split_batches
@@ -72,12 +76,21 @@ class FactStore[C: ClaimHandle](Protocol):
         ``precheck``: first read which are SENT already (cheaper than a conditional write that loses)."""
         ...
 
-    def mark_sent(self, marks: Iterable[tuple[C, str]]) -> None:
-        """Record claims as SENT by the message with the given id; DedupUnavailableError if not all were."""
+    def confirm(self, requests: Sequence[ClaimRequest]) -> Mapping[Slot, C]:
+        """Read the requested IDENTIFY items again (consistently), after the claims; failures are UNAVAILABLE."""
+        ...
+
+    def mark_sent(self, marks: Iterable[tuple[C, str, int]]) -> None:
+        """Record claims as SENT by the message with the given id in the given generation; DedupUnavailableError
+        if not all were."""
         ...
 
     def release(self, claims: Sequence[C]) -> None:
         """Give up claims' leases (best effort)."""
+        ...
+
+    def forget(self, claims: Sequence[C]) -> None:
+        """Delete facts claimed only for an erased visitor's events (best effort)."""
         ...
 
 
@@ -134,12 +147,16 @@ class Forwarder[C: ClaimHandle]:
                 results[index] = failure
         live = [events[index] for index in connected]
         settings = {workspace: connection.settings for workspace, connection in connections.items()}
-        claims = self._store.claim_all(claim_requests(live, settings), precheck=precheck)
+        requests = claim_requests(live, settings)
+        claims = self._store.claim_all(requests, precheck=precheck)
         try:
-            plan = plan_call(live, {slot: claim.answer for slot, claim in claims.items()}, settings)
+            answers = {slot: claim.answer for slot, claim in claims.items()}
+            again = set(to_confirm(answers))
+            confirmed = self._store.confirm([r for r in requests if r.slot in again]) if again else {}
+            plan = plan_call(live, answers, settings, {slot: claim.answer for slot, claim in confirmed.items()})
             sent = self._send(live, plan, connections, deadline)
             settled = settle(plan, sent)
-            recorded = self._settle(claims, settled.marks, settled.releases)
+            recorded = self._settle(claims, settled)
         except Exception:  # a bug: give the leases back, so that a retry of these events can claim at once
             self._store.release(list(claims.values()))
             raise
@@ -231,13 +248,17 @@ class Forwarder[C: ClaimHandle]:
             results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason, answer.retry_after)
         return answer.ok or not answer.retryable
 
-    def _settle(self, claims: Mapping[Slot, C], marks: Sequence[tuple[Slot, str]], releases: Sequence[Slot]) -> bool:
-        """Mark delivered facts SENT and release the others; False when the marks could not be written."""
-        self._store.release([claims[slot] for slot in releases])
+    def _settle(self, claims: Mapping[Slot, C], settled: Settlement) -> bool:
+        """Mark delivered facts SENT, release the others, forget those of erased events; False when the marks
+        could not be written."""
+        self._store.release([claims[slot] for slot in settled.releases])
+        if settled.forgets:
+            self._store.forget([claims[slot] for slot in settled.forgets])
+        marks = settled.marks
         if not marks:
             return True
         try:
-            self._store.mark_sent([(claims[slot], message_id) for slot, message_id in marks])
+            self._store.mark_sent([(claims[slot], mid, settled.generation(slot)) for slot, mid in marks])
         except DedupUnavailableError as exc:
             logger.warning("could not mark facts sent", extra={"facts": len(marks), "error": str(exc)})
             return False

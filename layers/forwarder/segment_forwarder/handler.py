@@ -29,7 +29,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .api_gateway import json_response, request_body
 from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
-from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger, SentCache
+from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
 from .errors import RequestError
 from .events import SCHEMAS, Event, Kind, new_nonce, record_delivery_id
 from .facts import Outcome, largest_message
@@ -81,7 +81,6 @@ class Runtime:
             lease_seconds=settings.lease_seconds,
             visitor_ttl_seconds=settings.dedup_ttl_seconds,
             event_ttl_seconds=settings.event_id_ttl_seconds,
-            sent=SentCache(max_age_s=settings.sent_cache_seconds),
         )
         connections = Connections(
             session.client("secretsmanager", config=AWS_CLIENT_CONFIG),

@@ -39,12 +39,19 @@ def iso_ms(moment: datetime) -> str:
     return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
-def message_id(workspace_id: str, visitor_id: str, fact_key: str) -> str:
+def message_id(workspace_id: str, visitor_id: str, fact_key: str, generation: int = 0) -> str:
     """Deterministic Segment messageId of a visitor's fact: a resend after a crash carries the same id.
+
+    ``generation`` counts the visitor's erasures: after one, the visitor's facts are sent under ids Segment has
+    never seen (generation 0, a visitor never erased, keeps the ids it always had)::
+
+        message_id("demo", "v-1", "IDENTIFY")      # the first life's id
+        message_id("demo", "v-1", "IDENTIFY", 1)   # after one erasure: another id
 
     Workspace ids cannot contain a newline and visitor ids no control character, so the join is unambiguous.
     """
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{workspace_id}\n{visitor_id}\n{fact_key}"))
+    name = f"{workspace_id}\n{visitor_id}\n{fact_key}"
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name if generation == 0 else f"{name}\n{generation}"))
 
 
 # What Python's str.strip() and JavaScript's String.prototype.trim() remove, together: an id that is nothing but
