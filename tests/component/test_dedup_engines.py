@@ -69,7 +69,7 @@ def test_a_claim_answers_in_flight_or_sent_with_the_content_the_first_claim_reco
     assert (again.answer.state, again.answer.content, again.token) == (ClaimState.IN_FLIGHT, FIRST, "")
     assert (raw_item(stack)["claim_token"]["S"], raw_item(stack)["attempts"]["N"]) == (first.token, "1")
 
-    store(stack, clock).mark_sent([(first, SLOT.message_id)])
+    store(stack, clock).mark_sent([(first, SLOT.message_id, 0)])
     repeat = store(stack, clock).claim(ClaimRequest(SLOT, LATER))
     assert (repeat.answer.state, repeat.answer.content) == (ClaimState.SENT, FIRST)
 
@@ -92,7 +92,7 @@ def test_an_item_past_its_expiry_is_claimed_as_new(stack):
     # TTL deletion lags by days: the item of a former life is still there, SENT, and expired.
     clock = Clock()
     old = store(stack, clock).claim(ClaimRequest(SLOT, FIRST))
-    store(stack, clock).mark_sent([(old, SLOT.message_id)])
+    store(stack, clock).mark_sent([(old, SLOT.message_id, 0)])
     clock.now += 86_400 + 1
 
     claim = store(stack, clock).claim(ClaimRequest(SLOT, LATER))
