@@ -53,12 +53,15 @@ def test_lookup_shows_delivered_duplicate_queued_and_parked_facts(stack, api: Ap
     assert viewed["delivered_at"] >= viewed["first_attempt_at"] > 0
     assert viewed["message_id"] in {e["message"]["messageId"] for e in events_of(stack, delivered)}
 
-    stack.sink.set_fault(status=503, count=1_000_000)
+    stack.sink.set_fault(status=503, count=1_000_000)  # an outage: the call is queued and its retries fail
     try:
         assert api.post("/v1/assignments", assignment(queued))[0] == 202
-        stack.sink.set_fault(status=400, count=1_000_000, match={"anonymousId": parked})
-        assert api.post("/v1/assignments", assignment(parked))[0] == 202  # refused: the queue parks it
         assert {fact["status"] for fact in lookup(stack, "demo", queued).values()} == {"PENDING"}
+    finally:
+        stack.sink.clear_faults()  # the queue delivers it now
+    stack.sink.set_fault(status=400, count=1_000_000, match={"anonymousId": parked})
+    try:
+        assert api.post("/v1/assignments", assignment(parked))[0] == 202  # refused: the queue parks it
         wait_for(lambda: drain(stack, stack.dlq_url("AssignmentQueue")), timeout_s=30)
     finally:
         stack.sink.clear_faults()
