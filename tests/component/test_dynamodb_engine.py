@@ -72,7 +72,8 @@ def test_occasional_throttling_is_absorbed_by_retries(stack):
         reset_counters()
         for i in range(10):
             status, body = stack.post("assignment", {**ASSIGNMENT, "visitor_id": f"v-{i}"}, handler)
-            assert (status, body.get("status")) in ((200, "delivered"), (503, None)), (status, body)
+            # a claim throttled past boto3's retries is unavailable: the call is queued (or, when that fails too, 503)
+            assert (status, body.get("status")) in ((200, "delivered"), (202, "queued"), (503, None)), (status, body)
         assert counters()["throttled"] > 0
     for i in range(10):  # whatever was refused, a client's retry delivers, once
         status, body = stack.post("assignment", {**ASSIGNMENT, "visitor_id": f"v-{i}"}, handler)
