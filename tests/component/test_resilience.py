@@ -112,7 +112,9 @@ def test_one_workspaces_refusals_never_open_the_regions_breaker_for_another_work
     answers = []
     for round_ in range(4):
         limited = stack.post("assignment", {**ASSIGNMENT, "visitor_id": f"v-a-{round_}"}, handler)
-        other = stack.post("assignment", {**ASSIGNMENT, "workspace_id": "ws-us-b", "visitor_id": f"v-b-{round_}"}, handler)
+        other = stack.post(
+            "assignment", {**ASSIGNMENT, "workspace_id": "ws-us-b", "visitor_id": f"v-b-{round_}"}, handler
+        )
         answers.append((limited, other))
 
     refused = [r for r in stack.sink.requests() if r["write_key"] == "key-us-0001"]

@@ -29,7 +29,7 @@ from .connections import Connections
 from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger, SentCache
 from .errors import RequestError
 from .events import SCHEMAS, Event, Kind, new_nonce, record_delivery_id
-from .facts import Outcome, largest_message
+from .facts import REFUSED_ALL, Outcome, largest_message
 from .forwarding import Forwarder
 from .health import HealthRecorder, hour_of
 from .messages import MAX_MESSAGE_BYTES
@@ -354,6 +354,8 @@ def _record(runtime: Runtime, event: Event, outcome: Outcome, path: str, correla
     (delivered, duplicate) are INFO for a sample of them only (``DELIVERED_LOG_SAMPLE_RATE``, decided by the
     event's delivery id, so every line of one event agrees) and DEBUG otherwise; every other outcome is INFO."""
     metrics.add_metric(outcome.status.capitalize(), MetricUnit.Count, 1)
+    if outcome.reason.startswith(REFUSED_ALL):  # the workspace's source refuses everything: its configuration
+        metrics.add_metric("SourceRefused", MetricUnit.Count, 1)
     extra: dict[str, Any] = {
         "path": path,
         "workspace_id": event.workspace_id,

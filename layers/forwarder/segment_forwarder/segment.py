@@ -109,9 +109,9 @@ class SendOutcome:
 
 class CircuitBreaker:
     """One region's Segment, as a warm function has found it: after ``threshold`` failed requests in a row
-    (``is_region_failure``: 5xx, timeouts, unreachable; never a 429 or another 4xx) it stops sending there for a cooldown (5 s, doubling each time it trips
-    again, at most 60 s), then lets one request through: success closes it, failure opens it again. A
-    ``threshold`` of 0 never opens::
+    (``is_region_failure``: 5xx, timeouts, unreachable; never a 429 or another 4xx) it stops sending there for a
+    cooldown (5 s, doubling each time it trips again, at most 60 s), then lets one request through: an answer
+    that is no region failure closes it, a failure opens it again. A ``threshold`` of 0 never opens::
 
         breaker = CircuitBreaker()
         if breaker.allow():        # False while open (``remaining_s()`` says for how long)
