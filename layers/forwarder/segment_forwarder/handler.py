@@ -83,6 +83,8 @@ class Runtime:
             session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
             settings.secret_prefix,
             settings.connection_cache_seconds,
+            miss_max_age=settings.connection_miss_cache_seconds,
+            max_entries=settings.connection_cache_entries,
         )
         segment = SegmentClient(settings.endpoints, breaker_threshold=settings.segment_breaker_threshold)
         forwarder = Forwarder(store, connections, segment, _segment_latency)
