@@ -13,13 +13,16 @@ Phases, each with its share of the requests; in ``load`` all clients send as fas
 spread their requests over at least ``min_phase_s`` so that their trouble makers have time to act:
 
 1. ``load``: only the clients (HTTP and SQS, ~40% repeats, both workspaces);
-2. ``kills``: + a random worker process of an ingest function SIGKILLed every ``kill_every_s``;
-3. ``flaky-segment``: + the sink alternating failing (503/500/429), slow (over the HTTP budget) and healthy;
-4. ``everything``: kills + flapping + connection changes: ``demo`` moves to a new write key in the other region,
+2. ``neighbour-quiet`` then ``neighbour-failing`` (``soak.tenants``), warm: the clients paced, and a third
+   workspace, the neighbour, sending over HTTP; Segment takes its source, then refuses it (429, 401, 400 in turn).
+   The healthy workspaces' p95 answer time with the failing neighbour must stay within 1.5 x the quiet one + 50 ms;
+3. ``kills``: + a random worker process of an ingest function SIGKILLed every ``kill_every_s``;
+4. ``flaky-segment``: + the sink alternating failing (503/500/429), slow (over the HTTP budget) and healthy;
+5. ``everything``: kills + flapping + connection changes: ``demo`` moves to a new write key in the other region,
    ``demo-eu`` is disconnected for a while and reconnected.
 
 Throughout, DynamoDB's eventually consistent reads may be stale (up to ``stale_lag_ms``, with
-``stale_probability``); in the chaos phases (2-4) DynamoDB is also busy by turns (every ``flap_every_s``): a share
+``stale_probability``); in the chaos phases (3-5) DynamoDB is also busy by turns (every ``flap_every_s``): a share
 ``dynamodb_throttle`` of its item calls throttled, ``dynamodb_unprocessed`` of each batch's entries unprocessed.
 
 Then the sink is healthy, and the soak waits until every ingest queue is empty (visible, in flight and delayed:
@@ -49,6 +52,7 @@ from .chaos import DynamoDbFaults, Killer, SegmentFlapper, dynamodb_settings
 from .clients import HttpProducer, QueueProducer, Tally
 from .invariants import Connection, Evaluation, Kind, Parked, Request, evaluate
 from .netstat import listen_overflows
+from .tenants import FAILING, NEIGHBOUR, NEIGHBOUR_REGION, QUIET, Neighbour, NeighbourFaults, TenantFigures
 from .workload import Job, Workload
 
 INGEST_FUNCTIONS = ("IdentifyFunction", "AssignmentFunction", "ConversionFunction")
@@ -57,7 +61,7 @@ QUEUES: dict[Kind, str] = {
     "assignment": "AssignmentQueue",
     "conversion": "ConversionQueue",
 }
-PHASES = ("load", "kills", "flaky-segment", "everything")
+PHASES = ("load", QUIET, FAILING, "kills", "flaky-segment", "everything")
 
 Out = Callable[[str], None]
 
@@ -159,13 +163,21 @@ class SoakReport:
     parked: list[Parked] = field(default_factory=list)
     evaluation: Evaluation = field(default_factory=Evaluation)
     wall_s: float = 0.0
+    phase_windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # the run's clock
+    neighbour_requests: list[Request] = field(default_factory=list)
+    neighbour_periods: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def tenants(self) -> TenantFigures:
+        """The healthy workspaces' answer times with a quiet and with a failing neighbour."""
+        return TenantFigures.of(self.requests, self.phase_windows, self.neighbour_requests)
 
     def evidence(self) -> dict[str, Any]:
         """The evaluator's whole input as JSON-ready data (``soak.evidence`` writes and re-reads it)."""
         return {
             "seed": self.seed,
             "cache_s": self.config.timings.connection_cache_s,
-            "requests": [asdict(r) for r in self.requests],
+            "requests": [asdict(r) for r in self.requests + self.neighbour_requests],
             "sink_events": self.sink_events,
             "connections": [asdict(c) for c in self.connections],
             "parked": [asdict(p) for p in self.parked],
@@ -186,7 +198,8 @@ class SoakReport:
     def ok(self) -> bool:
         """No violation, the queues drained, every request got an answer below 500 or reached its queue."""
         answered = not self.tally.outcomes.get("failed")
-        return self.evaluation.ok and self.settle_s is not None and answered and not self.errors
+        isolated = self.tenants.ok
+        return self.evaluation.ok and self.settle_s is not None and answered and not self.errors and isolated
 
     def format(self, max_violations: int = 40) -> str:
         """The report as printed by ``make soak``."""
@@ -206,6 +219,8 @@ class SoakReport:
             f"  segment      {_counts(self.segment_periods)} periods; sink answered{_counts(self.sink_requests)}",
             f"  dynamodb     {_counts(self.dynamodb_periods)} periods; engine{_counts(Counter(self.dynamodb_counters))}"
             f" (stale reads up to {self.config.stale_lag_ms:g} ms, p {self.config.stale_probability:g})",
+            f"  neighbour     {len(self.neighbour_requests)} requests{_counts(self.neighbour_periods, '')}",
+            f"  tenants       {self.tenants.format()}",
             "  connections   " + ("; ".join(self.connection_changes) or "unchanged"),
             "  settle        "
             + (f"{self.settle_s:.1f}s until every queue was empty" if self.settle_s is not None else "NOT DRAINED"),
@@ -305,6 +320,7 @@ class _Run:
             Workload(random.Random(seed), repeat_share=config.repeat_share, queue_share=config.queue_share)
         )
         self.http = HttpProducer(stack.api_url, stack.token, Tally(), self.clock, random.Random(seed + 1))
+        self.neighbour = Neighbour(stack.api_url, stack.token, self.clock, random.Random(seed + 2))
 
     def clock(self) -> float:
         """Seconds since the run began (requests, answers and connection changes share it)."""
@@ -336,6 +352,7 @@ class _Run:
             Connection(workspace, self.stack.write_key(workspace), region)
             for workspace, region in self.stack.connected_workspaces().items()
         ]
+        self.connect_neighbour()
         overflows_before = listen_overflows()
         dynamodb_settings(
             self.stack.aws_endpoint,
@@ -359,8 +376,10 @@ class _Run:
                 phase_end = began + (end_of_driving - began) / (len(PHASES) - index)  # a fair share of the time left
                 self.out(f"soak: phase {phase}: {budget} requests ...")
                 spread_s = 0.0 if phase == "load" else config.min_phase_s
+                window_start = self.clock()
                 with self.chaos(phase):
                     self.dispatcher.run_phase(budget, max(phase_end, began + spread_s), spread_s)
+                report.phase_windows[phase] = (window_start, self.clock())
                 report.phase_s[phase] = time.monotonic() - began
                 report.phase_requests[phase] = self.dispatcher.taken
         finally:
@@ -377,7 +396,7 @@ class _Run:
         report.dynamodb_counters = dict(engine) if isinstance(engine, dict) else {}
         report.sink_events = self._get_json("/events")
         report.evaluation = evaluate(
-            report.requests,
+            report.requests + report.neighbour_requests,
             report.sink_events,
             report.connections,
             report.parked,
@@ -390,8 +409,8 @@ class _Run:
     def chaos(self, phase: str) -> Iterator[None]:
         """Start the phase's trouble makers; stop them (and leave the sink healthy) when it ends."""
         config, rng = self.config, self.rng
-        killer = flapper = changer = busy = None
-        if phase != "load" and (config.dynamodb_throttle or config.dynamodb_unprocessed):
+        killer = flapper = changer = busy = neighbour_faults = None
+        if phase not in ("load", QUIET, FAILING) and (config.dynamodb_throttle or config.dynamodb_unprocessed):
             busy = DynamoDbFaults(
                 self.stack.aws_endpoint,
                 random.Random(rng.random()),
@@ -400,6 +419,13 @@ class _Run:
                 unprocessed=config.dynamodb_unprocessed,
             )
             busy.start()
+        if phase in (QUIET, FAILING):
+            self.neighbour.start()
+        if phase == FAILING:
+            neighbour_faults = NeighbourFaults(
+                self.stack.sink.url, self.neighbour.write_key, random.Random(rng.random()), config.flap_every_s
+            )
+            neighbour_faults.start()
         if phase in ("kills", "everything"):
             killer = Killer(self.stack.worker_pids, INGEST_FUNCTIONS, random.Random(rng.random()), config.kill_every_s)
             killer.start()
@@ -413,6 +439,13 @@ class _Run:
         try:
             yield
         finally:
+            if neighbour_faults is not None:
+                neighbour_faults.stop()
+                self.report.neighbour_periods += neighbour_faults.periods
+                self.report.errors += neighbour_faults.errors
+            if phase in (QUIET, FAILING):
+                self.neighbour.stop()
+                self.report.neighbour_requests = list(self.neighbour.requests)
             if changer is not None:
                 changer.join()
             if killer is not None:
@@ -449,6 +482,16 @@ class _Run:
         self.report.connection_changes.append(f"demo-eu disconnected at {sent_at:.1f}s")
         self.wait_for_jobs(2 * budget // 3)
         self.connect("demo-eu", self.stack.write_key("demo-eu"), DEMO_WORKSPACES["demo-eu"])
+
+    def connect_neighbour(self) -> None:
+        """Connect the neighbour workspace before the run (not a connection change of the run)."""
+        key = self.neighbour.write_key
+        status, _answer = self.http.request(
+            "PUT", f"/v1/workspaces/{NEIGHBOUR}/segment", {"write_key": key, "region": NEIGHBOUR_REGION}
+        )
+        if status != 200:
+            raise RuntimeError(f"connecting {NEIGHBOUR} answered {status}")
+        self.report.connections.append(Connection(NEIGHBOUR, key, NEIGHBOUR_REGION, at=self.clock()))
 
     def connect(self, workspace: str, write_key: str, region: str) -> None:
         """PUT the connection; it counts from the answer (the latest moment it can take effect)."""

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from segment_forwarder.connections import Connection
@@ -266,3 +266,94 @@ def run_history(stack: Any, aws_faults: Any, stream: list[Any], history_steps: l
         run.step(step)
     run.settle()
     run.check()
+
+
+# -- a failing neighbour -----------------------------------------------------------------------------------------
+
+NEIGHBOUR, NEIGHBOUR_KEY = "ws-bad", "key-bad-0003"  # in ws-us's region
+NEIGHBOUR_FAULTS = {  # what Segment does with the neighbour's source: (status, retry_after, delay_s)
+    "429": (429, 0.05, 0.0),
+    "401": (401, None, 0.0),
+    "400": (400, None, 0.0),
+    "slow": (None, None, 0.3),  # accepted after 0.3 s, within the HTTP budget
+}
+
+
+@st.composite
+def tenant_bodies(draw: st.DrawFn) -> list[tuple[str, dict[str, Any], str]]:
+    """(kind, body, path) of 3-9 events over the two workspaces and the neighbour: the neighbour's first, then one of
+    ws-us (its region) over HTTP, then any."""
+    stream = []
+    for index in range(draw(st.integers(1, 7))):
+        workspaces = [*sorted(CONNECTIONS), NEIGHBOUR]
+        kind, body = draw(event_bodies(workspaces, index=index, timestamp=f"2026-11-29T10:00:{index:02d}Z"))
+        plain = kind == "conversion" and "one_per_visitor" not in body and "event_id" not in body
+        stream.append((kind, body, "sqs" if plain else draw(st.sampled_from(["http", "sqs"]))))
+    first = {"workspace_id": NEIGHBOUR, "visitor_id": f"{NEIGHBOUR}:v-0", "test_id": "t-1", "variant_id": "a"}
+    first["timestamp"] = "2026-11-29T09:59:59Z"
+    second = {**first, "workspace_id": "ws-us", "visitor_id": "ws-us:v-0"}
+    return [("assignment", first, "http"), ("assignment", second, "http"), *stream]
+
+
+def run_tenant_history(stack: Any, stream: list[Any], mode: str | None) -> tuple[list[Any], dict[str, list[str]]]:
+    """The stream through fresh handlers, in order (consecutive SQS events of a kind in one batch), the neighbour's
+    source failing as ``mode`` says (None: the neighbour's events left out). The healthy events' answers, and what
+    Segment accepted per healthy source (each message without its id and sentAt, the run's visitor prefix taken out)."""
+    prefix = uuid.uuid4().hex[:8]
+    used = sorted({kind for kind, _, _ in stream})
+    handlers = {kind: stack.handler(kind, HTTP_DELIVERY_BUDGET_SECONDS="1") for kind in used}
+    stack.sink.clear()
+    if mode is not None:
+        status, retry_after, delay_s = NEIGHBOUR_FAULTS[mode]
+        stack.sink.set_fault(
+            status=status, count=10_000, retry_after=retry_after, delay_s=delay_s, write_key=NEIGHBOUR_KEY
+        )
+    groups: list[list[tuple[str, dict[str, Any], str]]] = []  # an HTTP call, or consecutive SQS events of a kind
+    for kind, body, path in stream:
+        same = groups and path == "sqs" and groups[-1][0][2] == "sqs" and groups[-1][0][0] == kind
+        if not same:
+            groups.append([])
+        groups[-1].append((kind, {**body, "visitor_id": f"{prefix}:{body['visitor_id']}"}, path))
+    answers: list[Any] = []
+    for group in groups:  # without the neighbour: the same groups, its events taken out
+        group = [item for item in group if mode is not None or item[1]["workspace_id"] != NEIGHBOUR]
+        if not group:
+            continue
+        kind, body, path = group[0]
+        if path == "http":
+            status, answer = stack.post(kind, body, handlers[kind])
+            if body["workspace_id"] != NEIGHBOUR:
+                answers.append((status, answer.get("status"), len(answer.get("message_ids", []))))
+            continue
+        records = [sqs_record(item[1]) for item in group]
+        retried = set(stack.invoke_sqs(kind, records, handler=handlers[kind]).retried)
+        healthy = [r for r, item in zip(records, group, strict=True) if item[1]["workspace_id"] != NEIGHBOUR]
+        if healthy:
+            answers.append(("sqs", kind, [r["messageId"] in retried for r in healthy]))
+    stack.sink.clear_faults()
+    received: dict[str, list[str]] = {}
+    for event in stack.sink.events():
+        if event["write_key"] == NEIGHBOUR_KEY:
+            continue
+        message = {k: v for k, v in event["message"].items() if k not in ("messageId", "sentAt")}
+        received.setdefault(event["write_key"], []).append(json.dumps(message, sort_keys=True).replace(prefix, "P"))
+    return answers, received
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+@pytest.mark.parametrize("mode", sorted(NEIGHBOUR_FAULTS))
+@settings(
+    max_examples=3,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each example runs two histories
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(stream=tenant_bodies())
+def test_a_failing_neighbour_changes_nothing_for_the_other_workspaces(stack, stream, mode):
+    stack.connect(NEIGHBOUR, NEIGHBOUR_KEY)
+    note("\n".join(f"{kind} via {path}: {body}" for kind, body, path in stream))
+
+    with_neighbour = run_tenant_history(stack, stream, mode)
+    without = run_tenant_history(stack, stream, None)
+
+    assert with_neighbour == without

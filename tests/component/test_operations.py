@@ -17,7 +17,7 @@ import pytest
 from local_stack.invoke import LambdaContext
 from local_stack.template import Resource, Template
 
-from .conftest import http_event
+from .conftest import http_event, sqs_record
 
 TEMPLATE = Template.load()
 KINDS = {"Identify": "identify", "Assignment": "assignment", "Conversion": "conversion"}
@@ -28,6 +28,7 @@ NAMESPACE = GLOBAL_ENV["POWERTOOLS_METRICS_NAMESPACE"]
 SERVICE = GLOBAL_ENV["POWERTOOLS_SERVICE_NAME"]
 # The custom metrics of the ingest functions (the README's Operations section): Count, except the two below.
 CUSTOM_METRICS = {"Delivered", "Duplicate", "Skipped", "Queued", "Retry", "Rejected", "DeadLettered", "Unavailable"}
+CUSTOM_METRICS |= {"SourceRefused"}
 CUSTOM_METRICS |= {"SegmentLatency", "RetryAge"}
 
 
@@ -146,6 +147,7 @@ def test_the_alarms_cover_dead_letters_age_stalls_503s_function_failures_and_api
             f"{kind}RetryHorizonAlarm",
             f"{kind}DeliveryStalledAlarm",
             f"{kind}UnavailableAlarm",
+            f"{kind}SourceRefusedAlarm",
             f"{kind}FunctionErrorsAlarm",
             f"{kind}FunctionThrottlesAlarm",
         }
@@ -351,3 +353,16 @@ def test_a_503_emits_unavailable_with_the_dimensions_its_alarm_reads(stack, caps
     [stat] = metric_stats(alarms()["AssignmentUnavailableAlarm"])
     alarm_dimensions = {d["Name"]: d["Value"] for d in stat["Dimensions"]}
     assert metrics["Unavailable"] == (stat["Namespace"], alarm_dimensions)
+
+
+def test_a_source_refusing_everything_emits_source_refused_with_the_dimensions_its_alarm_reads(stack, capsys):
+    stack.sink.set_fault(status=401, count=100, write_key="key-us-0001")
+    handler = stack.handler("assignment", POWERTOOLS_METRICS_DISABLED="false")
+    body = {"workspace_id": "ws-us", "visitor_id": "v-refused", "test_id": "t-1", "variant_id": "b"}
+
+    assert handler({"Records": [sqs_record(body)]}, LambdaContext())["batchItemFailures"] != []
+    metrics = emitted(emf_lines(capsys.readouterr().out))
+
+    [stat] = metric_stats(alarms()["AssignmentSourceRefusedAlarm"])
+    alarm_dimensions = {d["Name"]: d["Value"] for d in stat["Dimensions"]}
+    assert metrics["SourceRefused"] == (stat["Namespace"], alarm_dimensions)

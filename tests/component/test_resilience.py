@@ -99,9 +99,6 @@ def test_retry_after_longer_than_the_budget_queues_at_once(stack):
     assert len(stack.drain("assignment")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True, reason="429s open the region's breaker: one source's rate limit queues every workspace of the region"
-)
 def test_one_workspaces_429s_do_not_hold_back_another_workspace_of_the_same_region(stack):
     stack.connect("ws-us-b", "key-us-0003")  # a second workspace in the region us
     stack.sink.set_fault(status=429, count=1000, retry_after=0.1, write_key="key-us-0001")  # ws-us rate limited
@@ -115,6 +112,49 @@ def test_one_workspaces_429s_do_not_hold_back_another_workspace_of_the_same_regi
     # Segment rate limits a source, not a region: the other workspace's request is sent and delivered.
     assert [r["status"] for r in stack.sink.requests() if r["write_key"] == "key-us-0003"] == [200]
     assert (other[0], other[1]["status"]) == (200, "delivered")
+
+
+@pytest.mark.parametrize("status", [429, 401])
+def test_one_workspaces_refusals_never_open_the_regions_breaker_for_another_workspace(stack, status):
+    # Segment answers ws-us (key-us-0001) 429 (retrying quickly within each call's budget) or 401, call after
+    # call: far more failed requests in a row than the breaker's threshold (3). The region is up all along.
+    stack.connect("ws-us-b", "key-us-0003")
+    stack.sink.set_fault(status=status, count=10_000, retry_after=0.01, write_key="key-us-0001")
+    handler = stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="1")  # one execution environment for both
+    answers = []
+    for round_ in range(4):
+        limited = stack.post("assignment", {**ASSIGNMENT, "visitor_id": f"v-a-{round_}"}, handler)
+        other = stack.post(
+            "assignment", {**ASSIGNMENT, "workspace_id": "ws-us-b", "visitor_id": f"v-b-{round_}"}, handler
+        )
+        answers.append((limited, other))
+
+    refused = [r for r in stack.sink.requests() if r["write_key"] == "key-us-0001"]
+    assert {r["status"] for r in refused} == {status}
+    assert len(refused) > 3  # well past the breaker's threshold
+    for limited, other in answers:
+        assert limited == (202, {"status": "queued"})
+        assert (other[0], other[1]["status"]) == (200, "delivered")  # answered as if the neighbour were fine
+    # every answer of the other workspace came from a request Segment accepted: none was a 202 without a request
+    assert [r["status"] for r in stack.sink.requests() if r["write_key"] == "key-us-0003"] == [200] * 4
+
+
+def test_a_429s_retry_after_holds_back_that_source_only_in_the_warm_environment(stack):
+    stack.connect("ws-us-b", "key-us-0003")
+    stack.sink.set_fault(status=429, count=10_000, retry_after=30, write_key="key-us-0001")
+    handler = stack.handler("assignment", HTTP_DELIVERY_BUDGET_SECONDS="2")
+
+    first = stack.post("assignment", ASSIGNMENT, handler)
+    again = [stack.post("assignment", {**ASSIGNMENT, "visitor_id": f"v-{i}"}, handler) for i in range(2, 5)]
+    other = stack.post("assignment", {**ASSIGNMENT, "workspace_id": "ws-us-b"}, handler)
+
+    assert first == (202, {"status": "queued"})
+    assert again == [(202, {"status": "queued"})] * 3
+    # Segment said "not for 30 s": the calls after the first ask it nothing with that key ...
+    assert [r["status"] for r in stack.sink.requests() if r["write_key"] == "key-us-0001"] == [429]
+    # ... and another source of the same region is sent at once
+    assert (other[0], other[1]["status"]) == (200, "delivered")
+    assert len(stack.drain("assignment")) == 4
 
 
 def test_segment_timeout_on_http_queues_and_the_queue_resends_the_same_ids(stack):

@@ -100,7 +100,7 @@ def test_segment_outage_reports_every_record_failed_and_releases_claims(stack):
 
 
 def test_segment_rejection_is_not_retried_and_parks_the_records(stack):
-    stack.sink.set_fault(status=400, count=100)
+    stack.sink.set_fault(status=400, count=100, match={"type": "track"})  # the Identify is accepted
     record = sqs_record(assignment("ws-us", "v-1"))
 
     answer = invoke(stack, "assignment", [record])

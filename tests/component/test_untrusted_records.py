@@ -236,7 +236,7 @@ def test_what_the_http_path_accepts_near_the_limit_the_sqs_path_accepts(stack):
 
 
 def test_a_redriven_event_without_a_timestamp_is_dated_by_its_first_receipt(stack):
-    stack.sink.set_fault(status=400, count=100)  # refused: parked
+    stack.sink.set_fault(status=400, count=100, match={"type": "track"})  # refused while its Identify is not: parked
     record = producer_record(stack, "conversion", CONVERSION)  # no timestamp
     sent_ms = int(time.time() * 1000) - 3 * DAY_MS  # the producer sent it three days ago
     record["attributes"]["SentTimestamp"] = str(sent_ms)

@@ -7,6 +7,11 @@ then timing out; a mark that fails or is half written; leases expiring; and atte
 its Segment call while another runs, then resuming after its lease expired). Then the faults stop and the
 remaining events are redelivered until every one is consumed.
 
+The multi-tenant histories add a third workspace, the neighbour, whose source Segment rate-limits (429), refuses
+(401, 403, 400 or 422 for everything) or answers slowly, behind the real ``SegmentClient`` (its region breakers and
+per-source backoff): the other workspaces' outcomes and what Segment received from them are identical, pass by pass,
+to the same history without the neighbour.
+
 The model (``tests/model.py``) checks, from what Segment received and from the product's rules alone, that
 every fact reached Segment under exactly one messageId with one content (repeats of a messageId are allowed:
 Segment drops them), with its workspace's key and region; that every fact of a consumed event is recorded SENT,
@@ -16,7 +21,11 @@ window, would duplicate it); and the history checks that every event is consumed
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +38,7 @@ from segment_forwarder.connections import Connection
 from segment_forwarder.events import Event
 from segment_forwarder.facts import needs_of
 from segment_forwarder.forwarding import Forwarder
+from segment_forwarder.segment import SegmentClient
 from tests.model import Received, Recorded, event_bodies, violations
 
 from .fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore
@@ -181,3 +191,111 @@ def test_every_fact_once_under_one_message_id_with_its_recorded_content(stream, 
         history.run(step)
     history.settle()
     check(history)
+
+
+# -- a failing neighbour -----------------------------------------------------------------------------------------
+
+NEIGHBOUR = "ws-bad"
+TENANTS = {**WORKSPACES, NEIGHBOUR: Connection("key-bad-0003", "us")}  # in ws-a's region
+# What Segment does with the neighbour's source. Not its requests failing at the network level: a region whose
+# requests time out is down for every source as far as anyone can tell (the region's breaker counts those).
+NEIGHBOUR_MODES = ("429", "401", "403", "400", "422", "slow")
+ENDPOINTS = {"us": "https://us.segment.example", "eu": "https://eu.segment.example"}
+
+
+@dataclass
+class _Answer:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class SegmentBehindHttp:
+    """Segment's ``/v1/batch`` at the HTTP boundary, for the real ``SegmentClient`` (its region breakers and its
+    per-source backoff): a connection pool whose requests Segment answers, the neighbour's source as ``mode`` says
+    (``slow``: accepted after a pause), every other source with 200, recording what it accepted."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+
+    def request(self, method: str, url: str, *, body: bytes, headers: dict[str, str], **_: object) -> _Answer:
+        write_key = base64.b64decode(headers["Authorization"].removeprefix("Basic ")).decode().removesuffix(":")
+        region = next(name for name, endpoint in ENDPOINTS.items() if url.startswith(endpoint))
+        if write_key == TENANTS[NEIGHBOUR].write_key and self.mode != "slow":
+            return _Answer(int(self.mode), {"Retry-After": "1"} if self.mode == "429" else {})
+        if write_key == TENANTS[NEIGHBOUR].write_key:
+            time.sleep(0.003)
+        with self._lock:
+            self.received.extend(Received(write_key, region, m) for m in json.loads(body)["batch"])
+        return _Answer(200)
+
+
+@st.composite
+def tenant_streams(draw: st.DrawFn) -> list[Event]:
+    """1-16 events over the two healthy workspaces and the neighbour."""
+    stream = []
+    for index in range(draw(st.integers(1, 16))):
+        timestamp = (START + timedelta(seconds=index)).isoformat()
+        kind, body = draw(event_bodies(sorted(TENANTS), index=index, timestamp=timestamp))
+        stream.append(Event.from_body(kind, body, START, delivery_id=f"delivery-{index}"))
+    return stream
+
+
+def run_tenants(
+    stream: list[Event], cuts: list[int], mode: str, precheck: bool, before: int = 0
+) -> tuple[list, dict[str, list]]:
+    """``before`` calls of the neighbour alone, then the stream in the batches ``cuts`` delimit, in one warm
+    execution environment, then what was not consumed once more in one batch. Returns the healthy events'
+    outcomes (per pass, by stream index) and what Segment accepted per healthy source."""
+    clock, faults = Clock(), Faults()
+    segment = SegmentBehindHttp(mode)
+    client = SegmentClient(ENDPOINTS, pool=segment)  # type: ignore[arg-type]
+    forwarder = Forwarder(MemoryStore(clock, faults, lease_s=LEASE_S), MemoryConnections(TENANTS), client)
+    bounds = [0, *sorted({min(cut, len(stream)) for cut in cuts}), len(stream)]
+    batches = [list(range(a, b)) for a, b in itertools.pairwise(bounds) if b > a]
+    seen: list[tuple[int, int, object]] = []
+    pending: list[int] = []
+    for number in range(before):  # the neighbour's own traffic, earlier in the same environment
+        body = {"workspace_id": NEIGHBOUR, "visitor_id": f"{NEIGHBOUR}:v-early-{number}", "test_id": "t-1"}
+        event = Event.from_body("assignment", {**body, "variant_id": "a"}, START, delivery_id=f"early-{number}")
+        forwarder.forward([event], deadline=time.monotonic() + 0.5, precheck=precheck)
+    for pass_, pass_batches in enumerate((batches, None)):
+        for batch in pass_batches if pass_batches is not None else [list(pending)]:
+            if not batch:
+                continue
+            deadline = time.monotonic() + 0.5  # a 429's Retry-After (1 s) is not waited for within the call
+            outcomes = forwarder.forward([stream[i] for i in batch], deadline=deadline, precheck=precheck)
+            for index, outcome in zip(batch, outcomes, strict=True):
+                if stream[index].workspace_id != NEIGHBOUR:
+                    seen.append((pass_, index, outcome))
+                if pass_ == 0 and (outcome.status == "retry" or not outcome.complete):
+                    pending.append(index)
+    received: dict[str, list] = {}
+    for item in segment.received:
+        received.setdefault(item.write_key, []).append(item.message)
+    received.pop(TENANTS[NEIGHBOUR].write_key, None)
+    return seen, received
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stream=tenant_streams(),
+    cuts=st.lists(st.integers(0, 16), max_size=5),
+    mode=st.sampled_from(NEIGHBOUR_MODES),
+    precheck=st.booleans(),
+    before=st.integers(0, 4),
+)
+def test_a_failing_neighbour_changes_nothing_for_the_other_workspaces(stream, cuts, mode, precheck, before):
+    note("\n".join(f"event {i}: {e.kind} {e.body}" for i, e in enumerate(stream)))
+    alone = [i for i, e in enumerate(stream) if e.workspace_id != NEIGHBOUR]
+    # the same history without the neighbour: its events taken out, every batch otherwise the same
+    kept = [e for e in stream if e.workspace_id != NEIGHBOUR]
+    kept_cuts = [sum(1 for i in alone if i < cut) for cut in cuts]
+
+    with_neighbour, received_with = run_tenants(stream, cuts, mode, precheck, before)
+    without, received_without = run_tenants(kept, kept_cuts, mode, precheck)
+
+    renumbered = [(pass_, alone[index], outcome) for pass_, index, outcome in without]
+    assert with_neighbour == renumbered  # the same outcomes, pass by pass
+    assert received_with == received_without  # the same messages, in the same order, per source

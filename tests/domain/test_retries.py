@@ -12,7 +12,7 @@ from segment_forwarder.retries import (
     attribute_ms,
     horizon_start,
 )
-from segment_forwarder.segment import CircuitBreaker
+from segment_forwarder.segment import CircuitBreaker, SourceBackoff, is_region_failure
 
 POLICY = RetryPolicy(horizon_s=72 * 3600, cap_s=900)
 
@@ -90,6 +90,39 @@ def test_the_cooldown_never_exceeds_a_minute():
         breaker.record(failed=True)
 
     assert breaker.remaining_s() == 60.0
+
+
+@pytest.mark.parametrize(("status", "down"), [(None, True), (500, True), (503, True), (408, True), (460, True)])
+def test_what_says_the_region_is_down(status, down):
+    assert is_region_failure(status) is down
+
+
+@pytest.mark.parametrize("status", [200, 400, 401, 403, 404, 410, 413, 422, 429, 501, 505])
+def test_a_rate_limit_or_a_refusal_says_the_region_is_up(status):
+    assert not is_region_failure(status)
+
+
+def test_a_source_held_back_by_a_429_is_held_by_a_hash_of_its_key_and_released_on_time():
+    clock = Clock()
+    backoff = SourceBackoff(clock=clock)
+    backoff.hold("key-a-0001", seconds=2.0)
+    backoff.hold("key-a-0001", seconds=0.5)  # a shorter hold never shortens the one set
+
+    assert backoff.remaining_s("key-a-0001") == 2.0
+    assert backoff.remaining_s("key-b-0002") == 0.0  # another source is not held
+    assert "key-a-0001" not in repr(vars(backoff))  # nothing shows the key itself
+    clock.now += 2.0
+    assert backoff.remaining_s("key-a-0001") == 0.0
+
+
+def test_the_sources_held_back_are_bounded():
+    clock = Clock()
+    backoff = SourceBackoff(max_sources=3, clock=clock)
+    for index in range(10):
+        backoff.hold(f"key-{index}", seconds=10.0 + index)
+
+    assert len(backoff) == 3
+    assert [backoff.remaining_s(f"key-{index}") > 0 for index in (7, 8, 9)] == [True] * 3  # the last to pass
 
 
 def test_a_threshold_of_zero_never_opens():

@@ -1,6 +1,7 @@
 """The short soak (``python -m soak --quick``) inside ``make test``: 50 clients over HTTP and SQS, ~40% repeats, both
-workspaces, workers SIGKILLed, Segment failing / slow / healthy, a connection changed mid-run; then every invariant
-is checked from what the sink received (soak/invariants.py). Under a minute on two cores.
+workspaces, a neighbour workspace whose source Segment refuses, workers SIGKILLed, Segment failing / slow / healthy, a
+connection changed mid-run; then every invariant is checked from what the sink received (soak/invariants.py), and
+the healthy workspaces' p95 answer time with the failing neighbour against the one with a quiet neighbour.
 
 The seed is random and printed with the report (``SOAK_SEED=<n>`` repeats a workload; the timing never repeats).
 Any violation fails the test, and so do an undrained queue, a request that never got an answer below 500, a
@@ -38,3 +39,6 @@ def test_a_short_soak_keeps_every_invariant():
     assert len(report.connection_changes) == 3  # demo moved, demo-eu off and on again
     assert report.evaluation.deliveries > 0
     assert report.evaluation.violations == [], "\n".join(map(str, report.evaluation.violations))
+    # a failing neighbour (its source refused: 429, 401, 400) leaves the healthy workspaces' answer times alone
+    assert report.neighbour_periods.total() > 0 and report.neighbour_requests
+    assert report.tenants.ok, report.tenants.format()

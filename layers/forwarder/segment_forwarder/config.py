@@ -38,6 +38,8 @@ class Settings:
     dlq_url: str = ""
     secret_prefix: str = DEFAULT_SECRET_PREFIX
     connection_cache_seconds: int = 60
+    connection_miss_cache_seconds: int = 30
+    connection_cache_entries: int = 1000
     dedup_ttl_seconds: int = 400 * 86_400
     event_id_ttl_seconds: int = 72 * 3_600
     lease_seconds: int = 90
@@ -81,6 +83,8 @@ class Settings:
             dlq_url=env.get("DLQ_URL", ""),
             secret_prefix=env.get("SECRET_PREFIX") or DEFAULT_SECRET_PREFIX,
             connection_cache_seconds=number("CONNECTION_CACHE_SECONDS", 60, int),
+            connection_miss_cache_seconds=number("CONNECTION_MISS_CACHE_SECONDS", 30, int),
+            connection_cache_entries=number("CONNECTION_CACHE_ENTRIES", 1000, int),
             dedup_ttl_seconds=number("DEDUP_TTL_DAYS", 400, int) * 86_400,
             event_id_ttl_seconds=number("EVENT_ID_TTL_HOURS", 72, int) * 3_600,
             lease_seconds=number("LEASE_SECONDS", 90, int),

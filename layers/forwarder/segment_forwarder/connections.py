@@ -6,13 +6,17 @@ The secret ``<prefix>/<workspace_id>`` holds ``{"write_key": "...", "region": "u
 Settings are read and cached with the connection, so a change reaches the ingest functions within the same
 ``max_age``.
 
-Read side (ingest functions), through Powertools' parameters utility and its cache::
+Read side (ingest functions), cached in the warm environment::
 
     connections = Connections(secretsmanager_client, prefix="segment-forwarder", max_age=60)
     connection = connections.get("demo")   # Connection | None (not connected); ConnectionConfigError if malformed
+    Connections(client, prefix, max_age=60, miss_max_age=30, max_entries=1000)   # the defaults spelled out
 
-"Not connected" is cached as well, so a workspace that has no connection does not cost a Secrets Manager call
-per event; a new, changed or removed connection is seen within ``max_age`` seconds.
+A connection is cached for ``max_age`` seconds, so a changed or removed connection is seen within that time.
+"Not connected" is cached too, for ``miss_max_age`` seconds (at most ``max_age``): a workspace that has no
+connection costs a Secrets Manager call at most that often, and a newly connected one is seen within that time.
+Both caches are LRU, bounded by ``max_entries`` each, and kept apart: a flood of unknown workspace ids costs at
+most ``max_entries`` entries, and never evicts the connections of the workspaces that are connected.
 
 Write side (the connection function, the only writer), uncached::
 
@@ -27,11 +31,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConnectionConfigError
@@ -47,7 +53,8 @@ REGIONS = ("us", "eu")
 _WRITE_KEY = re.compile(r"^[!-9;-~]{1,256}$")
 RECOVERY_WINDOW_DAYS = 7  # a disconnect can be undone by reconnecting within this window (Secrets Manager: 7-30)
 MIN_HINT_KEY_CHARS = 8  # a shorter key would be (nearly) shown whole by its last 4 characters
-_NOT_CONNECTED = ""  # cached stand-in for a missing (or deleted) secret
+DEFAULT_MISS_MAX_AGE_S = 30
+DEFAULT_MAX_ENTRIES = 1000
 # Secrets Manager answers ResourceNotFound for a missing secret and InvalidRequest for one scheduled for deletion.
 _NOT_FOUND = "ResourceNotFoundException"
 _INVALID_STATE = "InvalidRequestException"
@@ -121,40 +128,100 @@ def secret_value(connection: Connection) -> str:
     return json.dumps(value)
 
 
-class _ConnectionSecrets(SecretsProvider):
-    """SecretsProvider that answers "" for a secret that does not exist, so that answer is cached too."""
+class _Lru[V]:
+    """A bounded map of values that expire (least recently used evicted first). Not thread-safe alone."""
 
-    def _get(self, name: str, **sdk_options: Any) -> str | bytes:
-        try:
-            return super()._get(name, **sdk_options)
-        except self.client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _GONE_CODES:
-                return _NOT_CONNECTED
-            raise
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> tuple[bool, V | None]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        if entry[0] <= now:
+            del self._entries[key]
+            return False, None
+        self._entries.move_to_end(key)
+        return True, entry[1]
+
+    def put(self, key: str, value: V, expires_at: float) -> None:
+        if self._max_entries <= 0:
+            return
+        self._entries[key] = (expires_at, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Connections:
-    """Cached read access to workspace connections."""
+    """Cached read access to workspace connections (thread-safe)."""
 
-    def __init__(self, client: SecretsManagerClient, prefix: str, max_age: int) -> None:
-        self._provider = _ConnectionSecrets(boto3_client=client)
+    def __init__(
+        self,
+        client: SecretsManagerClient,
+        prefix: str,
+        max_age: int,
+        *,
+        miss_max_age: int = DEFAULT_MISS_MAX_AGE_S,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
         self._prefix = prefix
         self._max_age = max_age
+        self._miss_max_age = min(miss_max_age, max_age)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connected: _Lru[str | bytes] = _Lru(max_entries)  # workspace -> its SecretString (bytes: binary)
+        self._missing: _Lru[None] = _Lru(max_entries)  # workspaces found not connected
 
     def get(self, workspace_id: str) -> Connection | None:
         """The workspace's connection; None when not connected.
 
         Raises ConnectionConfigError (malformed secret) or ConnectionUnavailableError (Secrets Manager failed).
         """
-        try:
-            value = self._provider.get(secret_name(self._prefix, workspace_id), max_age=self._max_age)
-        except GetParameterError as exc:
-            raise ConnectionUnavailableError("Secrets Manager could not be read") from exc
-        if value == _NOT_CONNECTED:
+        now = self._clock()
+        with self._lock:
+            found, value = self._connected.get(workspace_id, now)
+            missing, _ = (False, None) if found else self._missing.get(workspace_id, now)
+        if missing:
             return None
+        if not found:
+            value = self._read(workspace_id)
+            with self._lock:
+                if value is None:
+                    self._connected.discard(workspace_id)
+                    self._missing.put(workspace_id, None, now + self._miss_max_age)
+                else:
+                    self._missing.discard(workspace_id)
+                    self._connected.put(workspace_id, value, now + self._max_age)
         if isinstance(value, bytes):
             raise ConnectionConfigError("the workspace secret is binary, not a JSON SecretString")
-        return parse_secret(str(value))
+        return None if value is None else parse_secret(value)
+
+    def _read(self, workspace_id: str) -> str | bytes | None:
+        """The SecretString; None when the secret does not exist or is scheduled for deletion."""
+        try:
+            answer = self._client.get_secret_value(SecretId=secret_name(self._prefix, workspace_id))
+        except ClientError as exc:
+            if _error_code(exc) in _GONE_CODES:
+                return None
+            raise ConnectionUnavailableError(_error_code(exc)) from None
+        except BotoCoreError as exc:
+            raise ConnectionUnavailableError(_error_code(exc)) from None
+        return answer.get("SecretString", b"")
+
+    def cached(self) -> tuple[int, int]:
+        """How many connections, and how many "not connected" answers, the cache holds now."""
+        with self._lock:
+            return len(self._connected), len(self._missing)
 
 
 def _error_code(exc: Exception) -> str:

@@ -606,6 +606,59 @@ class SendResult:
 
 NOT_SENT = SendResult(False, True, "not_sent")
 
+# Segment's answers that refuse the write key itself (every message of the source would be refused alike).
+KEY_REFUSED = frozenset({401, 403})
+# Segment's answers that refuse a whole request for one message it cannot take.
+SPOILED_BY_ONE = frozenset({400, 413, 422})
+REFUSED_ALL = "segment_refused_all"
+
+
+class Refusal(enum.Enum):
+    """What Segment's answer to one request (of one workspace) means for its messages (``refusal``)."""
+
+    NONE = "none"  # accepted, or failed in a way a later attempt may not (the result stands as answered)
+    SOURCE = "source"  # the source refuses everything: retry every message of the workspace later, send no more
+    SPLIT = "split"  # refused whole for some message: send each half to find it
+    MESSAGE = "message"  # this message alone is refused: it can never be accepted
+
+
+def refusal(status: int | None, *, ok: bool, messages: int) -> Refusal:
+    """How to take an answer to a request of ``messages`` messages.
+
+    401/403 refuse the write key: a configuration problem of the workspace, never a message's, so never split.
+    400/413/422 refuse the request for one message: split it (``bisect``), until a message refused alone (its
+    neighbours accepted) is found, which is then refused for good.
+    """
+    if ok or status is None:
+        return Refusal.NONE
+    if status in KEY_REFUSED:
+        return Refusal.SOURCE
+    if status in SPOILED_BY_ONE:
+        return Refusal.SPLIT if messages > 1 else Refusal.MESSAGE
+    return Refusal.NONE
+
+
+def bisect(left: Refusal, right: Refusal, *, accepted: bool) -> Refusal:
+    """What the answers to the two halves of a refused request mean together.
+
+    Both halves refused, while the source has accepted nothing in this call (``accepted``), is the source
+    refusing everything, not one bad message (a bad message is in one half only): SOURCE, so nothing is split
+    further and the workspace's messages are retried later. Once the source has accepted something it works,
+    and both halves are split further (two bad messages, or an event whose every message is refused). NONE
+    otherwise: each half's answer is taken on its own.
+    """
+    if Refusal.SOURCE in (left, right):
+        return Refusal.SOURCE
+    if left is not Refusal.NONE and right is not Refusal.NONE and not accepted:
+        return Refusal.SOURCE
+    return Refusal.NONE
+
+
+def refused_all(status: int | None) -> SendResult:
+    """The result of each message of a workspace whose source refuses everything: not delivered, retried later
+    with backoff (it is the workspace's configuration, not the message), with the reason its health shows."""
+    return SendResult(False, True, f"{REFUSED_ALL}: {status}")
+
 
 @dataclass(frozen=True, slots=True)
 class Settlement:

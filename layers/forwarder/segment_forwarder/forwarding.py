@@ -39,24 +39,28 @@ from .facts import (
     Delivery,
     EventPlan,
     Outcome,
+    Refusal,
     SendResult,
     Settlement,
     Slot,
+    bisect,
     claim_requests,
     needs_of,
     plan_call,
+    refusal,
+    refused_all,
     screen,
     settings_of,
     settle,
     to_confirm,
 )
 from .messages import Message
-from .segment import SendOutcome, split_batches
+from .segment import MIN_ATTEMPT_S, SendOutcome, split_batches
 
 logger = Logger(child=True)
 
+Units = Sequence[Sequence[Delivery]]  # a batch: the deliveries of each event, in order
 SEND_THREADS = 4  # workspaces sent at once: Segment latency, not CPU, is the cost of a batch
-SPOILED_BY_ONE = frozenset({400, 413, 422})  # Segment's answers to a request with a message it cannot take
 
 
 class ClaimHandle(Protocol):
@@ -205,27 +209,93 @@ class Forwarder[C: ClaimHandle]:
     def _send_workspace(self, connection: Connection, group: list[EventPlan], deadline: float) -> dict[str, SendResult]:
         """One workspace's deliveries, in order, with its own key and region only, split by Segment's limits.
 
-        After a request that failed for a reason a later attempt may not have (5xx, 429, a timeout) the rest of
-        the workspace is not sent: it is retried, in order, later.
+        After a request that failed for a reason a later attempt may not have (5xx, 429, a timeout, the source
+        refusing everything) the rest of the workspace is not sent: it is retried, in order, later. No request
+        after the first starts with less than ``MIN_ATTEMPT_S`` before ``deadline``.
         """
         results: dict[str, SendResult] = {}
         units = [list(event_plan.deliveries) for event_plan in group]
-        for indexes in split_batches([[d.message for d in unit] for unit in units]):
-            batch = [delivery for index in indexes for delivery in units[index]]
-            if not self._send_batch(connection, batch, deadline, results):
+        for number, indexes in enumerate(split_batches([[d.message for d in unit] for unit in units])):
+            if number and _out_of_time(deadline):
+                break
+            if not self._send_batch(connection, [units[index] for index in indexes], deadline, results):
                 break
         return results
 
     def _send_batch(
-        self, connection: Connection, batch: list[Delivery], deadline: float, results: dict[str, SendResult]
+        self, connection: Connection, batch: Units, deadline: float, results: dict[str, SendResult]
     ) -> bool:
-        """Send ``batch``, recording Segment's answer per delivery; False when the workspace must stop for now.
+        """Send ``batch`` (units: each event's deliveries), recording Segment's answer per delivery; False when the
+        workspace must stop for now."""
+        answer = self._post(connection, batch, deadline)
+        return self._take(connection, batch, answer, deadline, results)
 
-        Segment refuses a whole request for one bad message (400, 413, 422): such a request is split in halves,
-        sent in order, until the refused messages stand alone; the others are delivered.
+    def _take(
+        self,
+        connection: Connection,
+        batch: Units,
+        answer: SendOutcome,
+        deadline: float,
+        results: dict[str, SendResult],
+    ) -> bool:
+        """Record Segment's ``answer`` to ``batch`` (``facts.refusal`` says what it means); False to stop."""
+        meaning = refusal(answer.status, ok=answer.ok, messages=_count(batch))
+        if meaning is Refusal.SOURCE:
+            _record(results, batch, refused_all(answer.status))
+            return False
+        if meaning is Refusal.SPLIT:
+            return self._bisect(connection, batch, answer, deadline, results)
+        _record(results, batch, SendResult(answer.ok, answer.retryable, answer.reason, answer.retry_after))
+        return answer.ok or not answer.retryable
+
+    def _bisect(
+        self,
+        connection: Connection,
+        batch: Units,
+        refused: SendOutcome,
+        deadline: float,
+        results: dict[str, SendResult],
+    ) -> bool:
+        """Segment refused ``batch`` whole for some message (400, 413, 422): send each half (``_halves``: whole
+        events on each side), in order, within ``deadline``.
+
+        When both halves are refused too and the source has accepted nothing of the call, it is the source refusing
+        everything (``facts.bisect``), not one bad message: nothing more is split or sent for the workspace, and all
+        of ``batch`` is retried later. Otherwise each refused half is split in turn, until a message refused alone
+        while its neighbours are accepted is found: only that one is refused for good. A deadline reached leaves
+        the rest unsent (retried). So a source that refuses everything costs 3 requests however large the batch
+        (401/403: 1, never split), and one bad message among N about 1 + 2 log2(N). A half accepted is recorded
+        before the other is split further; its messages reach Segment before the other half's accepted ones
+        (moments apart, each with its own timestamp).
         """
+        answered: list[tuple[Units, SendOutcome, Refusal]] = []
+        for half in _halves(batch):
+            if _out_of_time(deadline):
+                _record_accepted(results, answered)
+                return False
+            answer = self._post(connection, half, deadline)
+            meaning = refusal(answer.status, ok=answer.ok, messages=_count(half))
+            if meaning is Refusal.SOURCE or (meaning is Refusal.NONE and not answer.ok and answer.retryable):
+                _record_accepted(results, answered)  # what was accepted stays delivered; the rest comes back
+                return self._take(connection, half, answer, deadline, results)
+            answered.append((half, answer, meaning))
+        (_, _, left), (_, _, right) = answered
+        if bisect(left, right, accepted=any(result.ok for result in results.values())) is Refusal.SOURCE:
+            _record(results, batch, refused_all(refused.status))
+            return False
+        for half, answer, meaning in answered:  # what was accepted first: it shows the source works
+            if meaning is Refusal.NONE:
+                self._take(connection, half, answer, deadline, results)
+        for half, answer, meaning in answered:
+            if meaning is not Refusal.NONE and not self._take(connection, half, answer, deadline, results):
+                return False
+        return True
+
+    def _post(self, connection: Connection, batch: Units, deadline: float) -> SendOutcome:
+        """One batch to Segment (with the client's retries), timed and logged (never the write key)."""
         started = time.monotonic()
-        answer = self._segment.send(connection.write_key, connection.region, [d.message for d in batch], deadline)
+        messages = [delivery.message for unit in batch for delivery in unit]
+        answer = self._segment.send(connection.write_key, connection.region, messages, deadline)
         elapsed_ms = round((time.monotonic() - started) * 1000)
         if answer.requests and self._on_segment_request is not None:
             self._on_segment_request(elapsed_ms)
@@ -233,20 +303,13 @@ class Forwarder[C: ClaimHandle]:
             "segment batch",
             extra={
                 "region": connection.region,
-                "messages": len(batch),
+                "messages": len(messages),
                 "status": answer.status,
                 "requests": answer.requests,
                 "ms": elapsed_ms,
             },
         )
-        if not answer.ok and answer.status in SPOILED_BY_ONE and len(batch) > 1:
-            middle = len(batch) // 2
-            return self._send_batch(connection, batch[:middle], deadline, results) and self._send_batch(
-                connection, batch[middle:], deadline, results
-            )
-        for delivery in batch:
-            results[delivery.message_id] = SendResult(answer.ok, answer.retryable, answer.reason, answer.retry_after)
-        return answer.ok or not answer.retryable
+        return answer
 
     def _settle(self, claims: Mapping[Slot, C], settled: Settlement) -> bool:
         """Mark delivered facts SENT, release the others, forget those of erased events; False when the marks
@@ -263,3 +326,35 @@ class Forwarder[C: ClaimHandle]:
             logger.warning("could not mark facts sent", extra={"facts": len(marks), "error": str(exc)})
             return False
         return True
+
+
+def _out_of_time(deadline: float) -> bool:
+    """Whether too little time is left to start another Segment request."""
+    return time.monotonic() + MIN_ATTEMPT_S > deadline
+
+
+def _record(results: dict[str, SendResult], batch: Units, result: SendResult) -> None:
+    for unit in batch:
+        for delivery in unit:
+            results[delivery.message_id] = result
+
+
+def _count(batch: Units) -> int:
+    return sum(len(unit) for unit in batch)
+
+
+def _halves(batch: Units) -> tuple[Units, Units]:
+    """A refused batch's two halves: whole events on each side (an event's messages stay together, so a bad
+    event is in one half only); one event's messages split between them."""
+    if len(batch) > 1:
+        middle = len(batch) // 2
+        return batch[:middle], batch[middle:]
+    [unit] = batch
+    middle = len(unit) // 2
+    return [[delivery] for delivery in unit[:middle]], [[delivery] for delivery in unit[middle:]]
+
+
+def _record_accepted(results: dict[str, SendResult], answered: Sequence[tuple[Units, SendOutcome, Refusal]]) -> None:
+    for half, answer, _ in answered:
+        if answer.ok:
+            _record(results, half, SendResult(True, False, answer.reason))

@@ -32,7 +32,7 @@ from .connections import Connections
 from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
 from .errors import RequestError
 from .events import SCHEMAS, Event, Kind, new_nonce, record_delivery_id
-from .facts import Outcome, largest_message
+from .facts import REFUSED_ALL, Outcome, largest_message
 from .forwarding import Forwarder
 from .health import HealthRecorder, hour_of
 from .messages import MAX_MESSAGE_BYTES
@@ -86,6 +86,8 @@ class Runtime:
             session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
             settings.secret_prefix,
             settings.connection_cache_seconds,
+            miss_max_age=settings.connection_miss_cache_seconds,
+            max_entries=settings.connection_cache_entries,
         )
         segment = SegmentClient(settings.endpoints, breaker_threshold=settings.segment_breaker_threshold)
         forwarder = Forwarder(store, connections, segment, _segment_latency)
@@ -459,6 +461,8 @@ def _record(runtime: Runtime, event: Event, outcome: Outcome, path: str, correla
     (delivered, duplicate) are INFO for a sample of them only (``DELIVERED_LOG_SAMPLE_RATE``, decided by the
     event's delivery id, so every line of one event agrees) and DEBUG otherwise; every other outcome is INFO."""
     metrics.add_metric(outcome.status.capitalize(), MetricUnit.Count, 1)
+    if outcome.reason.startswith(REFUSED_ALL):  # the workspace's source refuses everything: its configuration
+        metrics.add_metric("SourceRefused", MetricUnit.Count, 1)
     extra: dict[str, Any] = {
         "path": path,
         "workspace_id": event.workspace_id,

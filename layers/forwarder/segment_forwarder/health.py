@@ -27,7 +27,7 @@ from typing import Any, Final
 FLUSH_AFTER_MS: Final = 60_000
 WINDOW_MS: Final = 24 * 3600 * 1000
 BUCKET_TTL_S: Final = 48 * 3600
-_STATUS = re.compile(r"segment answered (\d{3})")
+_STATUS = re.compile(r"(?:segment answered|segment_refused_all:) (\d{3})")
 
 
 @dataclass(slots=True)
