@@ -159,6 +159,9 @@ def test_segment_outage_queues_the_event_and_the_queue_delivers_it_exactly_once(
     wait_for(lambda: len(stack.sink.requests()) > refused_by_http)  # the queue path meets the outage too
     stack.sink.clear_faults()
 
+    # A retried record is invisible while its backoff runs (the queue's depth reads 0 then): wait for Segment to
+    # get it, after the backoff and the region breaker's cooldown that the outage opened
+    wait_for(lambda: len(events_of(stack, body["visitor_id"])) >= 2, timeout_s=90)
     wait_for(lambda: queue_depth(stack, stack.queue_url("AssignmentQueue")) == 0, timeout_s=20)
     received = events_of(stack, body["visitor_id"])
     assert [e["message"]["type"] for e in received] == ["identify", "track"]
