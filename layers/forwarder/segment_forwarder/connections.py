@@ -208,20 +208,26 @@ class Connections:
 
     def _read(self, workspace_id: str) -> str | bytes | None:
         """The SecretString; None when the secret does not exist or is scheduled for deletion."""
-        try:
-            answer = self._client.get_secret_value(SecretId=secret_name(self._prefix, workspace_id))
-        except ClientError as exc:
-            if _error_code(exc) in _GONE_CODES:
-                return None
-            raise ConnectionUnavailableError(_error_code(exc)) from None
-        except BotoCoreError as exc:
-            raise ConnectionUnavailableError(_error_code(exc)) from None
-        return answer.get("SecretString", b"")
+        answer = _secret_value(self._client, self._prefix, workspace_id)
+        return None if answer is None else answer.get("SecretString", b"")
 
     def cached(self) -> tuple[int, int]:
         """How many connections, and how many "not connected" answers, the cache holds now."""
         with self._lock:
             return len(self._connected), len(self._missing)
+
+
+def _secret_value(client: SecretsManagerClient, prefix: str, workspace_id: str) -> Any:
+    """GetSecretValue of the workspace's secret; None when it does not exist or is scheduled for deletion, else
+    ConnectionUnavailableError when Secrets Manager fails."""
+    try:
+        return client.get_secret_value(SecretId=secret_name(prefix, workspace_id))
+    except ClientError as exc:
+        if _error_code(exc) in _GONE_CODES:
+            return None
+        raise ConnectionUnavailableError(_error_code(exc)) from None
+    except BotoCoreError as exc:
+        raise ConnectionUnavailableError(_error_code(exc)) from None
 
 
 def _error_code(exc: Exception) -> str:
@@ -243,14 +249,9 @@ class ConnectionStore:
 
     def read(self, workspace_id: str) -> Connection | None:
         """The stored connection; None when there is no secret or it is scheduled for deletion."""
-        try:
-            value = self._client.get_secret_value(SecretId=secret_name(self._prefix, workspace_id))
-        except ClientError as exc:
-            if _error_code(exc) in _GONE_CODES:
-                return None
-            raise ConnectionUnavailableError(_error_code(exc)) from None
-        except BotoCoreError as exc:
-            raise ConnectionUnavailableError(_error_code(exc)) from None
+        value = _secret_value(self._client, self._prefix, workspace_id)
+        if value is None:
+            return None
         if "SecretString" not in value:
             raise ConnectionConfigError("the workspace secret is binary, not a JSON SecretString")
         return parse_secret(value["SecretString"])
