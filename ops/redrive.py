@@ -75,13 +75,11 @@ from segment_forwarder.errors import RequestError
 from segment_forwarder.events import SCHEMAS, Event, Kind, sqs_delivery_id
 from segment_forwarder.facts import largest_message
 from segment_forwarder.messages import MAX_MESSAGE_BYTES
-from segment_forwarder.queues import (
-    DELIVERY_ID_ATTRIBUTE,
-    DELIVERY_NONCE_ATTRIBUTE,
-    SOURCE_KIND_ATTRIBUTE,
-    SOURCE_MESSAGE_ID_ATTRIBUTE,
-)
-from segment_forwarder.retries import FIRST_RECEIVED_AT, RETRY_SINCE
+from segment_forwarder.records import DELIVERY_ID as DELIVERY_ID_ATTRIBUTE
+from segment_forwarder.records import DELIVERY_NONCE as DELIVERY_NONCE_ATTRIBUTE
+from segment_forwarder.records import FIRST_RECEIVED_AT, RETRY_SINCE
+from segment_forwarder.records import SOURCE_KIND as SOURCE_KIND_ATTRIBUTE
+from segment_forwarder.records import SOURCE_MESSAGE_ID as SOURCE_MESSAGE_ID_ATTRIBUTE
 from segment_forwarder.validation import parse_body
 
 from .stacks import (

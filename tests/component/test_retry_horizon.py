@@ -1,6 +1,7 @@
 """Transient failures come back with backoff until the retry horizon; a failing Segment is left alone for a while
 (the circuit breaker); every log line of an event carries its correlation id; queued and parked messages keep
-what a duplicate-safe resend needs."""
+what a duplicate-safe resend needs. The decision itself (when a record comes back, when it is parked) is tested
+alone in tests/domain/test_record_decisions.py; these check that the handler applies it through SQS."""
 
 from __future__ import annotations
 
@@ -51,16 +52,6 @@ def test_retry_after_decides_the_next_receive_when_it_is_longer(stack, aws_fault
 
     assert len(answer["batchItemFailures"]) == 1
     assert visibility_changes(aws_faults) == [120]
-
-
-def test_within_the_horizon_nothing_is_parked_however_many_receives(stack):
-    stack.sink.set_fault(status=503, count=100)
-    record = queued_record(stack, ASSIGNMENT, receive_count=900, first_received_at=str(int(time.time() * 1000)))
-
-    answer = stack.handler("assignment", MAX_RECEIVE_COUNT="1000")({"Records": [record]}, LambdaContext(timeout_s=4))
-
-    assert len(answer["batchItemFailures"]) == 1
-    assert stack.drain("assignment", dead=True) == []
 
 
 def test_past_the_horizon_a_transient_failure_is_parked_with_what_a_redrive_needs(stack):

@@ -20,6 +20,7 @@ from segment_forwarder.facts import (
     Slot,
     claim_requests,
     largest_message,
+    needs_all,
     needs_of,
     plan_call,
     settle,
@@ -338,3 +339,55 @@ def test_the_fallback_never_sends_without_the_consent_it_was_given():
     track = _over_the_limit_together({"consent": consent})
 
     assert track["context"] == {"consent": consent, "library": LIBRARY}
+
+
+# -- when an event is complete ---------------------------------------------------------------------------------
+
+
+def test_the_plan_carries_each_events_facts_and_says_who_needs_the_marks():
+    sent, other = event(), event(visitor="v-2")
+    answers = answers_for([sent, other], {"IDENTIFY": SENT})
+    answers[slot(ASSIGN, "v-2")] = ClaimAnswer(SENT, {})
+    plan = plan_call([sent, other], answers)
+
+    assert [e.needs for e in plan.events] == [
+        (slot(IDENTIFY), slot(ASSIGN)),
+        (slot(IDENTIFY, "v-2"), slot(ASSIGN, "v-2")),
+    ]
+    delivered = {d.message_id: SendResult(True) for e in plan.events for d in e.deliveries}
+    settled = settle(plan, delivered)
+    assert settled.marks == ((slot(ASSIGN), slot(ASSIGN).message_id),)
+    assert (
+        settled.final(marked=True)
+        == settled.outcomes
+        == (
+            Outcome("delivered", (slot(ASSIGN).message_id,)),
+            Outcome("duplicate"),
+        )
+    )
+    # the marks could not be written: the event that delivered a fact comes back; the other needed no mark
+    assert settled.final(marked=False) == (
+        Outcome("delivered", (slot(ASSIGN).message_id,), complete=False),
+        Outcome("duplicate"),
+    )
+
+
+def test_an_event_that_needs_a_fact_another_event_of_the_call_delivered_is_not_complete_without_its_mark():
+    first, repeat = event(), event(variant_id="b")
+    plan = plan_call([first, repeat], answers_for([first, repeat]))
+    ok = {d.message_id: SendResult(True) for d in plan.events[0].deliveries}
+
+    assert [o.complete for o in settle(plan, ok).final(marked=False)] == [False, False]
+
+
+def test_the_needs_the_caller_built_are_the_ones_planned():
+    plain = event(user_id="u")
+    needs = needs_all([plain], {"ws": WorkspaceSettings(spec_names=False)})
+    answers = {r.slot: ClaimAnswer(CLAIMED, r.content) for r in claim_requests([plain], needs=needs)}
+
+    [_, track] = plan_call([plain], answers, needs=needs).events[0].deliveries
+    [_, default] = plan_call([plain], answers_for([plain])).events[0].deliveries
+
+    assert "experiment_id" not in track.message["properties"]  # built once, under the settings given
+    assert "experiment_id" in default.message["properties"]
+    assert needs == (needs_of(plain, WorkspaceSettings(spec_names=False)),)

@@ -368,6 +368,7 @@ def test_make_redrive_passes_include_permanent_and_wait():
 
 def test_ours_are_what_the_function_writes_when_it_queues_or_parks():
     from segment_forwarder.queues import Parked
+    from segment_forwarder.records import read_record
 
     record = {
         "messageId": "m-1",
@@ -379,8 +380,8 @@ def test_ours_are_what_the_function_writes_when_it_queues_or_parks():
             "source_message_id": {"stringValue": "m-0"},
         },
     }
-    parked = Parked(record, "rejected", "no", "f", "d-1", "conversion")
-    written = set(parked.attributes(now_ms=NOW_MS)) | set(parked.attributes(now_ms=NOW_MS, truncated=True))
+    parked = Parked(read_record(record, now_ms=NOW_MS), "rejected", "no", "f", "d-1", "conversion")
+    written = set(parked.attributes()) | set(parked.attributes(truncated=True))
 
     assert written <= set(OWN_ATTRIBUTES) | set(REASON_ATTRIBUTES)
 

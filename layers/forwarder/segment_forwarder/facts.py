@@ -228,10 +228,11 @@ def needs_of(event: Event, settings: WorkspaceSettings = DEFAULT_SETTINGS) -> tu
     identify = event.kind == "identify"
     needs: list[Need] = []
     if settings.identifies:
-        needs.append(Need(_slot(event, IDENTIFY), _identify(event, event.user_id, settings), primary=identify))
+        content = _identify(event, event.user_id, settings)  # the link's Identify is the same message
+        needs.append(Need(_slot(event, IDENTIFY), content, primary=identify))
         if event.user_id is not None:
             link = Fact(FactKind.LINK, event.user_id)
-            needs.append(Need(_slot(event, link), _identify(event, event.user_id, settings), primary=identify))
+            needs.append(Need(_slot(event, link), content, primary=identify))
     own = own_fact(event)
     if own is not None and own.kind is not FactKind.IDENTIFY:
         needs.append(Need(_slot(event, own), track_content(event, settings), primary=True))
@@ -268,6 +269,21 @@ def settings_of(settings: SettingsOf | None, event: Event) -> WorkspaceSettings:
     return (settings or {}).get(event.workspace_id, DEFAULT_SETTINGS)
 
 
+Needs = Sequence[Sequence[Need]]  # per event of a call, in order: what ``needs_of`` gives under its settings
+
+
+def needs_all(events: Sequence[Event], settings: SettingsOf | None = None) -> tuple[tuple[Need, ...], ...]:
+    """Each event's needs under its workspace's settings: built once per call, and given to ``claim_requests``
+    and ``plan_call`` so that each message content is built once per event::
+
+        needs = needs_all(events, settings)
+        requests = claim_requests(events, settings, needs=needs)
+        ...
+        plan = plan_call(events, answers, settings, confirmed, needs=needs)
+    """
+    return tuple(needs_of(event, settings_of(settings, event)) for event in events)
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """One claim to make: a fact, and the content to record if the claim creates it.
@@ -282,16 +298,18 @@ class ClaimRequest:
     probe: bool = False
 
 
-def claim_requests(events: Sequence[Event], settings: SettingsOf | None = None) -> list[ClaimRequest]:
+def claim_requests(
+    events: Sequence[Event], settings: SettingsOf | None = None, *, needs: Needs | None = None
+) -> list[ClaimRequest]:
     """Each distinct fact the events need, once, with the content of the first event (in order) that needs it,
     built under its workspace's settings; and every visitor's IDENTIFY (claimed, or a ``probe``), which tells
-    whether and when the visitor was erased."""
+    whether and when the visitor was erased. ``needs``: ``needs_all(events, settings)``, when the caller has it."""
     requests: dict[Slot, ClaimRequest] = {}
     received: dict[Slot, int] = {}
-    for event in events:
+    for event, event_needs in zip(events, needs_all(events, settings) if needs is None else needs, strict=True):
         identity = _slot(event, IDENTIFY)
         received[identity] = max(received.get(identity, 0), event.received_ms)
-        for need in needs_of(event, settings_of(settings, event)):
+        for need in event_needs:
             requests.setdefault(need.slot, ClaimRequest(need.slot, need.content))
         requests.setdefault(identity, ClaimRequest(identity, {}, probe=True))
     return [
@@ -375,12 +393,14 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class EventPlan:
     """One event's part of a call: the deliveries it sends (in order), those of earlier events it needs, or a
-    ``verdict`` reached without sending anything for it; ``waits`` when a fact it needs is held elsewhere."""
+    ``verdict`` reached without sending anything for it; ``waits`` when a fact it needs is held elsewhere;
+    ``needs``: the facts it needs, so that its outcome can say whether they are all recorded (``Settlement``)."""
 
     deliveries: tuple[Delivery, ...] = ()
     depends_on: tuple[str, ...] = ()
     verdict: Outcome | None = None
     waits: bool = False
+    needs: tuple[Slot, ...] = ()  # every fact the event needs (``needs_of``), whether sent now or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,18 +498,15 @@ def _erased(event: Event, answers: Mapping[Slot, ClaimAnswer], confirmed: Mappin
 
 
 def _tainted(
-    events: Sequence[Event],
-    answers: Mapping[Slot, ClaimAnswer],
-    settings: SettingsOf | None,
-    confirmed: Mapping[Slot, ClaimAnswer],
+    events: Sequence[Event], needs: Needs, answers: Mapping[Slot, ClaimAnswer], confirmed: Mapping[Slot, ClaimAnswer]
 ) -> set[Slot]:
     """Facts this call claimed with the content of an event received before the visitor's erasure (the first
     event that needs a fact gives its content, ``claim_requests``): never sent nor kept, whoever else needs
     them (a retry of a dropped event and a later event of the visitor in one batch)."""
     tainted: set[Slot] = set()
     seen: set[Slot] = set()
-    for event in events:
-        for need in needs_of(event, settings_of(settings, event)):
+    for event, event_needs in zip(events, needs, strict=True):
+        for need in event_needs:
             if need.slot in seen:
                 continue
             seen.add(need.slot)
@@ -505,9 +522,12 @@ def plan_call(
     answers: Mapping[Slot, ClaimAnswer],
     settings: SettingsOf | None = None,
     confirmed: Mapping[Slot, ClaimAnswer] | None = None,
+    *,
+    needs: Needs | None = None,
 ) -> CallPlan:
     """Decide, from the claim answers, which messages each event sends (``answers`` holds every slot of
-    ``claim_requests(events, settings)``; ``confirmed`` the reads of ``to_confirm(answers)``).
+    ``claim_requests(events, settings)``; ``confirmed`` the reads of ``to_confirm(answers)``; ``needs``:
+    ``needs_all(events, settings)``, when the caller has it).
 
     Each fact claimed by this call is sent once, by the first event (in order) that needs it and has no
     verdict; a later event that needs it depends on that delivery. A link covered by the first Identify
@@ -517,27 +537,27 @@ def plan_call(
     """
     confirmed = confirmed or {}
     carriers: dict[Slot, _Draft] = {}  # the delivery of this call that carries each claimed fact
-    plans: list[tuple[list[_Draft], list[_Draft], Outcome | None, bool]] = []
+    plans: list[tuple[list[_Draft], list[_Draft], Outcome | None, bool, tuple[Slot, ...]]] = []
     mark_now: list[tuple[Slot, str]] = []
     kept: set[Slot] = set()  # slots needed by an event that is not erased
     generations: dict[Slot, int] = {}
-    tainted = _tainted(events, answers, settings, confirmed)
-    for event in events:
+    all_needs = needs_all(events, settings) if needs is None else needs
+    tainted = _tainted(events, all_needs, answers, confirmed)
+    for event, event_needs in zip(events, all_needs, strict=True):
         workspace_settings = settings_of(settings, event)
-        needs = needs_of(event, workspace_settings)
-        verdict = _verdict(event, needs, answers, confirmed)
-        if verdict is None and any(need.slot in tainted for need in needs):
+        verdict = _verdict(event, event_needs, answers, confirmed)
+        if verdict is None and any(need.slot in tainted for need in event_needs):
             verdict = ERASE_IN_PROGRESS  # comes back without the erased event, and records its own content
         identity_slot = _slot(event, IDENTIFY)
         generation = identity_of(identity_slot, answers, confirmed).generation
         generations[identity_slot] = generation
         if verdict is not ERASED:
-            kept.update(need.slot for need in needs)
+            kept.update(need.slot for need in event_needs)
         own: list[_Draft] = []
         earlier: list[_Draft] = []
         waits = False
         if verdict is None:
-            for need in needs:
+            for need in event_needs:
                 answer = answers[need.slot]
                 if answer.state is not ClaimState.CLAIMED:
                     waits = waits or answer.state is ClaimState.IN_FLIGHT  # not primary: the Track goes ahead
@@ -570,15 +590,15 @@ def plan_call(
                     raise ValueError("a conversion without a dedup fact needs a delivery id")
                 content = track_content(event, workspace_settings)
                 own.append(_Draft(_message(content, event.delivery_id, event, workspace_settings)))
-        plans.append((own, earlier, verdict, waits))
+        plans.append((own, earlier, verdict, waits, tuple(need.slot for need in event_needs)))
     frozen: dict[int, Delivery] = {}
 
     def freeze(draft: _Draft) -> Delivery:
         return frozen.setdefault(id(draft), Delivery(draft.message, tuple(draft.slots)))
 
     event_plans = tuple(
-        EventPlan(tuple(map(freeze, own)), tuple(freeze(d).message_id for d in earlier), verdict, waits)
-        for own, earlier, verdict, waits in plans
+        EventPlan(tuple(map(freeze, own)), tuple(freeze(d).message_id for d in earlier), verdict, waits, slots)
+        for own, earlier, verdict, waits, slots in plans
     )
     marked = {slot for slot, _ in mark_now}
     unsent = [
@@ -670,14 +690,31 @@ class Settlement:
     releases: tuple[Slot, ...]
     forgets: tuple[Slot, ...] = ()
     generations: Mapping[Slot, int] = field(default_factory=dict)  # per IDENTIFY slot, as in ``CallPlan``
+    needs_marks: tuple[bool, ...] = ()  # per event: whether it needs a fact among ``marks``
 
     def generation(self, slot: Slot) -> int:
         """The generation a fact is marked SENT in: its visitor's."""
         return self.generations.get(slot.identity, 0)
 
+    def final(self, *, marked: bool) -> tuple[Outcome, ...]:
+        """The outcomes once the marks were written (``marked``), or not: then every event that needs a fact
+        among them is not ``complete`` (it comes back, and its resend, with the same ids and content, marks
+        them)::
+
+            recorded = write(settled.marks)
+            outcomes = settled.final(marked=recorded)
+        """
+        if marked:
+            return self.outcomes
+        return tuple(
+            replace(outcome, complete=False) if needs else outcome
+            for outcome, needs in zip(self.outcomes, self.needs_marks, strict=True)
+        )
+
 
 def settle(plan: CallPlan, results: Mapping[str, SendResult]) -> Settlement:
-    """Outcomes from what Segment answered per message id (a delivery without a result was not sent).
+    """Outcomes from what Segment answered per message id (a delivery without a result was not sent), as they
+    are when the marks are written (``Settlement.final`` says what they are when not).
 
     An event is delivered when its own deliveries and those it depends on are; ``retry`` when one failed but a
     later attempt may succeed; ``rejected`` when one of its own can never be accepted; ``duplicate`` when it
@@ -709,4 +746,6 @@ def settle(plan: CallPlan, results: Mapping[str, SendResult]) -> Settlement:
             outcomes.append(Outcome("delivered", ids, complete=not event.waits))
         else:
             outcomes.append(Outcome("duplicate", complete=not event.waits))
-    return Settlement(tuple(outcomes), tuple(marks), tuple(releases), plan.forget_now, plan.generations)
+    marked = {slot for slot, _ in marks}
+    needs_marks = tuple(any(slot in marked for slot in event.needs) for event in plan.events)
+    return Settlement(tuple(outcomes), tuple(marks), tuple(releases), plan.forget_now, plan.generations, needs_marks)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Protocol
 
 from aws_lambda_powertools import Logger
@@ -45,12 +44,11 @@ from .facts import (
     Slot,
     bisect,
     claim_requests,
-    needs_of,
+    needs_all,
     plan_call,
     refusal,
     refused_all,
     screen,
-    settings_of,
     settle,
     to_confirm,
 )
@@ -151,24 +149,23 @@ class Forwarder[C: ClaimHandle]:
                 results[index] = failure
         live = [events[index] for index in connected]
         settings = {workspace: connection.settings for workspace, connection in connections.items()}
-        requests = claim_requests(live, settings)
+        needs = needs_all(live, settings)
+        requests = claim_requests(live, settings, needs=needs)
         claims = self._store.claim_all(requests, precheck=precheck)
         try:
             answers = {slot: claim.answer for slot, claim in claims.items()}
             again = set(to_confirm(answers))
             confirmed = self._store.confirm([r for r in requests if r.slot in again]) if again else {}
-            plan = plan_call(live, answers, settings, {slot: claim.answer for slot, claim in confirmed.items()})
+            confirmed_answers = {slot: claim.answer for slot, claim in confirmed.items()}
+            plan = plan_call(live, answers, settings, confirmed_answers, needs=needs)
             sent = self._send(live, plan, connections, deadline)
             settled = settle(plan, sent)
             recorded = self._settle(claims, settled)
         except Exception:  # a bug: give the leases back, so that a retry of these events can claim at once
             self._store.release(list(claims.values()))
             raise
-        unmarked = set() if recorded else {slot for slot, _ in settled.marks}
-        for index, event, outcome in zip(connected, live, settled.outcomes, strict=True):
-            needs = needs_of(event, settings_of(settings, event))
-            needs_unmarked = bool(unmarked) and any(need.slot in unmarked for need in needs)
-            results[index] = replace(outcome, complete=False) if needs_unmarked else outcome
+        for index, outcome in zip(connected, settled.final(marked=recorded), strict=True):
+            results[index] = outcome
         return [result or Outcome("retry", reason="internal") for result in results]
 
     def _connect(self, events: Sequence[Event], found: dict[str, Connection]) -> list[Outcome | None]:

@@ -26,27 +26,20 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from .answers import Answered, Handoff, http_answer
 from .api_gateway import json_response, request_body
 from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
 from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
 from .errors import RequestError
-from .events import SCHEMAS, Event, Kind, new_nonce, record_delivery_id
+from .events import SCHEMAS, Event, Kind, new_nonce
 from .facts import REFUSED_ALL, Outcome, largest_message
 from .forwarding import Forwarder
-from .health import HealthRecorder, hour_of
+from .health import HealthRecorder, evidence, hour_of
 from .messages import MAX_MESSAGE_BYTES
-from .queues import (
-    DELIVERY_ID_ATTRIBUTE,
-    DELIVERY_NONCE_ATTRIBUTE,
-    SOURCE_MESSAGE_ID_ATTRIBUTE,
-    Parked,
-    Queued,
-    Queues,
-    QueueUnavailableError,
-    carried_attributes,
-)
-from .retries import FIRST_RECEIVED_AT, RetryPolicy, attribute_ms, horizon_start
+from .queues import Parked, Queued, Queues, QueueUnavailableError
+from .records import SqsRecord, read_record
+from .retries import Decision, Park, Retry, RetryPolicy, as_queued, decide_record, retry_soon
 from .segment import SegmentClient
 from .validation import MAX_BODY_BYTES, Batch, parse_body, parse_request, validate_item
 
@@ -55,8 +48,6 @@ metrics = Metrics()
 
 SQS_SAFETY_S = 3.0  # time kept for marking sent, the DLQ and answering Lambda
 HTTP_SAFETY_S = 1.5
-
-Record = Mapping[str, Any]
 
 
 @dataclass(slots=True)
@@ -142,12 +133,12 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
         outcome = Outcome("retry", reason="internal_error")
     received_ms = int(received_at.timestamp() * 1000)
     answer = _answer(runtime, event, outcome)
-    if answer is not None:
-        if not outcome.complete:  # the copy comes back until every fact is recorded
+    if isinstance(answer, Answered):
+        if answer.copy:  # the copy comes back until every fact is recorded
             _enqueue(runtime, event, received_ms, "incomplete")
-        return json_response(200, answer)
+        return json_response(200, answer.body)
     # Not delivered now: the queue takes over (a permanent Segment refusal ends in the DLQ with its reason).
-    if not _enqueue(runtime, event, received_ms, outcome.reason):
+    if not _enqueue(runtime, event, received_ms, answer.reason):
         metrics.add_metric("Unavailable", MetricUnit.Count, 1)
         return json_response(503, _UNAVAILABLE.as_body())
     metrics.add_metric("Queued", MetricUnit.Count, 1)
@@ -173,18 +164,11 @@ def _rejected(exc: RequestError) -> None:
     logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": exc.status})
 
 
-def _answer(runtime: Runtime, event: Event, outcome: Outcome) -> dict[str, Any] | None:
-    """Record the outcome (metric, log line, health); the answer of an event that needs no queueing now
-    (delivered, duplicate, skipped), None for one the queue takes over."""
+def _answer(runtime: Runtime, event: Event, outcome: Outcome) -> Answered | Handoff:
+    """Record the outcome (metric, log line, health); its answer (``answers.http_answer``)."""
     _record(runtime, event, outcome, "http")
     _tally(runtime, event, outcome)
-    if outcome.status == "delivered":
-        return {"status": "delivered", "message_ids": list(outcome.message_ids)}
-    if outcome.status == "duplicate":
-        return {"status": "duplicate"}
-    if outcome.status == "skipped":
-        return {"status": "skipped", "reason": outcome.reason}
-    return None
+    return http_answer(outcome)
 
 
 def _item_error(exc: RequestError) -> dict[str, Any]:
@@ -224,11 +208,12 @@ def _handle_batch(
             answer = _answer(runtime, event, outcome)
         except Exception:  # a bug in one body's bookkeeping: the queue retries it
             logger.exception("could not settle the body", extra={"position": position})
-            answer = None
-        results[position] = answer
-        if answer is None:
+            answer = Handoff("internal_error")
+        if isinstance(answer, Handoff):
             to_queue.append((position, event))
-        elif not outcome.complete:  # the copy comes back until every fact is recorded
+            continue
+        results[position] = answer.body
+        if answer.copy:  # the copy comes back until every fact is recorded
             to_queue.append((None, event))
     failed = set(_enqueue_many(runtime, [event for _, event in to_queue], received_ms))
     queued = unavailable = 0
@@ -275,103 +260,73 @@ def _enqueue(runtime: Runtime, event: Event, received_ms: int, reason: str) -> b
 # -- SQS path ------------------------------------------------------------------------------------------------
 
 
-def _handle_sqs(runtime: Runtime, kind: Kind, records: Sequence[Record], remaining_s: float) -> dict[str, Any]:
-    """Forward a batch; a record that can never succeed is parked with its reason, one that may succeed later
-    comes back after a backoff (its visibility pushed back), until its retry horizon has passed. Every log line
-    of a record carries its SQS message id as ``correlation_id``."""
+def _handle_sqs(
+    runtime: Runtime, kind: Kind, raw_records: Sequence[Mapping[str, Any]], remaining_s: float
+) -> dict[str, Any]:
+    """Forward a batch; each record is read once (``records.read_record``), and what becomes of it is decided by
+    ``retries.decide_record``: parked with its reason when it can never succeed, back after a backoff (its
+    visibility pushed back) when it may succeed later, until its retry horizon has passed. Every log line of a
+    record carries its SQS message id as ``correlation_id``."""
+    now_ms = int(time.time() * 1000)
+    records = [read_record(raw, now_ms=now_ms) for raw in raw_records]
     events: list[Event] = []
-    accepted: list[Record] = []
+    accepted: list[SqsRecord] = []
     parked: list[Parked] = []
     for record in records:
         try:
-            events.append(_event_of(kind, record))
+            events.append(_event_of(kind, record, now_ms))
             accepted.append(record)
         except RequestError as exc:
             parked.append(Parked(record, exc.code, exc.message, exc.field, kind=kind))
         except Exception as exc:  # a bug in reading one record parks that record alone
-            logger.exception("could not read the record", extra={"correlation_id": record.get("messageId")})
+            logger.exception("could not read the record", extra={"correlation_id": record.message_id})
             parked.append(Parked(record, "unexpected_error", type(exc).__name__, kind=kind))
     deadline = time.monotonic() + max(remaining_s - SQS_SAFETY_S, 1.0)
-    policy = RetryPolicy(runtime.settings.retry_horizon_seconds, runtime.settings.retry_backoff_cap_seconds)
-    now_ms = int(time.time() * 1000)
+    settings = runtime.settings
+    policy = RetryPolicy(
+        settings.retry_horizon_seconds, settings.retry_backoff_cap_seconds, max_receives=settings.max_receive_count
+    )
     retries: dict[str, int] = {}  # message id -> seconds until its next receive
     outcomes = _forward_isolated(runtime, events, deadline, precheck=True)
     for record, event, result in zip(accepted, events, outcomes, strict=True):
         try:
-            delay = _settle(runtime, policy, record, event, result, parked, now_ms)
+            decision = _settle(runtime, policy, record, event, result, now_ms)
         except Exception:  # a bug in one record's bookkeeping never fails the batch: that record comes back
-            logger.exception("could not settle the record", extra={"correlation_id": record.get("messageId")})
-            delay = policy.delay_s(receives=1, retry_after_s=None, dice=0.5)
-        if delay is not None:
-            retries[str(record["messageId"])] = delay
+            logger.exception("could not settle the record", extra={"correlation_id": record.message_id})
+            decision = retry_soon(policy)
+        if isinstance(decision, Park):
+            parked.append(Parked(record, decision.code, decision.reason, None, event.delivery_id, event.kind))
+        elif isinstance(decision, Retry):
+            retries[record.message_id] = decision.delay_s
     not_parked = _park(runtime, parked)
-    handles = {str(r["messageId"]): str(r.get("receiptHandle", "")) for r in records}
+    handles = {record.message_id: record.receipt_handle for record in records}
     runtime.queues.delay([(handles[message_id], delay) for message_id, delay in retries.items()])
     failures = [*retries, *not_parked]
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
 
 def _settle(
-    runtime: Runtime,
-    policy: RetryPolicy,
-    record: Record,
-    event: Event,
-    result: Outcome | BaseException,
-    parked: list[Parked],
-    now_ms: int,
-) -> int | None:
-    """Record one forwarded record's outcome; park it (appended to ``parked``) or return the seconds until its
-    next receive (None: done)."""
-    if isinstance(result, BaseException):
-        parked.append(Parked(record, "unexpected_error", type(result).__name__, None, event.delivery_id, event.kind))
-        return None
-    outcome = result if result.complete else Outcome("retry", result.message_ids, "incomplete")
-    _record(runtime, event, outcome, "sqs", correlation_id=str(record["messageId"]))
-    if outcome.status != "retry":
-        _tally(runtime, event, outcome, parked=outcome.status == "rejected")
-        if outcome.status == "rejected":
-            parked.append(Parked(record, "rejected", outcome.reason, None, event.delivery_id, event.kind))
-        return None
-    system = record.get("attributes", {})
-    receives = _sqs_int(system.get("ApproximateReceiveCount")) or 1
-    first_receive = _sqs_int(system.get("ApproximateFirstReceiveTimestamp")) or now_ms
-    since = horizon_start(carried_attributes(record), first_receive, now_ms=now_ms)
-    give_up = policy.exhausted(now_ms=now_ms, since_ms=since) or receives >= runtime.settings.max_receive_count
-    _tally(runtime, event, outcome, parked=give_up)
-    if give_up:
-        parked.append(Parked(record, "retries_exhausted", outcome.reason, None, event.delivery_id, event.kind))
-        return None
-    metrics.add_metric("RetryAge", MetricUnit.Seconds, max(now_ms - since, 0) // 1000)
+    runtime: Runtime, policy: RetryPolicy, record: SqsRecord, event: Event, result: Outcome | BaseException, now_ms: int
+) -> Decision:
+    """Record one forwarded record's outcome (metric, log line, health) and decide what becomes of it."""
     dice = random.random()  # noqa: S311 - jitter, not crypto
-    return policy.delay_s(receives=receives, retry_after_s=outcome.retry_after, dice=dice)
+    decision = decide_record(result, record, now_ms=now_ms, policy=policy, dice=dice)
+    if isinstance(result, BaseException):
+        return decision
+    outcome = as_queued(result)
+    _record(runtime, event, outcome, "sqs", correlation_id=record.message_id)
+    _tally(runtime, event, outcome, parked=isinstance(decision, Park))
+    if isinstance(decision, Retry) and decision.age_s is not None:
+        metrics.add_metric("RetryAge", MetricUnit.Seconds, decision.age_s)
+    return decision
 
 
-def _sqs_int(value: object) -> int | None:
-    """An integer attribute SQS set (receive count, timestamps), or None when absent or not one."""
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16 else None
-
-
-def _event_of(kind: Kind, record: Record) -> Event:
-    """The record's event. A body without a timestamp is dated by its first receipt: ``first_received_at`` when it
-    is plausible (the HTTP path, or a redrive, kept it), else when SQS took the message (``SentTimestamp``). Its
-    delivery id is the one the HTTP attempt used when provably bound to this body, else derived from the SQS
-    message id it first had (``events.record_delivery_id``)."""
-    text = str(record.get("body", ""))
-    body = parse_body(SCHEMAS[kind], text.encode("utf-8", "surrogatepass"))
-    carried = carried_attributes(record)
-    now_ms = int(time.time() * 1000)
-    first_ms = attribute_ms(carried.get(FIRST_RECEIVED_AT), now_ms=now_ms)
-    if first_ms is None:
-        first_ms = _sqs_int(record.get("attributes", {}).get("SentTimestamp")) or now_ms
-    delivery_id = record_delivery_id(
-        text,
-        str(record["messageId"]),
-        carried_id=carried.get(DELIVERY_ID_ATTRIBUTE),
-        nonce=carried.get(DELIVERY_NONCE_ATTRIBUTE),
-        source_message_id=carried.get(SOURCE_MESSAGE_ID_ATTRIBUTE),
-    )
-    received_at = datetime.fromtimestamp(first_ms / 1000, UTC)
-    return _checked(Event.from_body(kind, body, received_at, delivery_id))
+def _event_of(kind: Kind, record: SqsRecord, now_ms: int) -> Event:
+    """The record's event. A body without a timestamp is dated by its first receipt (``SqsRecord.received_ms``);
+    its delivery id is bound to its body (``SqsRecord.delivery_id``)."""
+    body = parse_body(SCHEMAS[kind], record.body.encode("utf-8", "surrogatepass"))
+    received_at = datetime.fromtimestamp(record.received_ms(now_ms=now_ms) / 1000, UTC)
+    return _checked(Event.from_body(kind, body, received_at, record.delivery_id()))
 
 
 def _queueable(event: Event) -> Event:
@@ -427,16 +382,13 @@ def _park(runtime: Runtime, parked: Sequence[Parked]) -> list[str]:
 
 
 def _tally(runtime: Runtime, event: Event, outcome: Outcome, *, parked: bool = False) -> None:
-    """Count the event in its workspace's delivery health (a fact in flight elsewhere, or a complete event waiting
-    for another attempt's fact, is no failure)."""
+    """Count the event in its workspace's delivery health, as ``health.evidence`` classifies its outcome."""
     now_ms = int(time.time() * 1000)
-    if outcome.message_ids and outcome.status in ("delivered", "retry"):
-        runtime.health.delivered(event.workspace_id, messages=len(outcome.message_ids), now_ms=now_ms)
-    if outcome.status == "rejected" or (outcome.status == "retry" and outcome.reason not in _NOT_FAILURES):
-        runtime.health.failed(event.workspace_id, reason=outcome.reason, now_ms=now_ms, parked=parked)
-
-
-_NOT_FAILURES = frozenset({"in_flight", "incomplete"})
+    seen = evidence(outcome.status, messages=len(outcome.message_ids), reason=outcome.reason)
+    if seen.messages:
+        runtime.health.delivered(event.workspace_id, messages=seen.messages, now_ms=now_ms)
+    if seen.failure is not None:
+        runtime.health.failed(event.workspace_id, reason=seen.failure, now_ms=now_ms, parked=parked)
 
 
 def _write_health(runtime: Runtime | None) -> None:

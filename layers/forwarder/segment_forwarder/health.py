@@ -141,3 +141,29 @@ def summary(buckets: Iterable[Bucket], *, now_ms: int) -> dict[str, Any]:
             "parked": sum(b.parked for b in recent),
         },
     }
+
+
+NOT_FAILURES: Final = frozenset({"in_flight", "incomplete"})  # a retry for these reasons is no failure
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What one event's outcome tells of its workspace's health: messages delivered (0: none), and the reason of
+    a failure (None: none)."""
+
+    messages: int
+    failure: str | None
+
+
+def evidence(status: str, *, messages: int, reason: str) -> Evidence:
+    """What an event's outcome (its ``status``, the ``messages`` it delivered, its ``reason``) counts in its
+    workspace's health: messages delivered count when it was delivered, or when a retry delivered some; a
+    rejection is a failure, and so is a retry unless its fact is in flight elsewhere or it only waits for another
+    attempt's fact (``NOT_FAILURES``)::
+
+        evidence("delivered", messages=2, reason="")                     # Evidence(2, None)
+        evidence("retry", messages=0, reason="segment answered 503")     # Evidence(0, "segment answered 503")
+    """
+    delivered = messages if status in ("delivered", "retry") else 0
+    failed = status == "rejected" or (status == "retry" and reason not in NOT_FAILURES)
+    return Evidence(delivered, reason if failed else None)

@@ -5,10 +5,11 @@ receive back, park records in the dead-letter queue with their reason. The only 
     queues.enqueue(event.queue_text(), delivery_id=event.delivery_id, nonce=event.delivery_nonce,
                    received_ms=now_ms)                  # QueueUnavailableError
     failed = queues.enqueue_many([Queued(text, delivery_id, nonce, now_ms), ...])   # indexes not queued
-    queues.delay([(record["receiptHandle"], 450)])          # its next receive in 450 s (best effort)
-    not_parked = queues.park([Parked(record, "invalid_value", "visitor_id …", "visitor_id")])
+    queues.delay([(record.receipt_handle, 450)])            # its next receive in 450 s (best effort)
+    not_parked = queues.park([Parked(record, "invalid_value", "visitor_id …", "visitor_id")])  # records.SqsRecord
 
-Message attributes (all String; valid SQS text of bounded length, at most 10, whatever the input held):
+Message attributes (all String; valid SQS text of bounded length, at most 10, whatever the input held; their
+names are declared in ``records``):
 
 * on every queued or parked event: ``delivery_id`` (the messageId of a conversion without dedup key) and
   ``delivery_nonce`` (what binds that id to the body: ``events.record_delivery_id``), ``first_received_at`` (ms
@@ -19,23 +20,37 @@ Message attributes (all String; valid SQS text of bounded length, at most 10, wh
   (``parked_message``), ``body_bytes`` and ``body_sha256`` of the whole body.
 
 Producers may write any attribute (they only need ``sqs:SendMessage``): nothing here or in the handler believes
-one that is not well-formed (``retries.attribute_ms`` for times; the nonce and source id by their form; a delivery
-id only when bound to the body). Parked messages, and the events of an HTTP batch queued together, are grouped by
-bytes, never only by count (``Queues.park``, ``Queues.enqueue_many``).
+one that is not well-formed (``records.read_record`` reads each record once and checks: times by
+``records.attribute_ms``, the nonce and source id by their form, a delivery id only when bound to the body).
+Parked messages, and the events of an HTTP batch queued together, are grouped by bytes, never only by count
+(``Queues.park``, ``Queues.enqueue_many``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .retries import FIRST_RECEIVED_AT, RETRY_SINCE, attribute_ms
+from .records import (
+    BODY_BYTES,
+    BODY_SHA256,
+    DELIVERY_ID,
+    DELIVERY_NONCE,
+    ERROR_CODE,
+    ERROR_FIELD,
+    ERROR_MESSAGE,
+    FIRST_RECEIVED_AT,
+    RECEIVE_COUNT,
+    RETRY_SINCE,
+    SOURCE_KIND,
+    SOURCE_MESSAGE_ID,
+    SqsRecord,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -47,10 +62,6 @@ if TYPE_CHECKING:
 else:
     SQSClient = Any
 
-DELIVERY_ID_ATTRIBUTE = "delivery_id"
-DELIVERY_NONCE_ATTRIBUTE = "delivery_nonce"
-SOURCE_MESSAGE_ID_ATTRIBUTE = "source_message_id"
-SOURCE_KIND_ATTRIBUTE = "source_kind"
 MAX_ATTRIBUTE_CHARS = 1000
 MAX_ATTRIBUTES = 10  # SQS refuses a message with more
 # SQS's limits, in bytes of body plus attributes: a message (the queues' MaximumMessageSize; the template leaves
@@ -58,9 +69,6 @@ MAX_ATTRIBUTES = 10  # SQS refuses a message with more
 MAX_MESSAGE_BYTES = 262_144
 MAX_REQUEST_BYTES = 262_144
 _BATCH_LIMIT = 10
-_DIGITS = re.compile(r"[0-9]{1,16}")
-_NONCE = re.compile(r"[0-9a-f]{32}")
-_SOURCE_ID = re.compile(r"[!-~]{1,128}")
 # SQS accepts #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF in bodies and attribute values.
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -79,7 +87,7 @@ def sqs_text(value: str, limit: int | None = MAX_ATTRIBUTE_CHARS) -> str:
 class Parked:
     """A record to park in the dead-letter queue, and why."""
 
-    record: Mapping[str, Any]
+    record: SqsRecord
     code: str
     message: str
     field: str | None = None
@@ -89,55 +97,31 @@ class Parked:
     @property
     def message_id(self) -> str:
         """The SQS message id of the record."""
-        return str(self.record["messageId"])
+        return self.record.message_id
 
-    def attributes(self, *, now_ms: int | None = None, truncated: bool = False) -> dict[str, str]:
+    def attributes(self, *, truncated: bool = False) -> dict[str, str]:
         """The reason as message attributes (valid SQS text, bounded, at most ``MAX_ATTRIBUTES``). What the record
-        carried is kept only when well-formed (a producer may have written it): times within the plausible
-        window, the nonce and source id as the function would write them. ``truncated``: the body is cut, so
-        the delivery id (bound to the whole body) is left out."""
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        carried = carried_attributes(self.record)
-        system = self.record.get("attributes", {})
-        first = attribute_ms(carried.get(FIRST_RECEIVED_AT), now_ms=now)
-        if first is None:  # the record's first receipt: when SQS took it from its producer
-            first = _int_or_none(system.get("SentTimestamp")) or _int_or_none(
-                system.get("ApproximateFirstReceiveTimestamp")
-            )
-        since = attribute_ms(carried.get(RETRY_SINCE), now_ms=now)
-        source = carried.get(SOURCE_MESSAGE_ID_ATTRIBUTE)
-        nonce = carried.get(DELIVERY_NONCE_ATTRIBUTE)
-        nonce = nonce if not truncated and isinstance(nonce, str) and _NONCE.fullmatch(nonce) else None
+        carried is kept only when well-formed (``records.read_record`` checked it: a producer may have written
+        it). ``truncated``: the body is cut, so the delivery id and its nonce (bound to the whole body) are left
+        out."""
+        record = self.record
+        first = record.first_receipt_ms
+        since = record.retry_since_ms
         attributes: dict[str, str | None] = {
-            "error_code": self.code,
-            "error_message": self.message or self.code,
-            "error_field": self.field,
+            ERROR_CODE: self.code,
+            ERROR_MESSAGE: self.message or self.code,
+            ERROR_FIELD: self.field,
             # a redriven record keeps the id of the message it was first (its delivery id derives from that)
-            SOURCE_MESSAGE_ID_ATTRIBUTE: source if _well_formed_id(source) else self.message_id,
-            SOURCE_KIND_ATTRIBUTE: self.kind,
-            "receive_count": str(_int_or_none(system.get("ApproximateReceiveCount")) or 1),
+            SOURCE_MESSAGE_ID: record.source_message_id or record.message_id,
+            SOURCE_KIND: self.kind,
+            RECEIVE_COUNT: str(record.receive_count),
             FIRST_RECEIVED_AT: None if first is None else str(first),
             RETRY_SINCE: None if since is None or since == first else str(since),
-            DELIVERY_ID_ATTRIBUTE: None if truncated else self.delivery_id,
-            DELIVERY_NONCE_ATTRIBUTE: nonce,
+            DELIVERY_ID: None if truncated else self.delivery_id,
+            DELIVERY_NONCE: None if truncated else record.nonce,
         }
         kept = {name: sqs_text(value) or "-" for name, value in attributes.items() if value}
         return dict(list(kept.items())[:MAX_ATTRIBUTES])
-
-
-def carried_attributes(record: Mapping[str, Any]) -> dict[str, str]:
-    """The record's String message attributes (any a producer wrote too)."""
-    carried = record.get("messageAttributes") or {}
-    values = {name: value.get("stringValue") for name, value in carried.items() if isinstance(value, Mapping)}
-    return {name: value for name, value in values.items() if isinstance(value, str)}
-
-
-def _int_or_none(value: object) -> int | None:
-    return int(value) if isinstance(value, str) and _DIGITS.fullmatch(value) else None
-
-
-def _well_formed_id(value: object) -> bool:
-    return isinstance(value, str) and _SOURCE_ID.fullmatch(value) is not None
 
 
 def _string_attributes(values: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
@@ -151,17 +135,17 @@ def message_bytes(body: str, attributes: Mapping[str, str]) -> int:
     return size + sum(len(n.encode()) + len("String") + len(v.encode("utf-8")) for n, v in attributes.items())
 
 
-def parked_message(item: Parked, *, now_ms: int | None = None) -> tuple[str, dict[str, str]]:
+def parked_message(item: Parked) -> tuple[str, dict[str, str]]:
     """The body and attributes that park ``item``: its body as it came, or, when that with the attributes is over
     ``MAX_MESSAGE_BYTES``, its first bytes with the whole body's size and SHA-256 in ``body_bytes`` and
     ``body_sha256`` (the body can never be delivered: its record was refused as too large)."""
-    body = sqs_text(str(item.record.get("body") or ""), None) or "(empty body)"
-    attributes = item.attributes(now_ms=now_ms)
+    body = sqs_text(item.record.body, None) or "(empty body)"
+    attributes = item.attributes()
     if message_bytes(body, attributes) <= MAX_MESSAGE_BYTES:
         return body, attributes
     whole = body.encode("utf-8")
-    facts = {"body_bytes": str(len(whole)), "body_sha256": hashlib.sha256(whole).hexdigest()}
-    reason = list(item.attributes(now_ms=now_ms, truncated=True).items())  # the error code and message first
+    facts = {BODY_BYTES: str(len(whole)), BODY_SHA256: hashlib.sha256(whole).hexdigest()}
+    reason = list(item.attributes(truncated=True).items())  # the error code and message first
     attributes = dict([*reason[:2], *facts.items(), *reason[2:]][:MAX_ATTRIBUTES])
     room = MAX_MESSAGE_BYTES - message_bytes("", attributes)
     return whole[:room].decode("utf-8", "ignore"), attributes
@@ -180,8 +164,8 @@ class Queued:
     def attributes(self) -> dict[str, str]:
         """Its message attributes (``delivery_id``, ``delivery_nonce``, ``first_received_at``, ``retry_since``)."""
         return {
-            DELIVERY_ID_ATTRIBUTE: self.delivery_id,
-            DELIVERY_NONCE_ATTRIBUTE: self.nonce,
+            DELIVERY_ID: self.delivery_id,
+            DELIVERY_NONCE: self.nonce,
             FIRST_RECEIVED_AT: str(self.received_ms),
             RETRY_SINCE: str(self.received_ms),
         }
@@ -250,8 +234,7 @@ class Queues:
         not be moved. Requests hold at most 10 messages and ``MAX_REQUEST_BYTES``; a body too large to park even
         alone is truncated (``parked_message``); when SQS refuses a request of several, each is tried alone, so
         one record never keeps its neighbours from being parked."""
-        now_ms = int(time.time() * 1000)
-        messages = [(item, *parked_message(item, now_ms=now_ms)) for item in parked]
+        messages = [(item, *parked_message(item)) for item in parked]
         failed: list[str] = []
         for group in _groups(messages):
             refused = self._send_to_dlq(group)
