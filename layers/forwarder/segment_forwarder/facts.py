@@ -31,10 +31,12 @@ to them, a workspace not in it has the defaults) shape what is claimed and sent,
 One call (an HTTP request or an SQS batch) goes through four steps; the caller does the I/O in between::
 
     events = [e for e in events if screen(e, settings[e.workspace_id]) is None]   # the others are skipped
-    requests = claim_requests(events, settings)     # each distinct fact of the call once, first event's content
+    needs = needs_all(events, settings)             # each event's facts and contents, built once
+    requests = claim_requests(events, settings, needs=needs)    # each distinct fact once, first event's content
     answers = {r.slot: store.claim(r) for r in requests}        # CLAIMED / SENT / IN_FLIGHT / UNAVAILABLE ...
-    plan = plan_call(events, answers, settings)     # per event: deliveries to send, earlier ones it needs
-    settled = settle(plan, results)                 # outcomes; facts to mark SENT and to release
+    plan = plan_call(events, answers, settings, needs=needs)    # per event: deliveries, earlier ones it needs
+    settled = settle(plan, results)                 # facts to mark SENT, to release, to forget
+    outcomes = settled.final(marked=store.mark(settled.marks))  # each event's outcome, once the marks are written
 
 What a claim answer means for an event:
 
