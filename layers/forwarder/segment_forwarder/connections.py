@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConnectionConfigError
+from .errors import ConnectionConfigError, UnavailableError
 from .workspace_settings import DEFAULT_SETTINGS, SettingsError, WorkspaceSettings
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ _EXISTS = "ResourceExistsException"
 _GONE_CODES = frozenset({_NOT_FOUND, _INVALID_STATE})
 
 
-class ConnectionUnavailableError(Exception):
+class ConnectionUnavailableError(UnavailableError):
     """Secrets Manager could not be reached or refused the call (network, throttling, permissions): retry later.
 
     The message is the AWS error code only (never a value).

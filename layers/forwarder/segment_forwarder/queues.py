@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .errors import UnavailableError
 from .retries import FIRST_RECEIVED_AT, RETRY_SINCE, attribute_ms
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ _SOURCE_ID = re.compile(r"[!-~]{1,128}")
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-class QueueUnavailableError(Exception):
+class QueueUnavailableError(UnavailableError):
     """SQS could not be reached or refused the message."""
 
 
