@@ -71,7 +71,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local_stack.template import Template
-from segment_forwarder.errors import RequestError
+from segment_forwarder.errors import PayloadTooLargeError, RequestError
 from segment_forwarder.events import SCHEMAS, Event, Kind, sqs_delivery_id
 from segment_forwarder.facts import largest_message
 from segment_forwarder.messages import MAX_MESSAGE_BYTES
@@ -211,7 +211,7 @@ def body_problem(kind: str, body: str) -> RequestError | None:
         event = Event.from_body(_kind(kind), parsed, datetime.now(UTC), delivery_id="redrive-check")
         if largest_message(event) > MAX_MESSAGE_BYTES:
             message = f"the Segment message built from the body is over {MAX_MESSAGE_BYTES} bytes"
-            return RequestError(413, "payload_too_large", message, "body")
+            return PayloadTooLargeError(message, "body")
     except RequestError as exc:
         return exc
     return None

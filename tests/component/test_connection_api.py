@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import boto3
 import pytest
@@ -41,7 +42,8 @@ ANSWERS: list[str] = []  # every answer of this module, checked for write keys a
 
 
 def http_event(method, workspace_id, *, test=False, body=None, route_key=None, base64_body=False):
-    raw_path = f"/v1/workspaces/{workspace_id}/segment" + ("/test" if test else "")
+    # the path as a client sends it (percent-encoded), pathParameters as API Gateway decodes them
+    raw_path = f"/v1/workspaces/{quote(workspace_id, safe='')}/segment" + ("/test" if test else "")
     if body is not None and not isinstance(body, str):
         body = json.dumps(body)
     if base64_body and body is not None:

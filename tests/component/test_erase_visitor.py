@@ -40,7 +40,7 @@ def erase(handler: Any, workspace_id: str, visitor_id: str) -> tuple[int, dict[s
         "routeKey": f"DELETE {ERASE_ROUTE}",
         "rawPath": path,
         "pathParameters": {"workspace_id": workspace_id, "visitor_id": visitor_id},
-        "requestContext": {"http": {"method": "DELETE", "path": path}, "requestId": "r-1"},
+        "requestContext": {"http": {"method": "DELETE", "path": path}, "requestId": "r-1", "stage": "$default"},
     }
     answer = handler(event, LambdaContext())
     return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
@@ -167,7 +167,7 @@ def erase_with(handler: Any, workspace_id: str, visitor_id: str, context: Any) -
         "routeKey": f"DELETE {ERASE_ROUTE}",
         "rawPath": path,
         "pathParameters": {"workspace_id": workspace_id, "visitor_id": visitor_id},
-        "requestContext": {"http": {"method": "DELETE", "path": path}, "requestId": "r-1"},
+        "requestContext": {"http": {"method": "DELETE", "path": path}, "requestId": "r-1", "stage": "$default"},
     }
     answer = handler(event, context)
     return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}

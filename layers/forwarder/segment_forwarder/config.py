@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from botocore.config import Config
 
+from .errors import ForwarderError
+
 # Every AWS client of the functions: short timeouts (a Lambda has seconds, not minutes), standard retries
 # (3 attempts unless AWS_MAX_ATTEMPTS says otherwise) and enough pooled connections for concurrent claims.
 AWS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}, max_pool_connections=24)
@@ -25,7 +27,7 @@ DEFAULT_ENDPOINTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.s
 INGEST_VARIABLES = ("DEDUP_TABLE", "QUEUE_URL", "DLQ_URL")
 
 
-class ConfigurationError(Exception):
+class ConfigurationError(ForwarderError):
     """The function's environment is incomplete or holds a value that cannot be read."""
 
 

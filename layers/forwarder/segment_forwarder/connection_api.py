@@ -1,6 +1,7 @@
 """Lambda entry point of the connection function: connect, show, disconnect and test a workspace's Segment source.
 
-HTTP API (payload format 2.0) routes, bound in ``functions/connection/app.py``::
+HTTP API (payload format 2.0) routes, served by Powertools' ``APIGatewayHttpResolver`` (``app``) and bound in
+``functions/connection/app.py``::
 
     PUT    /v1/workspaces/{workspace_id}/segment        {"write_key": "...", "region": "us"|"eu", "settings": {...}}
                                                         -> 200
@@ -27,37 +28,44 @@ logged, never put in a metric or an exception message.
 
 from __future__ import annotations
 
-import re
+import json
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 from urllib.parse import unquote
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
-from .api_gateway import json_response, request_body
+from .api_gateway import request_body, status_of
 from .config import AWS_CLIENT_CONFIG, Settings
-from .connections import Connection, ConnectionStore, ConnectionUnavailableError
+from .connections import ConnectionStore, ConnectionUnavailableError
 from .dedup import DedupUnavailableError, HealthLedger, VisitorFacts
-from .errors import ConnectionConfigError, RequestError
+from .errors import ConnectionConfigError, RequestError, error_body, printable
 from .health import WINDOW_MS, hour_of, summary
 from .messages import connection_test_content, iso_ms, usable_id, with_delivery
+from .ports import Connection
 from .segment import SegmentClient
 from .validation import is_valid, parse_body
-from .workspace_settings import SettingsError, WorkspaceSettings
+from .workspace_settings import WorkspaceSettings
 
 logger = Logger()
 metrics = Metrics()
+app = APIGatewayHttpResolver()
 
 CONNECTION_ROUTE = "/v1/workspaces/{workspace_id}/segment"
 TEST_ROUTE = "/v1/workspaces/{workspace_id}/segment/test"
 VISITOR_ROUTE = "/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
+# The resolver's rules for those routes, matched against the raw path. The workspace segment may be empty, so that
+# an empty workspace_id is answered as a bad one (400), like any other, rather than as an unknown route.
+_WORKSPACE = "/v1/workspaces/(?:<workspace_id>)?"
 TEST_NOTE = (
     "Segment accepted the request. That does not prove the write key or the region are right: Segment's tracking "
     "API answers 200 to any key and to the other region's data. Confirm the 'Segment Connection Test' event "
@@ -65,15 +73,12 @@ TEST_NOTE = (
 )
 TEST_SAFETY_S = 1.0  # time kept for answering after the test send's deadline
 MIN_TEST_BUDGET_S = 0.5
-_RAW_PATH = re.compile(
-    r"^/v1/workspaces/(?P<workspace_id>[^/]*)/(?:segment(?P<test>/test)?|visitors/(?P<visitor_id>[^/]*))/?$"
-)
 
 
-@dataclass(slots=True)
-class Runtime:
-    """What an execution environment keeps warm: settings, the connection store, the Segment client, and the
-    table's health buckets and visitor facts."""
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """What the routes use: settings, the connection store, the Segment client, and the table's health buckets and
+    visitor facts."""
 
     settings: Settings
     connections: ConnectionStore
@@ -82,8 +87,8 @@ class Runtime:
     facts: VisitorFacts
 
     @classmethod
-    def from_env(cls) -> Runtime:
-        """Build the clients once; boto3 reads the region and (locally) ``AWS_ENDPOINT_URL`` from the environment.
+    def from_env(cls) -> Dependencies:
+        """Build the clients; boto3 reads the region and (locally) ``AWS_ENDPOINT_URL`` from the environment.
 
         Retries use botocore's standard mode (3 attempts unless ``AWS_MAX_ATTEMPTS`` says otherwise).
         """
@@ -100,31 +105,18 @@ class Runtime:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """An HTTP answer, the outcome word logged (and counted) for it, and more to log (never the key)."""
-
-    status: int
-    body: dict[str, Any] | None
-    outcome: str
-    log: dict[str, Any] = field(default_factory=dict)
-
-
-_runtime: Runtime | None = None
-
-
-def _get_runtime() -> Runtime:
-    global _runtime  # one runtime per execution environment, built on first use
-    if _runtime is None:
-        _runtime = Runtime.from_env()
-    return _runtime
+@cache
+def dependencies() -> Dependencies:
+    """The execution environment's dependencies: built by its first call, reused by every later one."""
+    return Dependencies.from_env()
 
 
 @metrics.log_metrics
 # log_event=False explicitly: the event carries the write key, even if POWERTOOLS_LOGGER_LOG_EVENT is set.
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Serve one connection route (API Gateway HTTP API v2 event) and log one structured line about it.
+    """Serve one connection route (API Gateway HTTP API v2 event) and log one structured line about it
+    (``connection``: route, workspace_id, outcome, status; never the key) and count it by its outcome.
 
     Answers: PUT 200 ``{"connected": true, "region", "write_key_hint", "settings"}`` (the effective settings,
     defaults filled in); GET 200 ``{"connected": false, "health"}`` or the same as PUT with ``health``; DELETE
@@ -141,87 +133,75 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     Usage (what API Gateway does)::
 
-        event = {"routeKey": "GET /v1/workspaces/{workspace_id}/segment", "pathParameters": {"workspace_id": "demo"}}
-        handler(event, context)["body"]   # '{"connected": false}'
+        event = {"rawPath": "/v1/workspaces/demo/segment", "requestContext": {"http": {"method": "GET"}}, ...}
+        handler(event, context)["body"]   # '{"connected": false, "health": {...}}'
     """
-    method, route, workspace_id = _route_of(event)
-    op = _OPERATIONS.get((method, route))
-    valid_workspace: str | None = None
-    try:
-        if op is None:
-            raise RequestError(404, "not_found", f"no route {method} {route or '(unknown path)'}", None)
-        valid_workspace = _check_workspace_id(workspace_id)
-        answer = op(_get_runtime(), valid_workspace, event, context)
-    except RequestError as exc:
-        answer = Answer(exc.status, exc.as_body(), exc.code, {"field": exc.field, "detail": exc.message})
-    except ConnectionUnavailableError as exc:
-        logger.error("Secrets Manager failed", extra={"error": str(exc)})
-        failure = RequestError(503, "unavailable", "Secrets Manager could not be reached; retry the call", None)
-        answer = Answer(503, failure.as_body(), "unavailable")
-    except ConnectionConfigError as exc:
-        failure = RequestError(
-            500, "connection_malformed", f"{exc}; connect again (PUT) to replace the stored connection", None
-        )
-        answer = Answer(500, failure.as_body(), "connection_malformed")
-    except Exception as exc:  # never let a message (which could quote a value) reach the runtime's log
-        logger.error(
-            "unexpected error",
-            extra={"error": type(exc).__name__, "trace": "".join(traceback.format_tb(exc.__traceback__))},
-        )
-        failure = RequestError(500, "internal_error", "the connection could not be handled", None)
-        answer = Answer(500, failure.as_body(), "internal_error")
-    operation = op.__name__.lstrip("_") if op is not None else "unknown"
-    metrics.add_dimension("route", operation)
-    metrics.add_metric(_metric_name(answer.outcome), MetricUnit.Count, 1)
-    logger.info(
-        "connection",
-        extra={
-            "route": f"{method} {route}" if op is not None else "unknown",
-            "workspace_id": valid_workspace,
-            "outcome": answer.outcome,
-            "status": answer.status,
-            **answer.log,
-        },
-    )
-    return json_response(answer.status, answer.body)
+    return app.resolve(event, context)
 
 
-# -- operations ----------------------------------------------------------------------------------------------
+# -- routes --------------------------------------------------------------------------------------------------
 
 
-def _connect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
+@app.put(f"{_WORKSPACE}/segment")
+def connect(workspace_id: str | None = None) -> Response[str]:
     """PUT: store the write key, region and settings, creating, replacing or restoring the secret as needed."""
-    body = parse_body("ConnectRequest", request_body(event))
-    try:
-        settings = WorkspaceSettings.from_dict(body.get("settings", {}))
-    except SettingsError as exc:  # what the schema cannot state (a blank consent category)
-        raise RequestError(400, "invalid_value", str(exc), exc.field) from None
+    workspace = _begin("connect", f"PUT {CONNECTION_ROUTE}", workspace_id)
+    body = parse_body("ConnectRequest", request_body(app.current_event.raw_event))
+    settings = WorkspaceSettings.from_dict(body.get("settings", {}))  # SettingsError: what the schema cannot state
     connection = Connection(body["write_key"], str(body.get("region") or "us").lower(), settings)
-    outcome = runtime.connections.save(workspace_id, connection)
-    return Answer(200, _connected(connection), outcome, {"region": connection.region})
+    outcome = dependencies().connections.save(workspace, connection)
+    return _answer(200, _connected(connection), outcome, region=connection.region)
 
 
-def _status(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
+@app.get(f"{_WORKSPACE}/segment")
+def status(workspace_id: str | None = None) -> Response[str]:
     """GET: whether the workspace is connected (region, key hint, settings), and its delivery health: the last
     delivery, the last failure and the counts of the last 24 hours (``null`` when the table cannot be read)."""
-    connection = runtime.connections.read(workspace_id)
-    health = _health(runtime, workspace_id)
+    workspace = _begin("status", f"GET {CONNECTION_ROUTE}", workspace_id)
+    connection = dependencies().connections.read(workspace)
+    health = _health(dependencies().ledger, workspace)
     if connection is None:
-        return Answer(200, {"connected": False, "health": health}, "not_connected")
-    return Answer(200, {**_connected(connection), "health": health}, "connected", {"region": connection.region})
+        return _answer(200, {"connected": False, "health": health}, "not_connected")
+    return _answer(200, {**_connected(connection), "health": health}, "connected", region=connection.region)
 
 
-def _health(runtime: Runtime, workspace_id: str) -> dict[str, Any] | None:
-    now_ms = int(time.time() * 1000)
-    try:
-        buckets = runtime.ledger.buckets(workspace_id, since_hour=hour_of(now_ms - WINDOW_MS))
-    except DedupUnavailableError as exc:
-        logger.warning("could not read delivery health", extra={"error": str(exc)})
-        return None
-    return summary(buckets, now_ms=now_ms)
+@app.delete(f"{_WORKSPACE}/segment")
+def disconnect(workspace_id: str | None = None) -> Response[str]:
+    """DELETE: schedule the secret for deletion (recoverable for a while by reconnecting); 204 even if absent."""
+    workspace = _begin("disconnect", f"DELETE {CONNECTION_ROUTE}", workspace_id)
+    removed = dependencies().connections.remove(workspace)
+    return _answer(204, None, "disconnected" if removed else "not_connected")
 
 
-def _erase(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
+@app.post(f"{_WORKSPACE}/segment/test")
+def test(workspace_id: str | None = None) -> Response[str]:
+    """POST .../test: send one "Segment Connection Test" Track to the workspace's source, in its region only.
+
+    Segment answers 200 even to a wrong write key, so the user checks Segment's debugger for the event.
+    """
+    workspace = _begin("test", f"POST {TEST_ROUTE}", workspace_id)
+    deps = dependencies()
+    connection = deps.connections.read(workspace)
+    if connection is None:
+        return _refusal(404, "not_connected", f"workspace {workspace} has no Segment connection")
+    message_id = str(uuid.uuid4())
+    content = connection_test_content(workspace, timestamp=iso_ms(datetime.now(UTC)))
+    message = with_delivery(content, message_id, {})
+    remaining_s = app.lambda_context.get_remaining_time_in_millis() / 1000
+    budget = max(min(deps.settings.http_delivery_budget_seconds, remaining_s - TEST_SAFETY_S), MIN_TEST_BUDGET_S)
+    result = deps.segment.send(connection.write_key, connection.region, [message], deadline=time.monotonic() + budget)
+    if result.ok:
+        endpoint = deps.segment.endpoint(connection.region)
+        answer = {"message_id": message_id, "endpoint": endpoint, "region": connection.region, "note": TEST_NOTE}
+        return _answer(200, answer, "sent", region=connection.region, message_id=message_id)
+    if result.retryable:
+        what = f"answered {result.status}" if result.status is not None else "could not be reached"
+        return _refusal(502, "segment_unavailable", f"Segment {what} until the deadline; the test event was not sent")
+    return _refusal(502, "segment_rejected", f"Segment refused the test event with status {result.status}")
+
+
+@app.delete(f"{_WORKSPACE}/visitors/<visitor_id>")
+def erase(visitor_id: str, workspace_id: str | None = None) -> Response[str]:
     """DELETE .../visitors/{visitor_id}: erase the visitor. It takes effect at once in every function (events
     received before it are dropped, the next one is a first sighting under new messageIds); its facts (its user
     ids are in keys too) are deleted page by page within the invocation's remaining time.
@@ -230,69 +210,106 @@ def _erase(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: 
     never seen); ``"complete": false`` when time ran out before every fact was deleted: call again (at once);
     409 ``in_flight`` when a delivery of the visitor holds some facts right now (erase again after the seconds
     it names)."""
-    visitor_id = _check_visitor_id((event.get("pathParameters") or {}).get("visitor_id"))
-    try:
-        erasure = runtime.facts.erase(
-            workspace_id, visitor_id, time_left_s=lambda: context.get_remaining_time_in_millis() / 1000
-        )
-    except DedupUnavailableError as exc:
-        raise RequestError(503, "unavailable", f"the dedup table could not be reached ({exc}); retry", None) from None
+    workspace = _begin("erase", f"DELETE {VISITOR_ROUTE}", workspace_id)
+    visitor = _check_visitor_id(unquote(visitor_id))
+    context = app.lambda_context
+    erasure = dependencies().facts.erase(
+        workspace, visitor, time_left_s=lambda: context.get_remaining_time_in_millis() / 1000
+    )
     if erasure.in_flight:
-        raise RequestError(
+        return _refusal(
             409,
             "in_flight",
             f"{erasure.erased} fact(s) erased; {erasure.in_flight} held by a delivery in progress, which records "
             f"them again when it ends: erase again in {erasure.retry_after_s} s",
-            None,
         )
     body = {"erased": erasure.erased, "complete": erasure.complete, "retry_after_s": 0}
-    return Answer(200, body, "erased" if erasure.complete else "erased_partly", {"erased": erasure.erased})
+    return _answer(200, body, "erased" if erasure.complete else "erased_partly", erased=erasure.erased)
 
 
-def _disconnect(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
-    """DELETE: schedule the secret for deletion (recoverable for a while by reconnecting); 204 even if absent."""
-    removed = runtime.connections.remove(workspace_id)
-    return Answer(204, None, "disconnected" if removed else "not_connected")
+# -- errors: each class answered here, once --------------------------------------------------------------------
 
 
-def _test(runtime: Runtime, workspace_id: str, event: dict[str, Any], context: Any) -> Answer:
-    """POST .../test: send one "Segment Connection Test" Track to the workspace's source, in its region only.
+@app.exception_handler(RequestError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
+def _refused(error: RequestError) -> Response[str]:
+    """A bad id or body (400; 413 over 32 KB), settings included (``SettingsError``)."""
+    return _answer(status_of(error), error.as_body(), error.code, field=error.field, detail=error.message)
 
-    Segment answers 200 even to a wrong write key, so the user checks Segment's debugger for the event.
-    """
-    connection = runtime.connections.read(workspace_id)
-    if connection is None:
-        raise RequestError(404, "not_connected", f"workspace {workspace_id} has no Segment connection", None)
-    message_id = str(uuid.uuid4())
-    content = connection_test_content(workspace_id, timestamp=iso_ms(datetime.now(UTC)))
-    message = with_delivery(content, message_id, {})
-    remaining_s = context.get_remaining_time_in_millis() / 1000
-    budget = max(min(runtime.settings.http_delivery_budget_seconds, remaining_s - TEST_SAFETY_S), MIN_TEST_BUDGET_S)
-    result = runtime.segment.send(
-        connection.write_key, connection.region, [message], deadline=time.monotonic() + budget
+
+@app.exception_handler(ConnectionUnavailableError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
+def _secrets_unavailable(error: ConnectionUnavailableError) -> Response[str]:
+    logger.error("Secrets Manager failed", extra={"error": str(error)})
+    return _answer(
+        503, error_body("unavailable", "Secrets Manager could not be reached; retry the call"), "unavailable"
     )
-    if result.ok:
-        endpoint = runtime.segment.endpoint(connection.region)
-        answer = {"message_id": message_id, "endpoint": endpoint, "region": connection.region, "note": TEST_NOTE}
-        return Answer(200, answer, "sent", {"region": connection.region, "message_id": message_id})
-    if result.retryable:
-        what = f"answered {result.status}" if result.status is not None else "could not be reached"
-        raise RequestError(
-            502, "segment_unavailable", f"Segment {what} until the deadline; the test event was not sent", None
-        )
-    raise RequestError(502, "segment_rejected", f"Segment refused the test event with status {result.status}", None)
 
 
-_OPERATIONS: dict[tuple[str, str], Callable[[Runtime, str, dict[str, Any], Any], Answer]] = {
-    ("PUT", CONNECTION_ROUTE): _connect,
-    ("GET", CONNECTION_ROUTE): _status,
-    ("DELETE", CONNECTION_ROUTE): _disconnect,
-    ("POST", TEST_ROUTE): _test,
-    ("DELETE", VISITOR_ROUTE): _erase,
-}
+@app.exception_handler(DedupUnavailableError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
+def _table_unavailable(error: DedupUnavailableError) -> Response[str]:
+    message = printable(f"the dedup table could not be reached ({error}); retry")
+    return _answer(503, error_body("unavailable", message), "unavailable", detail=message)
+
+
+@app.exception_handler(ConnectionConfigError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
+def _malformed(error: ConnectionConfigError) -> Response[str]:
+    message = printable(f"{error}; connect again (PUT) to replace the stored connection")
+    return _answer(500, error_body("connection_malformed", message), "connection_malformed")
+
+
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
+def _unexpected(error: Exception) -> Response[str]:
+    """A bug: its type and traceback are logged, never its message (which could quote a value)."""
+    logger.error(
+        "unexpected error",
+        extra={"error": type(error).__name__, "trace": "".join(traceback.format_tb(error.__traceback__))},
+    )
+    return _answer(500, error_body("internal_error", "the connection could not be handled"), "internal_error")
+
+
+@app.not_found
+def _no_route(error: NotFoundError) -> Response[str]:
+    metrics.add_dimension("route", "unknown")
+    logger.append_keys(route="unknown", workspace_id=None)
+    event = app.current_event
+    return _refusal(404, "not_found", f"no route {event.http_method} {event.raw_path or '(unknown path)'}")
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+
+
+def _begin(operation: str, route: str, workspace_id: str | None) -> str:
+    """Name the call (its metrics' ``route`` dimension, its log lines' ``route`` and ``workspace_id``); the path's
+    workspace_id, decoded and checked, or RequestError."""
+    metrics.add_dimension("route", operation)
+    logger.append_keys(route=route, workspace_id=None)
+    workspace = _check_workspace_id(None if workspace_id is None else unquote(workspace_id))
+    logger.append_keys(workspace_id=workspace)
+    return workspace
+
+
+def _answer(status: int, body: dict[str, Any] | None, outcome: str, **log: Any) -> Response[str]:
+    """The call's answer (JSON, or an empty 204), its log line and its count (named by ``outcome``)."""
+    metrics.add_metric(_metric_name(outcome), MetricUnit.Count, 1)
+    logger.info("connection", extra={"outcome": outcome, "status": status, **log})
+    if body is None:
+        return Response(status, content_type=None, body="", headers={})
+    return Response(status, content_type=None, body=json.dumps(body), headers={"content-type": "application/json"})
+
+
+def _refusal(status: int, code: str, message: str) -> Response[str]:
+    """An error answer a route gives itself (not connected, Segment failed, a delivery in flight)."""
+    text = printable(message)
+    return _answer(status, error_body(code, text), code, field=None, detail=text)
+
+
+def _health(ledger: HealthLedger, workspace_id: str) -> dict[str, Any] | None:
+    now_ms = int(time.time() * 1000)
+    try:
+        buckets = ledger.buckets(workspace_id, since_hour=hour_of(now_ms - WINDOW_MS))
+    except DedupUnavailableError as exc:
+        logger.warning("could not read delivery health", extra={"error": str(exc)})
+        return None
+    return summary(buckets, now_ms=now_ms)
 
 
 def _connected(connection: Connection) -> dict[str, Any]:
@@ -304,40 +321,17 @@ def _connected(connection: Connection) -> dict[str, Any]:
     }
 
 
-def _route_of(event: dict[str, Any]) -> tuple[str, str, str | None]:
-    """(method, route template, workspace_id) of an HTTP API v2 event; the template is "" for an unknown path.
-
-    The route comes from ``routeKey``; with a ``$default`` route the raw path is matched instead.
-    """
-    http = event.get("requestContext", {}).get("http", {})
-    route_key = event.get("routeKey") or ""
-    method, _, route = route_key.partition(" ")
-    method = str(http.get("method") or method).upper()
-    workspace_id = (event.get("pathParameters") or {}).get("workspace_id")
-    if route not in (CONNECTION_ROUTE, TEST_ROUTE, VISITOR_ROUTE):
-        match = _RAW_PATH.match(event.get("rawPath") or http.get("path") or "")
-        if match is None:
-            return method, "", None
-        route = TEST_ROUTE if match["test"] else VISITOR_ROUTE if match["visitor_id"] is not None else CONNECTION_ROUTE
-        workspace_id = workspace_id if workspace_id is not None else match["workspace_id"]
-        if match["visitor_id"] is not None:
-            event.setdefault("pathParameters", {}).setdefault("visitor_id", unquote(match["visitor_id"]))
-    return method, route, workspace_id
-
-
 def _check_workspace_id(workspace_id: str | None) -> str:
-    """The path's workspace_id checked against the OpenAPI ``WorkspaceId`` schema, or RequestError 400."""
+    """The path's workspace_id checked against the OpenAPI ``WorkspaceId`` schema, or RequestError."""
     if not is_valid("WorkspaceId", workspace_id):
-        raise RequestError(
-            400, "invalid_value", "workspace_id must be 1-64 characters of A-Za-z0-9_-", "workspace_id"
-        ) from None
+        raise RequestError("invalid_value", "workspace_id must be 1-64 characters of A-Za-z0-9_-", "workspace_id")
     return str(workspace_id)
 
 
-def _check_visitor_id(visitor_id: str | None) -> str:
-    """The path's visitor_id checked as the ingest bodies' ``visitor_id`` is, or RequestError 400."""
-    if not isinstance(visitor_id, str) or not is_valid("VisitorId", visitor_id) or not usable_id(visitor_id):
-        raise RequestError(400, "invalid_value", "visitor_id must be 1-128 printable characters", "visitor_id")
+def _check_visitor_id(visitor_id: str) -> str:
+    """The path's visitor_id checked as the ingest bodies' ``visitor_id`` is, or RequestError."""
+    if not is_valid("VisitorId", visitor_id) or not usable_id(visitor_id):
+        raise RequestError("invalid_value", "visitor_id must be 1-128 printable characters", "visitor_id")
     return visitor_id
 
 

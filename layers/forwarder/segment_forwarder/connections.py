@@ -35,12 +35,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConnectionConfigError
+from .errors import ConnectionConfigError, UnavailableError
+from .ports import Connection
 from .workspace_settings import DEFAULT_SETTINGS, SettingsError, WorkspaceSettings
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ REGIONS = ("us", "eu")
 # What HTTP Basic auth can carry as a user name: printable ASCII without spaces and without ":" (the separator).
 _WRITE_KEY = re.compile(r"^[!-9;-~]{1,256}$")
 RECOVERY_WINDOW_DAYS = 7  # a disconnect can be undone by reconnecting within this window (Secrets Manager: 7-30)
-MIN_HINT_KEY_CHARS = 8  # a shorter key would be (nearly) shown whole by its last 4 characters
 DEFAULT_MISS_MAX_AGE_S = 30
 DEFAULT_MAX_ENTRIES = 1000
 # Secrets Manager answers ResourceNotFound for a missing secret and InvalidRequest for one scheduled for deletion.
@@ -62,26 +61,11 @@ _EXISTS = "ResourceExistsException"
 _GONE_CODES = frozenset({_NOT_FOUND, _INVALID_STATE})
 
 
-class ConnectionUnavailableError(Exception):
+class ConnectionUnavailableError(UnavailableError):
     """Secrets Manager could not be reached or refused the call (network, throttling, permissions): retry later.
 
     The message is the AWS error code only (never a value).
     """
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """A workspace's Segment source and settings. The write key is kept out of ``repr`` so it cannot reach a log
-    line."""
-
-    write_key: str = field(repr=False)
-    region: str
-    settings: WorkspaceSettings = DEFAULT_SETTINGS
-
-    @property
-    def hint(self) -> str:
-        """What may be shown of the key: an ellipsis and its last 4 characters (nothing of a key under 8)."""
-        return "…" + self.write_key[-4:] if len(self.write_key) >= MIN_HINT_KEY_CHARS else "…"
 
 
 def secret_name(prefix: str, workspace_id: str) -> str:

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .errors import UnavailableError
 from .facts import IDENTIFY, ClaimAnswer, ClaimRequest, ClaimState, Fact, Slot
 from .health import BUCKET_TTL_S, Bucket, Tally
 
@@ -107,7 +108,7 @@ ERASE_THREADS = 16
 _ERASE_ATTEMPTS = 3  # deletes of one fact whose lease ended between the refused delete and the read
 
 
-class DedupUnavailableError(Exception):
+class DedupUnavailableError(UnavailableError):
     """DynamoDB could not be reached or refused the request (throttled, ...): retry later."""
 
 

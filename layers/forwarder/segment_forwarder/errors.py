@@ -1,4 +1,24 @@
-"""Errors that become answers: each carries an HTTP status, a machine code, a message and the field at fault."""
+"""The forwarder's one error hierarchy. Errors say what went wrong in the domain, never how to answer it: the
+HTTP status of each is chosen once, at the edge (``api_gateway.status_of`` for the ingest routes, the
+connection function's exception handlers for its routes)::
+
+    ForwarderError                      every error the forwarder raises on purpose
+    ├── RequestError                    a request that can never succeed as sent (refused; on the SQS path parked)
+    │   ├── PayloadTooLargeError        ... because it is too large
+    │   └── SettingsError               ... because its workspace settings cannot be used (workspace_settings)
+    ├── UnavailableError                a dependency failed; the same call may succeed later
+    │   ├── ConnectionUnavailableError  Secrets Manager (connections)
+    │   ├── DedupUnavailableError       the DynamoDB table (dedup)
+    │   └── QueueUnavailableError       SQS (queues)
+    ├── ConnectionConfigError           a stored workspace connection cannot be used
+    └── ConfigurationError              the function's environment is incomplete (config)
+
+Each error is defined where it is raised when one module raises it (its adapter), here when several do.
+
+>>> error = RequestError("invalid_type", "visitor_id must be a string", "visitor_id")
+>>> error.as_body()["error"]["field"]
+'visitor_id'
+"""
 
 from __future__ import annotations
 
@@ -16,26 +36,51 @@ def printable(value: str, limit: int = MAX_TEXT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class RequestError(Exception):
-    """A request that can never succeed as sent (HTTP 4xx; on the SQS path: straight to the DLQ).
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The JSON error answer of every route: ``{"error": {"code", "message", "field"}}``.
 
-    Its message and field may quote the request (a field's name): both are made ``printable``.
+    >>> error_body("unavailable", "retry the call")
+    {'error': {'code': 'unavailable', 'message': 'retry the call', 'field': None}}
+    """
+    return {"error": {"code": code, "message": message, "field": field}}
 
-    >>> RequestError(400, "invalid_type", "visitor_id must be a string", "visitor_id").as_body()["error"]["field"]
-    'visitor_id'
+
+class ForwarderError(Exception):
+    """Base of every error the forwarder raises on purpose (anything else is a bug)."""
+
+
+class RequestError(ForwarderError):
+    """A request that can never succeed as sent: refused over HTTP, parked in the DLQ on the SQS path.
+
+    ``code`` is the machine-readable reason; the message and field may quote the request (a field's name), so both
+    are made ``printable``.
     """
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        self.status = status
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
         self.code = code
         self.message = printable(message)
         self.field = None if field is None else printable(field)
         super().__init__(self.message)
 
     def as_body(self) -> dict[str, Any]:
-        """The JSON error answer of every route: ``{"error": {"code", "message", "field"}}``."""
-        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+        """The error's answer body (``error_body``)."""
+        return error_body(self.code, self.message, self.field)
 
 
-class ConnectionConfigError(Exception):
+class PayloadTooLargeError(RequestError):
+    """A request (or what the forwarder would make of it) over a size limit; its code is ``payload_too_large``.
+
+    >>> PayloadTooLargeError("the body is over 32768 bytes", "body").code
+    'payload_too_large'
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__("payload_too_large", message, field)
+
+
+class UnavailableError(ForwarderError):
+    """A dependency (Secrets Manager, the table, SQS) failed or throttled; the message names its error code."""
+
+
+class ConnectionConfigError(ForwarderError):
     """A workspace secret exists but cannot be used (malformed). Retried from the queue, then parked in the DLQ."""

@@ -21,20 +21,15 @@ the facts to mark SENT (one batch write) or to release.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from aws_lambda_powertools import Logger
 
-from .connections import Connection, ConnectionUnavailableError
-from .dedup import DedupUnavailableError
-from .errors import ConnectionConfigError
+from .errors import ConnectionConfigError, UnavailableError
 from .events import Event
 from .facts import (
     CallPlan,
-    ClaimAnswer,
-    ClaimRequest,
     Delivery,
     EventPlan,
     Outcome,
@@ -52,64 +47,13 @@ from .facts import (
     settle,
     to_confirm,
 )
-from .messages import Message
-from .segment import MIN_ATTEMPT_S, SendOutcome, split_batches
+from .ports import ClaimHandle, Connection, ConnectionSource, FactStore, SegmentSender, SendOutcome
+from .segment_batches import MIN_ATTEMPT_S, split_batches
 
 logger = Logger(child=True)
 
 Units = Sequence[Sequence[Delivery]]  # a batch: the deliveries of each event, in order
 SEND_THREADS = 4  # workspaces sent at once: Segment latency, not CPU, is the cost of a batch
-
-
-class ClaimHandle(Protocol):
-    """A store's claim: its answer, plus whatever the store needs to mark or release it later."""
-
-    @property
-    def answer(self) -> ClaimAnswer:
-        """What the store answered."""
-        ...
-
-
-class FactStore[C: ClaimHandle](Protocol):
-    """Where facts are claimed, marked SENT and released (``dedup.DedupStore``)."""
-
-    def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> Mapping[Slot, C]:
-        """A claim handle per requested slot; failures are UNAVAILABLE / INVALID answers, never exceptions.
-        ``precheck``: first read which are SENT already (cheaper than a conditional write that loses)."""
-        ...
-
-    def confirm(self, requests: Sequence[ClaimRequest]) -> Mapping[Slot, C]:
-        """Read the requested IDENTIFY items again (consistently), after the claims; failures are UNAVAILABLE."""
-        ...
-
-    def mark_sent(self, marks: Iterable[tuple[C, str, int]]) -> None:
-        """Record claims as SENT by the message with the given id in the given generation; DedupUnavailableError
-        if not all were."""
-        ...
-
-    def release(self, claims: Sequence[C]) -> None:
-        """Give up claims' leases (best effort)."""
-        ...
-
-    def forget(self, claims: Sequence[C]) -> None:
-        """Delete facts claimed only for an erased visitor's events (best effort)."""
-        ...
-
-
-class ConnectionSource(Protocol):
-    """Workspace connections (``connections.Connections``)."""
-
-    def get(self, workspace_id: str) -> Connection | None:
-        """The connection, None when not connected; ConnectionConfigError / ConnectionUnavailableError."""
-        ...
-
-
-class SegmentSender(Protocol):
-    """Segment's batch API (``segment.SegmentClient``)."""
-
-    def send(self, write_key: str, region: str, messages: list[Message], deadline: float) -> SendOutcome:
-        """Send one batch within Segment's limits, retrying until ``deadline``."""
-        ...
 
 
 class Forwarder[C: ClaimHandle]:
@@ -178,7 +122,7 @@ class Forwarder[C: ClaimHandle]:
             except ConnectionConfigError as exc:
                 failures[workspace] = Outcome("retry", reason=f"connection_invalid: {exc}")
                 continue
-            except ConnectionUnavailableError:
+            except UnavailableError:
                 failures[workspace] = Outcome("retry", reason="connection_unavailable")
                 continue
             if connection is None:
@@ -319,7 +263,7 @@ class Forwarder[C: ClaimHandle]:
             return True
         try:
             self._store.mark_sent([(claims[slot], mid, settled.generation(slot)) for slot, mid in marks])
-        except DedupUnavailableError as exc:
+        except UnavailableError as exc:
             logger.warning("could not mark facts sent", extra={"facts": len(marks), "error": str(exc)})
             return False
         return True

@@ -27,11 +27,11 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .answers import Answered, Handoff, http_answer
-from .api_gateway import json_response, request_body
+from .api_gateway import json_response, request_body, status_of
 from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
 from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
-from .errors import RequestError
+from .errors import PayloadTooLargeError, RequestError, error_body
 from .events import SCHEMAS, Event, Kind, new_nonce
 from .facts import REFUSED_ALL, Outcome, largest_message
 from .forwarding import Forwarder
@@ -125,7 +125,7 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
         event = _accepted(kind, parsed, received_at)
     except RequestError as exc:
         _rejected(exc)
-        return json_response(exc.status, exc.as_body())
+        return json_response(status_of(exc), exc.as_body())
     try:
         outcome = runtime.forwarder.forward([event], deadline=time.monotonic() + _http_budget(runtime, remaining_s))[0]
     except Exception:  # a bug must not lose an accepted event: log it and let the queue retry
@@ -140,13 +140,13 @@ def _handle_http(runtime: Runtime, kind: Kind, request: dict[str, Any], remainin
     # Not delivered now: the queue takes over (a permanent Segment refusal ends in the DLQ with its reason).
     if not _enqueue(runtime, event, received_ms, answer.reason):
         metrics.add_metric("Unavailable", MetricUnit.Count, 1)
-        return json_response(503, _UNAVAILABLE.as_body())
+        return json_response(503, _UNAVAILABLE)
     metrics.add_metric("Queued", MetricUnit.Count, 1)
     return json_response(202, {"status": "queued"})
 
 
-_UNAVAILABLE = RequestError(503, "unavailable", "not delivered and not queued; retry the call", None)
-_BATCH_UNAVAILABLE = RequestError(503, "unavailable", "not delivered and not queued; send this body again", None)
+_UNAVAILABLE = error_body("unavailable", "not delivered and not queued; retry the call")
+_BATCH_UNAVAILABLE = error_body("unavailable", "not delivered and not queued; send this body again")
 
 
 def _http_budget(runtime: Runtime, remaining_s: float) -> float:
@@ -155,13 +155,13 @@ def _http_budget(runtime: Runtime, remaining_s: float) -> float:
 
 
 def _accepted(kind: Kind, body: dict[str, Any], received_at: datetime) -> Event:
-    """The event of a valid body, bound to a fresh nonce; RequestError 413 when it cannot be queued or sent."""
+    """The event of a valid body, bound to a fresh nonce; PayloadTooLargeError when it cannot be queued or sent."""
     return _queueable(_checked(Event.from_body(kind, body, received_at).bound(new_nonce())))
 
 
 def _rejected(exc: RequestError) -> None:
     metrics.add_metric("Rejected", MetricUnit.Count, 1)
-    logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": exc.status})
+    logger.info("rejected", extra={"code": exc.code, "field": exc.field, "status": status_of(exc)})
 
 
 def _answer(runtime: Runtime, event: Event, outcome: Outcome) -> Answered | Handoff:
@@ -171,11 +171,9 @@ def _answer(runtime: Runtime, event: Event, outcome: Outcome) -> Answered | Hand
     return http_answer(outcome)
 
 
-def _item_error(exc: RequestError) -> dict[str, Any]:
+def _item_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
     """A batch result for a body that was not accepted: the error a single call would answer, with its status."""
-    body = exc.as_body()
-    body["error"]["status"] = exc.status
-    return body
+    return {"error": {**body["error"], "status": status}}
 
 
 def _handle_batch(
@@ -195,10 +193,10 @@ def _handle_batch(
             positions.append(position)
         except RequestError as exc:
             _rejected(exc)
-            results[position] = _item_error(exc)
+            results[position] = _item_error(status_of(exc), exc.as_body())
         except Exception as exc:  # a bug in reading one body answers that body alone
             logger.exception("could not read the body", extra={"position": position})
-            results[position] = _item_error(RequestError(500, "internal_error", type(exc).__name__, None))
+            results[position] = _item_error(500, error_body("internal_error", type(exc).__name__))
     deadline = time.monotonic() + _http_budget(runtime, remaining_s)
     received_ms = int(received_at.timestamp() * 1000)
     to_queue: list[tuple[int | None, Event]] = []  # (position to answer, or None for a copy of a delivered event)
@@ -221,7 +219,7 @@ def _handle_batch(
         if answer_at is None:  # a copy: its body is answered already
             continue
         if index in failed:
-            results[answer_at] = _item_error(_BATCH_UNAVAILABLE)
+            results[answer_at] = _item_error(503, _BATCH_UNAVAILABLE)
             unavailable += 1
         else:
             results[answer_at] = {"status": "queued"}
@@ -331,18 +329,18 @@ def _event_of(kind: Kind, record: SqsRecord, now_ms: int) -> Event:
 
 def _queueable(event: Event) -> Event:
     """The event, if its queued form is within the body limit the SQS path applies (what the HTTP path accepts,
-    the SQS path accepts after it); else RequestError 413."""
+    the SQS path accepts after it); else PayloadTooLargeError."""
     if len(event.queue_text().encode("utf-8")) > MAX_BODY_BYTES:
         message = f"the body with its timestamp made explicit is over {MAX_BODY_BYTES} bytes"
-        raise RequestError(413, "payload_too_large", message, "body")
+        raise PayloadTooLargeError(message, "body")
     return event
 
 
 def _checked(event: Event) -> Event:
-    """The event, if every message it could send is within Segment's limit; else RequestError 413."""
+    """The event, if every message it could send is within Segment's limit; else PayloadTooLargeError."""
     if largest_message(event) > MAX_MESSAGE_BYTES:
         message = f"the Segment message built from the body is over {MAX_MESSAGE_BYTES} bytes"
-        raise RequestError(413, "payload_too_large", message, "body")
+        raise PayloadTooLargeError(message, "body")
     return event
 
 

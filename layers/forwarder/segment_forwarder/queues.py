@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .errors import UnavailableError
 from .records import (
     BODY_BYTES,
     BODY_SHA256,
@@ -73,7 +74,7 @@ _BATCH_LIMIT = 10
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-class QueueUnavailableError(Exception):
+class QueueUnavailableError(UnavailableError):
     """SQS could not be reached or refused the message."""
 
 

@@ -25,15 +25,16 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
 
 from . import __version__
-from .messages import MAX_MESSAGE_BYTES, encode_json, iso_ms, message_size
+from .messages import MAX_MESSAGE_BYTES, encode_json, iso_ms
+from .ports import SendOutcome
+from .segment_batches import MIN_ATTEMPT_S
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -43,17 +44,13 @@ __all__ = [
     "SourceBackoff",
     "is_region_failure",
     "is_retryable",
-    "split_batches",
 ]
 
-MAX_REQUEST_BYTES = 475 * 1024  # Segment's limit is 500 KB; keep room for the envelope
-MAX_BATCH_MESSAGES = 2_500
 RETRYABLE = frozenset({408, 410, 429, 460})
 RATE_LIMITED = 429
 REGION_TIMEOUTS = frozenset({408, 460})  # the request timed out on Segment's side: the region is struggling
 NOT_RETRYABLE_5XX = frozenset({501, 505})
 BACKOFF_BASE_S, BACKOFF_CAP_S, RETRY_AFTER_CAP_S = 0.5, 60.0, 300.0
-MIN_ATTEMPT_S = 0.25  # do not start an attempt with less time than this left
 BREAKER_THRESHOLD, BREAKER_COOLDOWN_S, BREAKER_MAX_COOLDOWN_S = 3, 5.0, 60.0
 MAX_BACKED_OFF_SOURCES = 10_000  # "not before" times a warm environment keeps (expired ones are dropped first)
 USER_AGENT = f"segment-forwarder/{__version__}"
@@ -68,44 +65,6 @@ def is_region_failure(status: int | None) -> bool:
     """Whether an answer says the region itself is failing: no answer (timeout, connection error), 408/460 or a
     retryable 5xx. A 429 limits one source and a 4xx concerns one request or key: the region answered."""
     return status is None or status in REGION_TIMEOUTS or (is_retryable(status) and status >= 500)
-
-
-def split_batches(
-    units: Sequence[Sequence[dict[str, Any]]],
-    max_bytes: int = MAX_REQUEST_BYTES,
-    max_messages: int = MAX_BATCH_MESSAGES,
-) -> Iterator[list[int]]:
-    """Group units (the messages of one event, kept together and in order) into request-sized batches.
-
-    Yields lists of unit indexes. Sizes are the bytes sent (``message_size``: compact UTF-8, as the request
-    body is encoded), plus the comma between messages. Every single message must already be at most
-    MAX_MESSAGE_BYTES.
-    """
-    batch: list[int] = []
-    size = count = 0
-    for index, unit in enumerate(units):
-        unit_size = sum(message_size(m) + 1 for m in unit)
-        if batch and (size + unit_size > max_bytes or count + len(unit) > max_messages):
-            yield batch
-            batch, size, count = [], 0, 0
-        batch.append(index)
-        size += unit_size
-        count += len(unit)
-    if batch:
-        yield batch
-
-
-@dataclass(frozen=True, slots=True)
-class SendOutcome:
-    """What became of one batch: ``ok``; else ``retryable`` tells a later attempt may succeed, ``retry_after``
-    (seconds) when Segment, or the circuit breaker, said how long to wait."""
-
-    ok: bool
-    retryable: bool
-    status: int | None
-    reason: str
-    requests: int
-    retry_after: float | None = None
 
 
 class CircuitBreaker:

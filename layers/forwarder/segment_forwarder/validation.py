@@ -5,7 +5,7 @@ on first use per route, so a function compiles only its own::
 
     from segment_forwarder.validation import parse_body
 
-    body = parse_body("AssignmentRequest", raw_bytes)  # dict[str, Any], or raises RequestError(400/413, ...)
+    body = parse_body("AssignmentRequest", raw_bytes)  # dict[str, Any], or raises RequestError
 
     parsed = parse_request("AssignmentRequest", raw_bytes)  # a body as parse_body, or a Batch of raw bodies
     if isinstance(parsed, Batch):
@@ -27,7 +27,7 @@ a 20 KB string is accepted when the messages built from the body are within Segm
 are sent, compact UTF-8; see ``messages.message_size``). Every bound is stated in the OpenAPI document too.
 
 A batch (``{"batch": [body, ...]}``, schema ``BatchRequest``) is at most 500 KB (``MAX_BATCH_BYTES``) of UTF-8 JSON
-with 1 to 100 bodies; its envelope is refused whole (400, 413 over 500 KB), while each body inside is checked
+with 1 to 100 bodies; its envelope is refused whole (too large over 500 KB), while each body inside is checked
 alone by ``validate_item`` with every rule above (its size measured as compact UTF-8 JSON, as it is queued).
 """
 
@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import fastjsonschema
 
-from .errors import RequestError
+from .errors import PayloadTooLargeError, RequestError
 from .events import parse_timestamp
 from .messages import usable_id
 
@@ -141,11 +141,11 @@ def _parse_constant(text: str) -> _Unrepresentable:
 def parse_body(schema_name: str, raw: bytes) -> dict[str, Any]:
     """Decode, bound and validate a request body.
 
-    Raises RequestError: 413 over 32 KB, 400 for an empty body, bad JSON/UTF-8, a bound exceeded, a schema
-    violation or a rule broken, always naming the field.
+    Raises PayloadTooLargeError over 32 KB, RequestError for an empty body, bad JSON/UTF-8, a bound exceeded, a
+    schema violation or a rule broken, always naming the field.
     """
     if len(raw) > MAX_BODY_BYTES:
-        raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+        raise PayloadTooLargeError(f"the body is over {MAX_BODY_BYTES} bytes", "body")
     return validate(schema_name, _decode(raw))
 
 
@@ -160,19 +160,19 @@ def parse_request(schema_name: str, raw: bytes) -> dict[str, Any] | Batch:
 
     An object with a ``batch`` member is a batch (no ingest body has that field): it must be exactly
     ``{"batch": [...]}`` with 1 to ``MAX_BATCH_BODIES`` items (``BatchRequest``) within ``MAX_BATCH_BYTES``. A body
-    over 32 KB that is not a batch is refused 413 as ``parse_body`` refuses it. RequestError names the field.
+    over 32 KB that is not a batch is refused as too large as ``parse_body`` refuses it. RequestError names the field.
     """
     if len(raw) > MAX_BATCH_BYTES:
         if _BATCH_START.match(raw[:256]):
-            raise RequestError(413, "payload_too_large", f"the batch is over {MAX_BATCH_BYTES} bytes", "batch")
-        raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+            raise PayloadTooLargeError(f"the batch is over {MAX_BATCH_BYTES} bytes", "batch")
+        raise PayloadTooLargeError(f"the body is over {MAX_BODY_BYTES} bytes", "body")
     if len(raw) > MAX_BODY_BYTES:
         try:
             data = _decode(raw)
         except RequestError:
             data = None
         if not (isinstance(data, dict) and "batch" in data):
-            raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+            raise PayloadTooLargeError(f"the body is over {MAX_BODY_BYTES} bytes", "body")
     else:
         data = _decode(raw)
     if isinstance(data, dict) and "batch" in data:
@@ -183,27 +183,27 @@ def parse_request(schema_name: str, raw: bytes) -> dict[str, Any] | Batch:
 
 
 def validate_item(schema_name: str, item: Any) -> dict[str, Any]:
-    """One body of a batch, checked alone as a single call's body is (``parse_body``): RequestError 413 when it is
-    over 32 KB as compact UTF-8 JSON (how it is queued), 400 for anything else, naming the field."""
+    """One body of a batch, checked alone as a single call's body is (``parse_body``): PayloadTooLargeError when
+    it is over 32 KB as compact UTF-8 JSON (how it is queued), RequestError for anything else, naming the field."""
     try:
         text = json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=lambda _: None)
     except RecursionError:
-        raise RequestError(400, "invalid_value", f"the body nests deeper than {MAX_DEPTH} levels", "body") from None
+        raise RequestError("invalid_value", f"the body nests deeper than {MAX_DEPTH} levels", "body") from None
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
-        raise RequestError(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes", "body")
+        raise PayloadTooLargeError(f"the body is over {MAX_BODY_BYTES} bytes", "body")
     return validate(schema_name, item)
 
 
 def _decode(raw: bytes) -> Any:
     """UTF-8 JSON text as Python values; numbers no double holds and ``NaN``/``Infinity`` kept as markers."""
     if not raw.strip():
-        raise RequestError(400, "invalid_body", "the body is empty; a JSON object is required", "body")
+        raise RequestError("invalid_body", "the body is empty; a JSON object is required", "body")
     try:
         return json.loads(raw, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
     except RecursionError:
-        raise RequestError(400, "invalid_value", f"the body nests deeper than {MAX_DEPTH} levels", "body") from None
+        raise RequestError("invalid_value", f"the body nests deeper than {MAX_DEPTH} levels", "body") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise RequestError(400, "invalid_json", f"the body is not valid JSON ({_json_reason(exc)})", "body") from None
+        raise RequestError("invalid_json", f"the body is not valid JSON ({_json_reason(exc)})", "body") from None
 
 
 def _json_reason(exc: Exception) -> str:
@@ -230,9 +230,9 @@ def _check_shape(data: Any) -> None:
         if nodes > MAX_NODES:
             field = _path(path[:-1])
             message = f"{field}: the body holds more than {MAX_NODES} values (objects, arrays, strings, numbers...)"
-            raise RequestError(400, "invalid_value", message, field)
+            raise RequestError("invalid_value", message, field)
         if isinstance(node, dict | list) and depth > MAX_DEPTH:
-            raise RequestError(400, "invalid_value", f"{_path(path)} nests deeper than {MAX_DEPTH} levels", _path(path))
+            raise RequestError("invalid_value", f"{_path(path)} nests deeper than {MAX_DEPTH} levels", _path(path))
         if isinstance(node, dict):
             for key, value in node.items():
                 child = (*path, key)
@@ -246,12 +246,12 @@ def _check_shape(data: Any) -> None:
                 raise _surrogate(path)
         elif isinstance(node, _Unrepresentable):
             field = _path(path)
-            raise RequestError(400, "invalid_value", f"{field} must be {_FINITE}", field)
+            raise RequestError("invalid_value", f"{field} must be {_FINITE}", field)
 
 
 def _surrogate(path: tuple[str, ...]) -> RequestError:
     field = _path(path)
-    return RequestError(400, "invalid_value", f"{field} holds an unpaired UTF-16 surrogate (not text)", field)
+    return RequestError("invalid_value", f"{field} holds an unpaired UTF-16 surrogate (not text)", field)
 
 
 # -- 3. the schema -------------------------------------------------------------------------------------------
@@ -277,10 +277,10 @@ _CODES = {"required": "missing_field", "additionalProperties": "unknown_field", 
 
 
 def validate(schema_name: str, data: Any) -> dict[str, Any]:
-    """Validate parsed JSON (bounds, schema, rules); return it or raise RequestError 400 naming the field."""
+    """Validate parsed JSON (bounds, schema, rules); return it or raise RequestError naming the field."""
     check, schema = _validator(schema_name)
     if not isinstance(data, dict):
-        raise RequestError(400, "invalid_body", "the body must be a JSON object", "body")
+        raise RequestError("invalid_body", "the body must be a JSON object", "body")
     _check_shape(data)
     _check_schema(check, schema, data)
     _check_rules(data)
@@ -299,7 +299,7 @@ def _check_schema(check: Callable[[Any], Any], schema: dict[str, Any], data: Any
             message = f"{field} is not a known field"
         else:
             message = f"{field} {_describe(exc)}"
-        raise RequestError(400, code, message, field) from None
+        raise RequestError(code, message, field) from None
 
 
 def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
@@ -325,19 +325,19 @@ def _check_rules(data: dict[str, Any]) -> None:
     for name in ID_FIELDS:
         value = data.get(name)
         if isinstance(value, str) and not usable_id(value):
-            raise RequestError(400, "invalid_value", f"{name} must not be blank (only whitespace)", name)
+            raise RequestError("invalid_value", f"{name} must not be blank (only whitespace)", name)
     timestamp = data.get("timestamp")
     if isinstance(timestamp, str):
         try:
             when = parse_timestamp(timestamp)
         except (ValueError, OverflowError):
-            raise RequestError(400, "invalid_value", "timestamp is not a real date and time", "timestamp") from None
+            raise RequestError("invalid_value", "timestamp is not a real date and time", "timestamp") from None
         if when < EARLIEST:
-            raise RequestError(400, "invalid_value", "timestamp is before 1970-01-01T00:00:00Z", "timestamp")
+            raise RequestError("invalid_value", "timestamp is before 1970-01-01T00:00:00Z", "timestamp")
         if when - datetime.now(UTC) > MAX_FUTURE:
-            raise RequestError(400, "invalid_value", "timestamp is more than 1 hour in the future", "timestamp")
+            raise RequestError("invalid_value", "timestamp is more than 1 hour in the future", "timestamp")
     url = data.get("origin_url")
     if isinstance(url, str):
         host = urlsplit(url).netloc.rsplit("@", 1)[-1]
         if not _HOST.match(host):
-            raise RequestError(400, "invalid_value", "origin_url must be an absolute http(s) URL", "origin_url")
+            raise RequestError("invalid_value", "origin_url must be an absolute http(s) URL", "origin_url")

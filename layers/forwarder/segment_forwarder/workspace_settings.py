@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
+from .errors import RequestError
 from .messages import usable_id
 
 AnonymousIdSource = Literal["visitor_id", "segment"]
@@ -67,13 +68,12 @@ _PRINTABLE = re.compile("^[^\x00-\x1f\x7f-\x9f]+$")
 USER_AGENT_KEYS: Final = ("userAgent", "userAgentData")
 
 
-class SettingsError(ValueError):
-    """Settings that cannot be used; ``field`` names the offending one (``settings.ip``). The message names the
-    rule, never the value."""
+class SettingsError(RequestError):
+    """Settings that cannot be used (code ``invalid_value``); ``field`` names the offending one (``settings.ip``).
+    The message names the field and the rule, never the value."""
 
     def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field} {message}")
+        super().__init__("invalid_value", f"{field} {message}", field)
 
 
 @dataclass(frozen=True, slots=True)
