@@ -192,12 +192,18 @@ def _substitute(node: Any, identifier: str, item: str) -> Any:
 
 
 def _find_in_maps(node: Any, mappings: dict[str, Any]) -> Any:
-    """``Fn::FindInMap`` of literal map name and keys replaced by the value (or its DefaultValue when missing)."""
+    """``Fn::FindInMap`` of literal map name and keys replaced by the value (or its DefaultValue when missing), and the
+    logical id of a Ref or GetAtt spelled as an ``Fn::Sub`` without variables (``{"Ref": {"Fn::Sub": "${K}Queue"}}``,
+    the loop's way of naming its resources) replaced by the plain string."""
     if isinstance(node, list):
         return [_find_in_maps(value, mappings) for value in node]
     if not isinstance(node, dict):
         return node
     node = {key: _find_in_maps(value, mappings) for key, value in node.items()}
+    if set(node) == {"Ref"} and _literal_sub(node["Ref"]):
+        return {"Ref": node["Ref"]["Fn::Sub"]}
+    if set(node) == {"Fn::GetAtt"} and isinstance(node["Fn::GetAtt"], list) and _literal_sub(node["Fn::GetAtt"][0]):
+        return {"Fn::GetAtt": [node["Fn::GetAtt"][0]["Fn::Sub"], *node["Fn::GetAtt"][1:]]}
     args = node.get("Fn::FindInMap") if len(node) == 1 else None
     if isinstance(args, list) and len(args) in (3, 4) and all(isinstance(arg, str) for arg in args[:3]):
         found = mappings.get(args[0], {}).get(args[1], {})
@@ -207,6 +213,15 @@ def _find_in_maps(node: Any, mappings: dict[str, Any]) -> Any:
             return args[3]["DefaultValue"]
         raise ValueError(f"Fn::FindInMap {args[:3]} finds nothing in the Mappings")
     return node
+
+
+def _literal_sub(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == {"Fn::Sub"}
+        and isinstance(value["Fn::Sub"], str)
+        and ("${" not in value["Fn::Sub"])
+    )
 
 
 @dataclass(frozen=True, slots=True)
