@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -528,3 +529,7 @@ class Template:
     def physical_name(self, logical_id: str) -> str:
         """The name a resource gets on the local stack (``<stack name>-<logical id>``)."""
         return self._physical_name(logical_id)
+
+
+if __name__ == "__main__":  # python -m local_stack.template: template.yaml after AWS::LanguageExtensions, as JSON
+    json.dump(Template.load().document, sys.stdout, indent=1)
