@@ -24,9 +24,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
-sys.path.insert(0, str(ROOT / "tests" / "component"))
+if str(ROOT) not in sys.path:  # run as a script
+    sys.path.insert(0, str(ROOT))
 
-from test_security import TRANSFORM  # noqa: E402
+from tests.component.test_security import TRANSFORM  # noqa: E402
 
 # The same transform with SAM CLI's expansion of AWS::LanguageExtensions instead of the local stack's.
 SAM_CLI_TRANSFORM = TRANSFORM.replace(
