@@ -14,6 +14,7 @@ SAM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam
 # checkov on CloudFormation (it reads SAM resources and Globals itself); --skip-download: offline, no BC_* ids
 CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --quiet --compact --skip-download
 TRANSFORMED := .aws-sam/security/template.transformed.json
+EXPANDED := .aws-sam/security/template.expanded.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
 .PHONY: help python-check node-check node-tools iam-evaluator venv lint unit component integration local-stack-tests client-tests security test check repeat validate build run send-sqs redrive lookup erase bench soak clean
@@ -104,12 +105,14 @@ validate: $(SAM_VENV)/.installed
 build: $(SAM_VENV)/.installed venv
 	$(SAM) build
 
-# checkov: template.yaml (skips, with their reasons, in each resource's Metadata), then the template as the SAM
+# checkov: template.yaml with its Fn::ForEach loops expanded (checkov does not expand them; skips, with their reasons,
+# in each resource's Metadata), then the template as the SAM
 # transform expands it (the generated IAM roles, Lambda permissions and API definition; Metadata passed through).
 # bandit: the Lambda code and the producer client, medium and high severity.
 security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
-	$(CHECKOV) -f template.yaml
 	@mkdir -p $(dir $(TRANSFORMED))
+	$(PY) -m local_stack.template > $(EXPANDED)
+	$(CHECKOV) -f $(EXPANDED)
 	$(PY) tests/component/test_security.py --passthrough-metadata > $(TRANSFORMED)
 	$(CHECKOV) -f $(TRANSFORMED)
 	$(VENV)/bin/bandit -r layers/forwarder/segment_forwarder functions client/segment_forwarder_client -ll

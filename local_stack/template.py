@@ -13,15 +13,26 @@
 
 Parameters take their defaults unless overridden; ``parse_overrides("A=1,B=2")`` reads ``LOCAL_PARAMETERS`` and
 ``stack.check_overrides(overrides)`` refuses unknown names and values that break a parameter's constraints.
-Intrinsic functions used by the template (Ref, GetAtt, Sub in both forms, If with the Conditions section's
+Intrinsic functions used by the template (Ref, GetAtt, Sub in both forms, FindInMap, If with the Conditions section's
 Equals/Not/And/Or/Condition) are resolved against the created resources. ``stack.secret_prefix`` is the effective
 prefix of the workspace secrets (the ``SecretPrefix`` output).
+
+A template with the ``AWS::LanguageExtensions`` transform is expanded first, as CloudFormation does before the SAM
+transform: ``stack.document`` is the expanded template (every ``Fn::ForEach`` loop unrolled, each ``Fn::FindInMap``
+of literal keys replaced by its value), ``stack.source`` the template as written::
+
+    expand_language_extensions({"Transform": ["AWS::LanguageExtensions"], "Mappings": {"M": {"A": {"n": "a"}}},
+        "Resources": {"Fn::ForEach::L": ["K", ["A"], {"${K}Queue": {"Type": "AWS::SQS::Queue",
+            "Properties": {"QueueName": {"Fn::FindInMap": ["M", {"Ref": "K"}, "n"]}}}}]}})
+    # {..., "Resources": {"AQueue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "a"}}}}
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +111,120 @@ def _constraint_problem(spec: dict[str, Any], value: str) -> str | None:
     return None
 
 
+LANGUAGE_EXTENSIONS = "AWS::LanguageExtensions"
+FOR_EACH = "Fn::ForEach::"
+
+
+def expand_language_extensions(document: dict[str, Any], parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The template as the ``AWS::LanguageExtensions`` transform leaves it (a copy; the template itself if it does not
+    use the transform): ``Fn::ForEach`` unrolled in Conditions, Resources and Outputs (nested loops and loops inside
+    resource properties too), then every ``Fn::FindInMap`` whose map and keys are literal replaced by its value.
+
+    A loop ``"Fn::ForEach::Name": [Identifier, Collection, {OutputKey: OutputValue}]`` repeats its fragment for each
+    item of the collection (a list of strings, or a Ref to a CommaDelimitedList parameter), with ``${Identifier}``
+    replaced in every key and string, ``&{Identifier}`` by the item without its non-alphanumeric characters, and
+    ``{"Ref": Identifier}`` by the item. Two loops (or a loop and an entry) that yield the same key are an error, as
+    is a loop that is not a three-element list or an output key that does not use its identifier.
+    """
+    transforms = document.get("Transform", [])
+    if LANGUAGE_EXTENSIONS not in ([transforms] if isinstance(transforms, str) else transforms):
+        return document
+    values = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()} | dict(
+        parameters or {}
+    )
+    specs: dict[str, dict[str, Any]] = document.get("Parameters", {})
+
+    def collection(name: str, value: Any) -> list[str]:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return value
+        if (
+            isinstance(value, dict)
+            and set(value) == {"Ref"}
+            and specs.get(value["Ref"], {}).get("Type") == ("CommaDelimitedList")
+        ):
+            return [item.strip() for item in values[value["Ref"]].split(",")]
+        raise ValueError(f"{name}: the collection must be a list of strings or a Ref to a CommaDelimitedList")
+
+    def expand(node: Any) -> Any:
+        if isinstance(node, list):
+            return [expand(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        result: dict[str, Any] = {}
+        for key, value in node.items():
+            if not key.startswith(FOR_EACH):
+                _merge(result, key, expand(value))
+                continue
+            if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)):
+                raise ValueError(f"{key} must be [identifier, collection, fragment]")
+            identifier, items, fragment = value[0], collection(key, value[1]), value[2]
+            placeholders = (f"${{{identifier}}}", f"&{{{identifier}}}")
+            for output_key in fragment:
+                if not output_key.startswith(FOR_EACH) and not any(p in output_key for p in placeholders):
+                    raise ValueError(f"{key}: the output key {output_key!r} does not use ${{{identifier}}}")
+            for item in items:
+                for out_key, out_value in expand(_substitute(fragment, identifier, item)).items():
+                    _merge(result, out_key, out_value)
+        return result
+
+    expanded = copy.deepcopy(document)
+    for section in ("Conditions", "Resources", "Outputs"):
+        if section in expanded:
+            expanded[section] = _find_in_maps(expand(expanded[section]), document.get("Mappings", {}))
+    return expanded
+
+
+def _merge(into: dict[str, Any], key: str, value: Any) -> None:
+    if key in into:
+        raise ValueError(f"{key} is declared twice (by Fn::ForEach)")
+    into[key] = value
+
+
+def _substitute(node: Any, identifier: str, item: str) -> Any:
+    if isinstance(node, str):
+        return node.replace(f"${{{identifier}}}", item).replace(f"&{{{identifier}}}", re.sub(r"[^A-Za-z0-9]", "", item))
+    if isinstance(node, list):
+        return [_substitute(value, identifier, item) for value in node]
+    if isinstance(node, dict):
+        if node == {"Ref": identifier}:
+            return item
+        return {_substitute(key, identifier, item): _substitute(value, identifier, item) for key, value in node.items()}
+    return node
+
+
+def _find_in_maps(node: Any, mappings: dict[str, Any]) -> Any:
+    """``Fn::FindInMap`` of literal map name and keys replaced by the value (or its DefaultValue when missing), and the
+    logical id of a Ref or GetAtt spelled as an ``Fn::Sub`` without variables (``{"Ref": {"Fn::Sub": "${K}Queue"}}``,
+    the loop's way of naming its resources) replaced by the plain string."""
+    if isinstance(node, list):
+        return [_find_in_maps(value, mappings) for value in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _find_in_maps(value, mappings) for key, value in node.items()}
+    if set(node) == {"Ref"} and _literal_sub(node["Ref"]):
+        return {"Ref": node["Ref"]["Fn::Sub"]}
+    if set(node) == {"Fn::GetAtt"} and isinstance(node["Fn::GetAtt"], list) and _literal_sub(node["Fn::GetAtt"][0]):
+        return {"Fn::GetAtt": [node["Fn::GetAtt"][0]["Fn::Sub"], *node["Fn::GetAtt"][1:]]}
+    args = node.get("Fn::FindInMap") if len(node) == 1 else None
+    if isinstance(args, list) and len(args) in (3, 4) and all(isinstance(arg, str) for arg in args[:3]):
+        found = mappings.get(args[0], {}).get(args[1], {})
+        if args[2] in found:
+            return found[args[2]]
+        if len(args) == 4 and isinstance(args[3], dict) and "DefaultValue" in args[3]:
+            return args[3]["DefaultValue"]
+        raise ValueError(f"Fn::FindInMap {args[:3]} finds nothing in the Mappings")
+    return node
+
+
+def _literal_sub(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == {"Fn::Sub"}
+        and isinstance(value["Fn::Sub"], str)
+        and ("${" not in value["Fn::Sub"])
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
     """A created resource: what Ref and GetAtt answer."""
@@ -131,7 +256,8 @@ class Template:
         stack_name: str = "segment-forwarder-local",
         region: str = "us-east-1",
     ) -> None:
-        self.document = document
+        self.source = document
+        self.document = expand_language_extensions(document, parameters)
         self.stack_name = stack_name
         self.region = region
         defaults = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
@@ -167,7 +293,7 @@ class Template:
     # -- intrinsic functions ---------------------------------------------------------------------------------
 
     def resolve(self, value: Any, created: dict[str, Resource]) -> Any:
-        """Resolve Ref / Fn::GetAtt / Fn::Sub / Fn::If against parameters, conditions and created resources."""
+        """Resolve Ref / GetAtt / Sub / If / FindInMap against parameters, conditions and created resources."""
         if isinstance(value, list):
             return [self.resolve(v, created) for v in value]
         if not isinstance(value, dict):
@@ -182,6 +308,9 @@ class Template:
         if "Fn::If" in value:
             condition, when_true, when_false = value["Fn::If"]
             return self.resolve(when_true if self.condition(condition) else when_false, created)
+        if "Fn::FindInMap" in value:
+            name, first, second = (str(self.resolve(arg, created)) for arg in value["Fn::FindInMap"][:3])
+            return self.document["Mappings"][name][first][second]
         return {k: self.resolve(v, created) for k, v in value.items()}
 
     def condition(self, name: str) -> bool:
@@ -400,3 +529,7 @@ class Template:
     def physical_name(self, logical_id: str) -> str:
         """The name a resource gets on the local stack (``<stack name>-<logical id>``)."""
         return self._physical_name(logical_id)
+
+
+if __name__ == "__main__":  # python -m local_stack.template: template.yaml after AWS::LanguageExtensions, as JSON
+    json.dump(Template.load().document, sys.stdout, indent=1)

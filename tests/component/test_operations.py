@@ -130,7 +130,7 @@ def test_every_alarm_notifies_the_effective_topic_and_says_what_to_do():
         assert alarm["AlarmActions"] == [EFFECTIVE_TOPIC], logical_id
         assert alarm["OKActions"] == [EFFECTIVE_TOPIC], logical_id
         assert alarm["TreatMissingData"] == "notBreaching", logical_id
-        description = " ".join(alarm["AlarmDescription"].split())
+        description = " ".join(TEMPLATE.resolve(alarm["AlarmDescription"], {}).split())
         assert 80 < len(description) <= 1024, logical_id  # CloudWatch's limit is 1024 characters
         name = TEMPLATE.resolve(alarm["AlarmName"], {})
         assert name.startswith("segment-forwarder-local-") and len(name) <= 255

@@ -4,7 +4,9 @@ The transform is aws-sam-translator 1.115.0, the one ``sam validate`` and ``sam 
 own virtual environment (``.venv-sam``, created by ``make validate``/``make test``) in a subprocess. It is not
 installed into ``.venv``: its pin ``pydantic~=2.13.3`` would downgrade the pydantic that moto's OpenAPI validator
 uses there. The transform runs offline: local code paths are replaced by S3 URIs (as ``sam package`` does before
-CloudFormation sees the template) and managed policy names resolve through a static map.
+CloudFormation sees the template) and managed policy names resolve through a static map. ``AWS::LanguageExtensions``
+(the ``Fn::ForEach`` loops) is expanded first by the local stack's ``expand_language_extensions``, as CloudFormation
+expands it before the SAM transform.
 
 Also a tool: ``python tests/component/test_security.py [--passthrough-metadata]`` prints the transformed template
 (``make security`` scans it with checkov; with the flag, each SAM resource's Metadata, and so its checkov skips,
@@ -34,7 +36,10 @@ from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import yaml_parse
 
-template = yaml_parse(open(sys.argv[1]).read())
+sys.path.insert(0, sys.argv[3])  # the repository: CloudFormation runs AWS::LanguageExtensions before the SAM transform
+from local_stack.template import expand_language_extensions
+template = expand_language_extensions(yaml_parse(open(sys.argv[1]).read()))
+template["Transform"] = [name for name in template["Transform"] if name != "AWS::LanguageExtensions"]
 for resource in template["Resources"].values():
     properties = resource.get("Properties", {})
     for kind, prop in (("AWS::Serverless::Function", "CodeUri"), ("AWS::Serverless::LayerVersion", "ContentUri")):
@@ -112,7 +117,7 @@ def sam_transform(passthrough_metadata: bool = False) -> dict[str, Any]:
         pytest.skip(f"{SAM_PYTHON} missing: the SAM CLI venv holds the SAM translator; `make validate` creates it")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"AWS_DEFAULT_REGION": "us-east-1"}
     done = subprocess.run(
-        [str(SAM_PYTHON), "-c", TRANSFORM, str(TEMPLATE), "1" if passthrough_metadata else "0"],
+        [str(SAM_PYTHON), "-c", TRANSFORM, str(TEMPLATE), "1" if passthrough_metadata else "0", str(ROOT)],
         capture_output=True,
         text=True,
         env=env,

@@ -8,6 +8,7 @@ needs: the function's own calls, made in its worker with its own key, are what t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -32,7 +33,7 @@ from local_stack.iam import (
     targets,
 )
 from local_stack.stack import LocalStack
-from local_stack.template import ACCOUNT_ID, TEMPLATE_PATH, Resource, Template
+from local_stack.template import ACCOUNT_ID, Resource, Template
 from tests.stack_client import TOKEN, Api, events_of, new_id, register_connected_keys, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,24 +43,22 @@ TABLE_ARN = f"arn:aws:dynamodb:us-east-1:{ACCOUNT_ID}:table/segment-forwarder-lo
 ROLE = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/segment-forwarder-local-{{0}}Role/segment-forwarder-local-{{0}}"
 # IAM_TEST_LAX=1 runs the strict tests on a stack without the check: each must then fail (the rule is what they test).
 LAX_EVERYWHERE = os.environ.get("IAM_TEST_LAX") == "1"
-CONVERSION_GRANT = (
-    "Action: [dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:GetItem, dynamodb:BatchWriteItem, dynamodb:BatchGetItem]"
-)
 
 
 def _template_without_conversion_update_item(folder: Path) -> Path:
-    """template.yaml with ConversionFunction's DedupState statement lacking dynamodb:UpdateItem (code paths made
-    absolute, so that the copy runs the repository's functions)."""
-    text = TEMPLATE_PATH.read_text(encoding="utf-8")
-    head, conversion, tail = text.partition("\n  ConversionFunction:\n")
-    tail = tail.replace(CONVERSION_GRANT, CONVERSION_GRANT.replace(" dynamodb:UpdateItem,", ""), 1)
-    text = (
-        (head + conversion + tail)
-        .replace("CodeUri: ", f"CodeUri: {ROOT}/")
-        .replace("ContentUri: ", f"ContentUri: {ROOT}/")
-    )
+    """template.yaml (expanded: its loops write the three ingest functions once) with ConversionFunction's DedupState
+    statement lacking dynamodb:UpdateItem, and code paths made absolute, so that the copy runs the repository's
+    functions. Written as JSON, which a YAML loader reads as well."""
+    document = copy.deepcopy(Template.load().document)
+    for spec in document["Resources"].values():
+        properties = spec.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str):
+                properties[key] = f"{ROOT}/{properties[key]}"
+    statement = document["Resources"][CONVERSION]["Properties"]["Policies"][0]["Statement"][0]
+    statement["Action"] = [action for action in statement["Action"] if action != "dynamodb:UpdateItem"]
     path = folder / "template.yaml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(json.dumps(document, indent=1), encoding="utf-8")
     actions = Template.load(path).functions()[CONVERSION]["Properties"]["Policies"][0]["Statement"][0]["Action"]
     assert actions == ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"]
     return path

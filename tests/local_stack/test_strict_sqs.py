@@ -7,10 +7,10 @@ Each rule has at least one case moto alone gets wrong (it accepts, or refuses wh
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -129,15 +129,10 @@ def test_each_template_queue_takes_up_to_its_own_MaximumMessageSize(sqs):
         ) == ("InvalidParameterValue", "ClientError", TOO_LONG.format(limit))
 
 
-def test_a_queues_MaximumMessageSize_in_the_template_is_the_limit(sqs, tmp_path):
-    text = (Path(__file__).resolve().parents[2] / "template.yaml").read_text(encoding="utf-8")
-    text = text.replace(
-        "      MessageRetentionPeriod: 1209600\n",
-        "      MessageRetentionPeriod: 1209600\n      MaximumMessageSize: 2048\n",
-    )
-    path = tmp_path / "template.yaml"
-    path.write_text(text, encoding="utf-8")
-    url = Template.load(path).create_resources(boto3.session.Session())["AssignmentQueue"].ref
+def test_a_queues_MaximumMessageSize_in_the_template_is_the_limit(sqs):
+    document = copy.deepcopy(Template.load().document)
+    document["Resources"]["AssignmentQueue"]["Properties"]["MaximumMessageSize"] = 2048
+    url = Template(document).create_resources(boto3.session.Session())["AssignmentQueue"].ref
 
     attributes = sqs.client.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])["Attributes"]
     assert attributes == {"MaximumMessageSize": "2048"}
