@@ -67,7 +67,8 @@ class AwsEndpoint:
             raise RuntimeError("the endpoint is not running")
         process.stdin.write("ledger\n")
         process.stdin.flush()
-        return json.loads(process.stdout.readline())
+        ledger: dict[str, dict[str, float]] = json.loads(process.stdout.readline())
+        return ledger
 
     def stop(self) -> None:
         """Close the child's stdin (it exits) and wait for it."""

@@ -70,11 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
     try:
-        ports = {
-            "api_port": _port(PORT_SETTINGS["api"][1], 3000),
-            "sink_port": _port(PORT_SETTINGS["sink"][1], 3001),
-            "aws_port": _port(PORT_SETTINGS["aws"][1], 4566),
-        }
+        api_port = _port(PORT_SETTINGS["api"][1], 3000)
+        sink_port = _port(PORT_SETTINGS["sink"][1], 3001)
+        aws_port = _port(PORT_SETTINGS["aws"][1], 4566)
         region = os.environ.get("SEGMENT_REGION", "us").strip().lower() or "us"
         if region not in ("us", "eu"):
             raise ValueError(f"SEGMENT_REGION={region!r} must be us or eu")
@@ -91,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     stack = LocalStack(
-        **ports,
+        api_port=api_port,
+        sink_port=sink_port,
+        aws_port=aws_port,
         token=os.environ.get("LOCAL_API_TOKEN") or DEFAULT_TOKEN,
         parameters=({} if args.verbose else {"ApplicationLogLevel": "WARN"}) | overrides,
         segment_write_key=os.environ.get("SEGMENT_WRITE_KEY") or None,

@@ -125,7 +125,7 @@ class SegmentFlapper(_Periodic):
         self._next += 1
         if mode == "failing":
             status = self._rng.choice(FAILURES)
-            fault = {"status": status, "count": 1_000_000}
+            fault: dict[str, object] = {"status": status, "count": 1_000_000}
             if status == 429:
                 fault["retry_after"] = 0.5
             self._set(fault)
