@@ -45,7 +45,7 @@ class AwsEndpoint:
 
     def start(self) -> Self:
         """Start the child and wait until it listens."""
-        self._process = subprocess.Popen(
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "bench.aws_endpoint", self.host],
             cwd=ROOT,
             stdin=subprocess.PIPE,

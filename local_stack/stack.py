@@ -74,8 +74,8 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 DEMO_WORKSPACES = {"demo": "us", "demo-eu": "eu"}
 DEMO_WRITE_KEYS = {"demo": "local-demo-write-key-us", "demo-eu": "local-demo-write-key-eu"}
 SEGMENT_ENDPOINT_VARS = {"us": "SEGMENT_US_ENDPOINT", "eu": "SEGMENT_EU_ENDPOINT"}
-# Port settings: (what listens there, environment variable of `python -m local_stack`).
-PORT_SETTINGS = {
+# Port variables: (what listens there, environment variable of `python -m local_stack`).
+PORT_VARIABLES = {
     "api": ("the HTTP API", "LOCAL_API_PORT"),
     "sink": ("the Segment sink", "LOCAL_SINK_PORT"),
     "aws": ("the AWS endpoint (moto)", "LOCAL_AWS_PORT"),
@@ -95,7 +95,7 @@ class PortInUseError(OSError):
     """A port of the local stack cannot be bound; the message names the port and the variable to change."""
 
     def __init__(self, port: int, role: str) -> None:
-        what, variable = PORT_SETTINGS[role]
+        what, variable = PORT_VARIABLES[role]
         super().__init__(f"port {port} ({what}) is already in use; set {variable} to another port")
         self.port = port
         self.role = role
