@@ -75,7 +75,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy layers/forwarder/segment_forwarder functions
 	$(VENV)/bin/mypy --strict --ignore-missing-imports --python-version 3.11 client/segment_forwarder_client
-	$(VENV)/bin/mypy --follow-imports=silent ops
+	$(VENV)/bin/mypy --follow-imports=silent local_stack bench soak ops tools
+	$(PY) -m tools.complexity
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
 # over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client's

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             if sections & {"1", "2"}:
                 stacks, results, workload = run_throughput(env, args)
             if sections & set("5678"):
-                settings = costrun.Settings(
+                parameters = costrun.CostRunParameters(
                     aws_ms=args.cost_aws_latency_ms,
                     segment_ms=args.cost_segment_latency_ms,
                     batches=args.cost_batches,
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed,
                     http_batches=args.cost_http_batches,
                 )
-                report = CostReport(costrun.measure(env, settings, _progress), settings, env.memory_mb)
+                report = CostReport(costrun.measure(env, parameters, _progress), parameters, env.memory_mb)
         finally:
             env.stop()
 

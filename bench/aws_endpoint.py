@@ -45,7 +45,7 @@ class AwsEndpoint:
 
     def start(self) -> Self:
         """Start the child and wait until it listens."""
-        self._process = subprocess.Popen(
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "bench.aws_endpoint", self.host],
             cwd=ROOT,
             stdin=subprocess.PIPE,
@@ -67,7 +67,8 @@ class AwsEndpoint:
             raise RuntimeError("the endpoint is not running")
         process.stdin.write("ledger\n")
         process.stdin.flush()
-        return json.loads(process.stdout.readline())
+        ledger: dict[str, dict[str, float]] = json.loads(process.stdout.readline())
+        return ledger
 
     def stop(self) -> None:
         """Close the child's stdin (it exits) and wait for it."""

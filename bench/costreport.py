@@ -3,7 +3,7 @@ the machine-readable ``results.json``.
 
 ::
 
-    report = CostReport(measured, settings, memory_mb=256)     # measured: bench.costrun.measure(...)
+    report = CostReport(measured, parameters, memory_mb=256)     # measured: bench.costrun.measure(...)
     print(report.cost_table("steady"))                          # section 5, one workload
     report.results()                                            # the dict written to .bench/results.json
 """
@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from bench.costrun import STACKS, Settings, sqs_requests, usage_of
+from bench.costrun import STACKS, CostRunParameters, sqs_requests, usage_of
 from bench.costs import COMPONENTS, cost_per_million
 from bench.metering import Invocation, percentile
 from bench.prices import AS_OF, MONTHLY, PRICES, REGION
@@ -62,9 +62,9 @@ def _floor_wru(run: Run) -> float:
 class CostReport:
     """Tables and results of the measured runs (``measured[workload][stack key]``)."""
 
-    def __init__(self, measured: dict[str, dict[str, Run]], settings: Settings, memory_mb: int) -> None:
+    def __init__(self, measured: dict[str, dict[str, Run]], parameters: CostRunParameters, memory_mb: int) -> None:
         self.measured = measured
-        self.settings = settings
+        self.parameters = parameters
         self.memory_mb = memory_mb
         self.costs = {
             name: {key: cost_per_million(usage_of(run, memory_mb)) for key, run in runs.items()}
@@ -101,8 +101,8 @@ class CostReport:
         title = (
             f"5. Cost per million events, {workload} workload: {first.events} events "
             f"({first.duplicates / first.events:.0%} send nothing, {first.new_visitors / first.events:.0%} new "
-            f"visitors, {first.new_facts} new facts); {self.settings.aws_ms:g} ms per AWS request, "
-            f"{self.settings.segment_ms:g} ms per Segment request; US$, {REGION} list prices as of {AS_OF}"
+            f"visitors, {first.new_facts} new facts); {self.parameters.aws_ms:g} ms per AWS request, "
+            f"{self.parameters.segment_ms:g} ms per Segment request; US$, {REGION} list prices as of {AS_OF}"
         )
         notes = []
         if workload in PROFILES:
@@ -262,7 +262,7 @@ class CostReport:
             f"{ratio(self.modelled_rate('ours'), self.modelled_rate('tuned'))}"
         )
         title = (
-            f"7. Latency: {self.settings.aws_ms:g} ms added per AWS request, {self.settings.segment_ms:g} ms per "
+            f"7. Latency: {self.parameters.aws_ms:g} ms added per AWS request, {self.parameters.segment_ms:g} ms per "
             "Segment request (mixed workload, one run each)"
         )
         header = [
@@ -281,7 +281,8 @@ class CostReport:
             "concurrently and count once); AWS wait: time with at least one AWS request outstanding, latency",
             "included: moto serves concurrent requests one at a time (one process), DynamoDB does not. CPU: this",
             "process's CPU time during the invocation (handler, botocore, the in-process sink). modelled: each",
-            f"invocation's time with that wait replaced by seq. AWS x {self.settings.aws_ms:g} ms (an AWS that answers",
+            f"invocation's time with that wait replaced by seq. AWS x {self.parameters.aws_ms:g} ms (an AWS that "
+            "answers",
             "in the simulated latency whatever the concurrency), but never less than its CPU time; an estimate, not",
             "a measurement.",
         ]
@@ -316,7 +317,7 @@ class CostReport:
         only the simulated latency: the measured time minus the AWS wait (time with a request outstanding) plus
         sequential requests x latency, and no less than the invocation's CPU time (one interpreter)."""
         run = self.measured["mixed"][key]
-        latency_s = self.settings.aws_ms / 1000
+        latency_s = self.parameters.aws_ms / 1000
         seconds = sum(
             max(i.cpu_seconds, i.seconds - i.aws_wait_seconds + i.sequential_aws_requests * latency_s)
             for i in run.invocations
@@ -374,16 +375,17 @@ class CostReport:
         needed = statistics.median(i.seconds for i in runs["tuned"].invocations) * 1000 / TARGET_SQS_SPEEDUP
         per_batch = runs["tuned"].events / runs["tuned"].batches
         needed_modelled = per_batch / self.modelled_rate("tuned") * 1000 / TARGET_SQS_SPEEDUP
-        least = self.settings.segment_ms + chain * self.settings.aws_ms
+        aws_ms, segment_ms = self.parameters.aws_ms, self.parameters.segment_ms
+        least = segment_ms + chain * aws_ms
         found.append(
             Target(
-                f"SQS path >= 4x the tuned typical stack ({self.settings.aws_ms:g} / {self.settings.segment_ms:g} ms)",
+                f"SQS path >= 4x the tuned typical stack ({aws_ms:g} / {segment_ms:g} ms)",
                 f"{runs['ours'].events_per_s:.0f} vs {runs['tuned'].events_per_s:.0f} events/s: {speedup:.1f}x (noisy)",
                 speedup >= TARGET_SQS_SPEEDUP,
                 f"4x needs <= {needed:.0f} ms/batch; ours {ours_batch:.0f} ms p50, of which {aws_wait:.0f} ms "
-                f"with AWS requests outstanding ({chain:.0f} one after another: {chain * self.settings.aws_ms:.0f} ms "
+                f"with AWS requests outstanding ({chain:.0f} one after another: {chain * aws_ms:.0f} ms "
                 "of simulated latency; the rest moto serving the concurrent claims one at a time), "
-                f">= {self.settings.segment_ms:g} ms for Segment, {cpu:.0f} ms of CPU in this process; modelled with "
+                f">= {segment_ms:g} ms for Segment, {cpu:.0f} ms of CPU in this process; modelled with "
                 f"AWS at the simulated latency: {self.modelled_rate('ours'):.0f} vs "
                 f"{self.modelled_rate('tuned'):.0f} events/s, "
                 f"{self.modelled_rate('ours') / self.modelled_rate('tuned'):.1f}x; there 4x needs <= "
@@ -442,8 +444,8 @@ class CostReport:
         http = mixed["ours_http"]
         delivered = [i for i in http.invocations if _status(i) == "delivered"] or http.invocations
         out["latency"] = {
-            "aws_ms": self.settings.aws_ms,
-            "segment_ms": self.settings.segment_ms,
+            "aws_ms": self.parameters.aws_ms,
+            "segment_ms": self.parameters.segment_ms,
             "workload": "mixed",
             "sqs_events_per_s": {key: round(mixed[key].events_per_s, 1) for key in SQS_KEYS},
             "sqs_events_per_s_modelled": {key: round(self.modelled_rate(key), 1) for key in SQS_KEYS},

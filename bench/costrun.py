@@ -3,7 +3,7 @@
 ::
 
     env = StackEnvironment.start()
-    measured = measure(env, Settings(aws_ms=5, segment_ms=50), progress=print)
+    measured = measure(env, CostRunParameters(aws_ms=5, segment_ms=50), progress=print)
     measured["steady"]["ours"]                  # Run of the steady workload through the forwarder's SQS path
     usage_of(measured["steady"]["ours"], 256)   # Usage: the quantities the dollars are computed from
 
@@ -45,7 +45,7 @@ STACKS: tuple[tuple[str, str, str], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class CostRunParameters:
     """What the cost sections run: latencies added, workload size, seed."""
 
     aws_ms: float = 5.0
@@ -56,28 +56,30 @@ class Settings:
     http_batches: int = 20  # the HTTP path sends the records of this many batches (one request each: the slow part)
 
 
-def measure(env: StackEnvironment, settings: Settings, progress: Callable[[str], None]) -> dict[str, dict[str, Run]]:
+def measure(
+    env: StackEnvironment, parameters: CostRunParameters, progress: Callable[[str], None]
+) -> dict[str, dict[str, Run]]:
     """Run every workload through every stack of ``STACKS``; the runs by workload, then stack key."""
     yesterday = {
         "ours": env.ours("ours-yesterday", "segment-forwarder (warm-up environment)"),
         "typical": env.typical("typical-yesterday", "typical (warm-up environment)", WARMUP_UPLOAD_INTERVAL_S),
     }
     try:
-        return _measure_all(env, settings, progress, yesterday)
+        return _measure_all(env, parameters, progress, yesterday)
     finally:
         for stack in yesterday.values():
             stack.close()
 
 
 def _measure_all(
-    env: StackEnvironment, settings: Settings, progress: Callable[[str], None], yesterday: dict[str, Stack]
+    env: StackEnvironment, parameters: CostRunParameters, progress: Callable[[str], None], yesterday: dict[str, Stack]
 ) -> dict[str, dict[str, Run]]:
     measured: dict[str, dict[str, Run]] = {}
     for name in WORKLOADS:
         measured[name] = {}
         for key, path, label in STACKS:
-            batches = settings.http_batches if path == "http" else settings.batches
-            workload = generate_workload(name, settings.seed, f"{name}-{key}", batches, settings.batch_size)
+            batches = parameters.http_batches if path == "http" else parameters.batches
+            workload = generate_workload(name, parameters.seed, f"{name}-{key}", batches, parameters.batch_size)
             setup_started = time.perf_counter()
             stack = _new_stack(env, key)
             env.set_latency(0, 0)
@@ -85,9 +87,9 @@ def _measure_all(
                 warmup = Workload("warmup", batches=workload.warmup)
                 warmup.events = sum(len(batch.bodies) for batch in workload.warmup)
                 env.run(yesterday["ours" if key.startswith("ours") else "typical"], warmup)
-            env.run(stack, priming(settings.seed, f"prime-{name}-{key}"))
+            env.run(stack, priming(parameters.seed, f"prime-{name}-{key}"))
             setup_s = time.perf_counter() - setup_started
-            env.set_latency(settings.aws_ms / 1000, settings.segment_ms / 1000)
+            env.set_latency(parameters.aws_ms / 1000, parameters.segment_ms / 1000)
             try:
                 run = env.run_http(stack, workload) if path == "http" else env.run(stack, workload)
             finally:

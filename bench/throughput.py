@@ -64,7 +64,7 @@ BASE_ENV = {
 REDELIVERY_ROUNDS = 3
 PACKAGE = "segment_forwarder"
 
-Handler = Callable[[dict, Any], dict]
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 class FlushClock:
@@ -105,12 +105,12 @@ class FlushClock:
 # -- events -------------------------------------------------------------------------------------------------------
 
 
-def sqs_event(bodies: list[dict[str, Any]]) -> dict:
+def sqs_event(bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """An SQS event as Lambda's event source mapping delivers it."""
     return {"Records": [sqs_record(body) for body in bodies]}
 
 
-def http_event(path: str, body: dict[str, Any]) -> dict:
+def http_event(path: str, body: dict[str, Any]) -> dict[str, Any]:
     """An API Gateway HTTP API (payload 2.0) event of an IAM-signed ``POST path`` with a JSON body."""
     text = json.dumps(body, separators=(",", ":"))
     now = time.time()
@@ -348,7 +348,7 @@ class StackEnvironment:
         for _ in range(REDELIVERY_ROUNDS):
             if not failed:
                 break
-            again: list[tuple[str, dict]] = []
+            again: list[tuple[str, dict[str, Any]]] = []
             for kind, records in failed.items():
                 for record in records:
                     attributes = record["attributes"]
@@ -404,10 +404,10 @@ class StackEnvironment:
         )
 
     def _invoke_all(
-        self, stack: Stack, events: list[tuple[str, dict]], invocations: list[Invocation]
-    ) -> dict[str, list[dict]]:
+        self, stack: Stack, events: list[tuple[str, dict[str, Any]]], invocations: list[Invocation]
+    ) -> dict[str, list[dict[str, Any]]]:
         """Invoke each (kind, SQS event) in order; return the records reported failed, by kind."""
-        failed: dict[str, list[dict]] = {}
+        failed: dict[str, list[dict[str, Any]]] = {}
         for kind, event in events:
             invocation = self.meter.invoke(kind, stack.handlers[kind], event, logging=stack.logging_of(kind))
             invocations.append(invocation)

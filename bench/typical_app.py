@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +35,14 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
     idempotent_function,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from segment.analytics import Client
 
 KIND = os.environ.get("EVENT_KIND", "assignment")
@@ -73,7 +76,21 @@ def segment_client(workspace_id: str) -> Client:
     return clients[write_key]
 
 
-def _common(body: dict) -> dict[str, Any]:
+def idempotent[F: Callable[..., Any]](
+    data_keyword_argument: str, persistence_store: BasePersistenceLayer, key_prefix: str | None = None
+) -> Callable[[F], F]:
+    """Powertools' ``@idempotent_function(...)`` under ``config``, with the decorated function's type kept (Powertools
+    types the decorator's result as Any)."""
+    decorator: Callable[[F], F] = idempotent_function(
+        data_keyword_argument=data_keyword_argument,
+        config=config,
+        persistence_store=persistence_store,
+        key_prefix=key_prefix,
+    )
+    return decorator
+
+
+def _common(body: dict[str, Any]) -> dict[str, Any]:
     return {
         "anonymous_id": body["visitor_id"],
         "user_id": body.get("user_id"),
@@ -82,17 +99,15 @@ def _common(body: dict) -> dict[str, Any]:
     }
 
 
-@idempotent_function(
-    data_keyword_argument="visitor", config=config, persistence_store=identify_store, key_prefix="first-identify"
-)
-def identify_once(visitor: dict, body: dict) -> dict:
+@idempotent(data_keyword_argument="visitor", persistence_store=identify_store, key_prefix="first-identify")
+def identify_once(visitor: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """The visitor's first Identify (and again for a new user id)."""
     segment_client(visitor["workspace_id"]).identify(**_common(body))
     return {"identified": True}
 
 
-@idempotent_function(data_keyword_argument="event", config=config, persistence_store=forward_store)
-def forward(event: dict) -> dict:
+@idempotent(data_keyword_argument="event", persistence_store=forward_store)
+def forward(event: dict[str, Any]) -> dict[str, Any]:
     """Identify the visitor if new, then send the event's Track."""
     visitor = {k: event.get(k) for k in ("workspace_id", "visitor_id", "user_id")}
     identify_once(visitor=visitor, body=event)
@@ -111,7 +126,7 @@ def forward(event: dict) -> dict:
     return {"forwarded": True}
 
 
-def record_handler(record: SQSRecord) -> dict:
+def record_handler(record: SQSRecord) -> dict[str, Any]:
     """One SQS record (the parameter must be named ``record`` for the BatchProcessor)."""
     body = json.loads(record.body)
     if KIND == "identify":
@@ -128,7 +143,7 @@ def shutdown() -> None:
 
 
 @logger.inject_lambda_context
-def handler(event: dict, context: Any) -> dict:
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     """Lambda entry point of the SQS event source (ReportBatchItemFailures)."""
     config.register_lambda_context(context)
     try:

@@ -52,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     from .moto_dynamodb import configure_from_environment
-    from .stack import DEFAULT_TOKEN, PORT_SETTINGS, LocalStack, PortInUseError  # moto, boto3: most of the start-up
+    from .stack import DEFAULT_TOKEN, PORT_VARIABLES, LocalStack, PortInUseError  # moto, boto3: most of the start-up
     from .template import ParameterError, Template, parse_overrides
 
     parser = argparse.ArgumentParser(
         prog="python -m local_stack",
         description="The Segment forwarder on this machine: HTTP API, functions, SQS pollers, Segment sink, moto.",
-        epilog="Ports: " + ", ".join(f"{var} ({what})" for what, var in PORT_SETTINGS.values()),
+        epilog="Ports: " + ", ".join(f"{var} ({what})" for what, var in PORT_VARIABLES.values()),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show the functions' INFO logs")
     args = parser.parse_args(argv)
@@ -70,11 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
     try:
-        ports = {
-            "api_port": _port(PORT_SETTINGS["api"][1], 3000),
-            "sink_port": _port(PORT_SETTINGS["sink"][1], 3001),
-            "aws_port": _port(PORT_SETTINGS["aws"][1], 4566),
-        }
+        api_port = _port(PORT_VARIABLES["api"][1], 3000)
+        sink_port = _port(PORT_VARIABLES["sink"][1], 3001)
+        aws_port = _port(PORT_VARIABLES["aws"][1], 4566)
         region = os.environ.get("SEGMENT_REGION", "us").strip().lower() or "us"
         if region not in ("us", "eu"):
             raise ValueError(f"SEGMENT_REGION={region!r} must be us or eu")
@@ -91,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     stack = LocalStack(
-        **ports,
+        api_port=api_port,
+        sink_port=sink_port,
+        aws_port=aws_port,
         token=os.environ.get("LOCAL_API_TOKEN") or DEFAULT_TOKEN,
         parameters=({} if args.verbose else {"ApplicationLogLevel": "WARN"}) | overrides,
         segment_write_key=os.environ.get("SEGMENT_WRITE_KEY") or None,

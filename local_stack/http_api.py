@@ -162,9 +162,8 @@ def summarize(status: int, body: bytes) -> str:
         return f"connected={json.dumps(data['connected'])}"
     if isinstance(data.get("message_id"), str):
         return f"test message {data['message_id']}"
-    if isinstance(data.get("message"), str):
-        return data["message"]
-    return ""
+    message = data.get("message")
+    return message if isinstance(message, str) else ""
 
 
 class _Server(ThreadingHTTPServer):

@@ -172,6 +172,7 @@ def _invoke_unstoppable(handler: Handler, event: Any, context: LambdaContext, de
     """Outside the main thread no signal can stop the handler: it runs to its end, and an invocation that ended
     after its deadline is reported timed out (its result discarded, its environment dead) all the same."""
     started = time.monotonic()
+    error: Exception | None
     try:
         result = handler(event, context)
     except Exception as exc:
@@ -257,8 +258,9 @@ def _guard_urlopen(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _install_guards() -> None:
     client = botocore.client.BaseClient
-    if not getattr(client._make_api_call, "__invoke_guard__", False):
-        client._make_api_call = _guard_api_call(client._make_api_call)  # type: ignore[method-assign]
+    # _make_api_call: the one method every client's operations go through; private, so botocore-stubs lack it
+    if not getattr(client._make_api_call, "__invoke_guard__", False):  # type: ignore[attr-defined]
+        client._make_api_call = _guard_api_call(client._make_api_call)  # type: ignore[attr-defined]
     pool = urllib3.connectionpool.HTTPConnectionPool
     if not getattr(pool.urlopen, "__invoke_guard__", False):
         pool.urlopen = _guard_urlopen(pool.urlopen)  # type: ignore[method-assign]
@@ -277,7 +279,7 @@ def load_module(path: Path, prefix: str) -> Any:
     return module
 
 
-def sqs_record(body: str | dict, *, message_id: str | None = None, receive_count: int = 1) -> dict:
+def sqs_record(body: str | dict[str, Any], *, message_id: str | None = None, receive_count: int = 1) -> dict[str, Any]:
     """One SQS record as Lambda's event source mapping delivers it."""
     text = body if isinstance(body, str) else json.dumps(body)
     now = str(int(time.time() * 1000))

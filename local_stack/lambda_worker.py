@@ -103,7 +103,7 @@ def _load_handler(spec: str) -> Callable[[Any, LambdaContext], Any]:
         raise _InitError(
             _error(exc, "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}")
         ) from exc
-    handler = getattr(module, function_name, None)
+    handler: object = getattr(module, function_name, None)
     if not callable(handler):
         message = f"Handler '{function_name}' missing on module '{module_name}'"
         raise _InitError({"errorType": "Runtime.HandlerNotFound", "errorMessage": message, "stackTrace": []})

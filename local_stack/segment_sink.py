@@ -768,6 +768,12 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class _Server6(_Server):
+    """The sink's server on an IPv6 host (``::1``)."""
+
+    address_family = socket.AF_INET6
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Routes one HTTP request; all state lives in the server's SegmentSink."""
 
@@ -1165,9 +1171,7 @@ class SegmentSink:
                 reason = exc.strerror or str(exc)
                 message = f"cannot load TLS certificate {certfile} / key {keyfile}: {reason}"
                 raise OSError(exc.errno, message) from exc
-        server_cls = _Server
-        if ":" in self.host:
-            server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        server_cls = _Server6 if ":" in self.host else _Server
         try:
             server = server_cls((self.host, self._requested_port), self, context)
         except OSError as exc:
@@ -1401,7 +1405,7 @@ class SegmentSink:
             )
 
     def _accept(self, region: str, path: str, info: _Inspection, received_at: str) -> None:
-        new = [
+        new: list[dict[str, Any]] = [
             {"region": region, "write_key": info.write_key, "received_at": received_at, "message": m}
             for m in info.messages
         ]

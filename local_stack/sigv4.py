@@ -75,7 +75,7 @@ class SigV4Refusal:
 
 def is_sigv4(authorization: str | None) -> bool:
     """True when an ``Authorization`` header claims SigV4 (then it is verified, never read as a bearer token)."""
-    return bool(authorization) and authorization.strip().startswith(ALGORITHM)
+    return authorization is not None and authorization.strip().startswith(ALGORITHM)
 
 
 class _ReceivedHeadersSigner(SigV4Auth):
@@ -113,7 +113,7 @@ class SigV4Verifier:
     ) -> SigV4Identity | SigV4Refusal:
         """Check one request as received (``headers``: lower-case name -> values); see the module docstring."""
         lower = {name.lower(): list(values) for name, values in headers.items()}
-        authorization = (lower.get("authorization") or [""])[0].strip()
+        authorization = (_first(lower, "authorization") or "").strip()
         params = _parse_authorization(authorization)
         missing = [name for name in ("Credential", "Signature", "SignedHeaders") if not params.get(name)]
         if missing:
@@ -157,7 +157,7 @@ class SigV4Verifier:
                 f"({_fmt(current)} + 5 min.)"
             )
         canonical, string_to_sign, expected = self._expected(method, raw_path, raw_query, lower, body, signed, stamp)
-        claimed_hash = (lower.get("x-amz-content-sha256") or [None])[0]
+        claimed_hash = _first(lower, "x-amz-content-sha256")
         body_hash_ok = claimed_hash is None or claimed_hash == hashlib.sha256(body).hexdigest()
         if not body_hash_ok or not hmac.compare_digest(expected, params["Signature"]):
             return _invalid(
@@ -177,14 +177,13 @@ class SigV4Verifier:
         stamp: str,
     ) -> tuple[str, str, str]:
         """(canonical request, string to sign, signature) the stack computes for this request."""
-        received = HTTPHeaders()
-        for name in signed:
-            for value in headers.get(name, []):
-                received[name] = value
         # The URL's host is not used (the received host header is signed); http:// keeps botocore hashing the body.
         # A signed X-Amz-Content-SHA256 is used as the body's hash: verify() has checked it against the body.
         url = f"http://localhost{raw_path}" + (f"?{raw_query}" if raw_query else "")
-        request = AWSRequest(method=method.upper(), url=url, data=body, headers=received)
+        request = AWSRequest(method=method.upper(), url=url, data=body)
+        for name in signed:  # every received value, in order (a repeated header keeps each)
+            for value in headers.get(name, []):
+                request.headers[name] = value
         request.context["timestamp"] = stamp
         signer = _ReceivedHeadersSigner(self._credentials, self.region, signed)
         canonical = signer.canonical_request(request)
@@ -205,13 +204,13 @@ def _parse_authorization(header: str) -> dict[str, str]:
 
 def _request_time(headers: Mapping[str, list[str]]) -> tuple[datetime | None, str]:
     """The signed time (X-Amz-Date, else Date) and its SigV4 form; (None, "") when absent or unreadable."""
-    amz = (headers.get("x-amz-date") or [None])[0]
+    amz = _first(headers, "x-amz-date")
     if amz:
         try:
             return datetime.strptime(amz.strip(), _AMZ_DATE).replace(tzinfo=UTC), amz.strip()
         except ValueError:
             return None, ""
-    date = (headers.get("date") or [None])[0]
+    date = _first(headers, "date")
     if date:
         try:
             moment = parsedate_to_datetime(date).astimezone(UTC)
@@ -219,6 +218,12 @@ def _request_time(headers: Mapping[str, list[str]]) -> tuple[datetime | None, st
             return None, ""
         return moment, _fmt(moment)
     return None, ""
+
+
+def _first(headers: Mapping[str, list[str]], name: str) -> str | None:
+    """The first received value of a header (lower-case ``name``); None when it is absent."""
+    values = headers.get(name)
+    return values[0] if values else None
 
 
 def _fmt(moment: datetime) -> str:

@@ -185,7 +185,8 @@ class SqsPoller:
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        return answer.get("Messages", [])
+        messages: list[dict[str, Any]] = answer.get("Messages", [])
+        return messages
 
     def _loop(self) -> None:
         while True:

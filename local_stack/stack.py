@@ -74,8 +74,8 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 DEMO_WORKSPACES = {"demo": "us", "demo-eu": "eu"}
 DEMO_WRITE_KEYS = {"demo": "local-demo-write-key-us", "demo-eu": "local-demo-write-key-eu"}
 SEGMENT_ENDPOINT_VARS = {"us": "SEGMENT_US_ENDPOINT", "eu": "SEGMENT_EU_ENDPOINT"}
-# Port settings: (what listens there, environment variable of `python -m local_stack`).
-PORT_SETTINGS = {
+# Port variables: (what listens there, environment variable of `python -m local_stack`).
+PORT_VARIABLES = {
     "api": ("the HTTP API", "LOCAL_API_PORT"),
     "sink": ("the Segment sink", "LOCAL_SINK_PORT"),
     "aws": ("the AWS endpoint (moto)", "LOCAL_AWS_PORT"),
@@ -95,7 +95,7 @@ class PortInUseError(OSError):
     """A port of the local stack cannot be bound; the message names the port and the variable to change."""
 
     def __init__(self, port: int, role: str) -> None:
-        what, variable = PORT_SETTINGS[role]
+        what, variable = PORT_VARIABLES[role]
         super().__init__(f"port {port} ({what}) is already in use; set {variable} to another port")
         self.port = port
         self.role = role
@@ -151,7 +151,8 @@ class _EndpointSession:
     def client(self, service: str, **kwargs: Any) -> Any:
         """A client of ``service`` on the local endpoint."""
         with self._lock:  # creating clients from one session is not thread-safe
-            return self._session.client(service, endpoint_url=self._endpoint, **kwargs)
+            # boto3-stubs type clients of literal service names only; this factory serves any service
+            return self._session.client(service, endpoint_url=self._endpoint, **kwargs)  # type: ignore[call-overload]
 
 
 class LocalStack:
@@ -354,7 +355,7 @@ class LocalStack:
             aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
             aws_session_token=credentials["AWS_SESSION_TOKEN"],
             region_name=REGION,
-        ).client(service, endpoint_url=self.aws_endpoint, **kwargs)
+        ).client(service, endpoint_url=self.aws_endpoint, **kwargs)  # type: ignore[call-overload]  # any service
 
     def queue_url(self, logical_id: str) -> str:
         """URL of a queue of the template, by logical id (``AssignmentQueue``, ``AssignmentDeadLetterQueue``)."""
@@ -605,7 +606,9 @@ class LocalStack:
                 else f"  IAM check     OFF: {self.iam_off_reason}"
             ),
             "  Routes        "
-            + ", ".join(f"{route.method} {route.path}" for route in self._api.routes if self._api is not None),
+            + ", ".join(
+                f"{route.method} {route.path}" for route in (self._api.routes if self._api is not None else ())
+            ),
             "  Queues        "
             + ", ".join(
                 f"{poller.source.queue} -> {poller.source.function} (batch {poller.source.batch_size})"

@@ -321,6 +321,11 @@ def _send_message_batch(original: Callable[..., Any]) -> Callable[..., Any]:
     return send_message_batch
 
 
+def _visible(message: Message) -> bool:
+    """Whether the message can be received now (read afresh each call: a change of visibility changes it)."""
+    return message.visible
+
+
 def _change_message_visibility(self: SQSBackend, queue_name: str, receipt_handle: str, visibility_timeout: int) -> None:
     """moto's, with the 12 hours counted from the receive (moto counts them from the send), the range checked, and
     stale, deleted and run-out handles answered as SQS answers them."""
@@ -334,7 +339,7 @@ def _change_message_visibility(self: SQSBackend, queue_name: str, receipt_handle
             continue
         if receipt_handle != message.receipt_handle:  # received again since: this handle is stale
             raise _not_available(receipt_handle)
-        if message.visible:  # its visibility ran out: SQS answers success and changes nothing
+        if _visible(message):  # its visibility ran out: SQS answers success and changes nothing
             return
         received_ms = getattr(message, _RECEIVED_AT, None) or unix_time_millis()
         elapsed_s = int(unix_time_millis() - received_ms) // 1000  # whole seconds, as SQS counts the 12 hours
@@ -344,7 +349,7 @@ def _change_message_visibility(self: SQSBackend, queue_name: str, receipt_handle
                 f"the message is beyond the limit [{MAX_VISIBILITY_S} seconds]"
             )
         message.change_visibility(seconds)
-        if message.visible and message in queue.pending_messages:
+        if _visible(message) and message in queue.pending_messages:  # 0 seconds: visible again at once
             queue.pending_messages.remove(message)
         return
     if receipt_handle in queue.deleted_messages:

@@ -69,7 +69,7 @@ def parse_overrides(text: str) -> dict[str, str]:
     return overrides
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints (types-PyYAML not installed)
     """YAML loader that turns short-form tags (``!Ref X``) into their long form (``{"Ref": "X"}``)."""
 
 
@@ -284,7 +284,8 @@ class Template:
     @property
     def resources(self) -> dict[str, dict[str, Any]]:
         """The template's Resources section."""
-        return self.document["Resources"]
+        resources: dict[str, dict[str, Any]] = self.document["Resources"]
+        return resources
 
     def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
         """Resources of one CloudFormation/SAM type, by logical id."""
@@ -402,7 +403,7 @@ class Template:
         return f"{self.stack_name}-{logical_id}"
 
     def _create_table(
-        self, client: Any, logical_id: str, spec: dict, created: dict[str, Resource], time_to_live: bool
+        self, client: Any, logical_id: str, spec: dict[str, Any], created: dict[str, Resource], time_to_live: bool
     ) -> Resource:
         props = self.resolve(spec["Properties"], created)
         name = props.get("TableName") or self._physical_name(logical_id)
@@ -421,7 +422,9 @@ class Template:
         arn = f"arn:aws:dynamodb:{self.region}:{ACCOUNT_ID}:table/{name}"
         return Resource(logical_id, spec["Type"], name, {"Arn": arn})
 
-    def _create_queue(self, client: Any, logical_id: str, spec: dict, created: dict[str, Resource]) -> Resource:
+    def _create_queue(
+        self, client: Any, logical_id: str, spec: dict[str, Any], created: dict[str, Resource]
+    ) -> Resource:
         props = self.resolve(spec.get("Properties", {}), created)
         name = props.get("QueueName") or self._physical_name(logical_id)
         attributes: dict[str, str] = {}

@@ -125,7 +125,7 @@ class SegmentFlapper(_Periodic):
         self._next += 1
         if mode == "failing":
             status = self._rng.choice(FAILURES)
-            fault = {"status": status, "count": 1_000_000}
+            fault: dict[str, object] = {"status": status, "count": 1_000_000}
             if status == 429:
                 fault["retry_after"] = 0.5
             self._set(fault)
@@ -186,7 +186,7 @@ class DynamoDbFaults(_Periodic):
         self._set({"throttle": 0, "unprocessed": 0})
 
 
-def dynamodb_settings(aws_endpoint: str, body: dict[str, object] | None = None) -> dict[str, object]:
+def dynamodb_switch(aws_endpoint: str, body: dict[str, object] | None = None) -> dict[str, object]:
     """``POST`` (``body`` given) or ``GET`` the local stack's DynamoDB switch: its settings and counters after."""
     url = f"{aws_endpoint}{DYNAMODB_CONTROL_PATH}"
     if body is None:
@@ -195,5 +195,5 @@ def dynamodb_settings(aws_endpoint: str, body: dict[str, object] | None = None) 
         answer = urllib3.request("POST", url, body=json.dumps(body).encode(), timeout=10)
     if answer.status != 200:
         raise RuntimeError(f"the AWS endpoint answered {answer.status} {answer.data[:200]!r} at {url}")
-    settings: dict[str, object] = json.loads(answer.data)
-    return settings
+    state: dict[str, object] = json.loads(answer.data)
+    return state

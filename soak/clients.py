@@ -25,7 +25,7 @@ from typing import Any
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .invariants import Outcome, Request
+from .invariants import Kind, Outcome, Request
 from .workload import Job
 
 ROUTES = {"identify": "/v1/identify", "assignment": "/v1/assignments", "conversion": "/v1/conversions"}
@@ -137,7 +137,9 @@ class HttpProducer:
 class QueueProducer:
     """One platform client that publishes to the ingest queues (boto3 without its own retries: ours count)."""
 
-    def __init__(self, sqs: Any, queue_urls: Mapping[str, str], tally: Tally, clock: Clock, rng: random.Random) -> None:
+    def __init__(
+        self, sqs: Any, queue_urls: Mapping[Kind, str], tally: Tally, clock: Clock, rng: random.Random
+    ) -> None:
         self._sqs = sqs
         self._queue_urls = queue_urls
         self._tally = tally

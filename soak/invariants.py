@@ -692,8 +692,8 @@ class _Evaluator:
         for user in sorted(set(links) | set(by_user)):
             self.check_once(links.get(user), f"{where} link {user}", by_user.get(user, []))
         for mid in mids:
-            user = self.received[mid].kept.get("userId")
-            fact = first if user is None else links.get(str(user))
+            user_id = self.received[mid].kept.get("userId")
+            fact = first if user_id is None else links.get(str(user_id))
             if fact is not None and fact.live:
                 self.check_content(fact, mid, _IDENTIFY_GROUPS, first.live)
 

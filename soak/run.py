@@ -48,7 +48,7 @@ from botocore.config import Config
 
 from local_stack.stack import DEMO_WORKSPACES, LocalStack
 
-from .chaos import DynamoDbFaults, Killer, SegmentFlapper, dynamodb_settings
+from .chaos import DynamoDbFaults, Killer, SegmentFlapper, dynamodb_switch
 from .clients import HttpProducer, QueueProducer, Tally
 from .invariants import Connection, Evaluation, Kind, Parked, Request, evaluate
 from .netstat import listen_overflows
@@ -124,7 +124,7 @@ QUICK_TIMINGS = Timings(
 
 def quick_config(**overrides: Any) -> SoakConfig:
     """A soak of under a minute (what ``make test`` runs): every phase, shorter timings and periods."""
-    settings: dict[str, Any] = {
+    quick: dict[str, Any] = {
         "requests": 320,
         "duration_s": 30.0,
         "kill_every_s": (0.4, 1.2),
@@ -133,7 +133,7 @@ def quick_config(**overrides: Any) -> SoakConfig:
         "settle_timeout_s": 45.0,
         "timings": QUICK_TIMINGS,
     }
-    return SoakConfig(**(settings | overrides))
+    return SoakConfig(**(quick | overrides))
 
 
 @dataclass(slots=True)
@@ -354,7 +354,7 @@ class _Run:
         ]
         self.connect_neighbour()
         overflows_before = listen_overflows()
-        dynamodb_settings(
+        dynamodb_switch(
             self.stack.aws_endpoint,
             {
                 "stale_reads": {"lag_ms": config.stale_lag_ms, "probability": config.stale_probability},
@@ -392,7 +392,7 @@ class _Run:
         self.out("soak: evaluating ...")
         report.parked = self.parked()
         report.sink_requests = Counter(r["status"] for r in self._get_json("/requests"))
-        engine = dynamodb_settings(self.stack.aws_endpoint)["counters"]
+        engine = dynamodb_switch(self.stack.aws_endpoint)["counters"]
         report.dynamodb_counters = dict(engine) if isinstance(engine, dict) else {}
         report.sink_events = self._get_json("/events")
         report.evaluation = evaluate(

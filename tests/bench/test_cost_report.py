@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from bench.costreport import CostReport
-from bench.costrun import STACKS, Settings
+from bench.costrun import STACKS, CostRunParameters
 from bench.metering import AwsCall, Invocation, OutputStats
 from bench.throughput import Run, http_event, sqs_event
 from bench.workload import WORKLOADS, generate_workload
@@ -51,7 +51,7 @@ def report():
                 key, path, workload, 3.0, invocations, ledger, [{"status": 200}] * 3, workload.messages,
                 answers=Counter(),
             )  # fmt: skip
-    return CostReport(measured, Settings(batches=3), memory_mb=256)
+    return CostReport(measured, CostRunParameters(batches=3), memory_mb=256)
 
 
 def test_every_section_renders(report):
