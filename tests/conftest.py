@@ -18,7 +18,7 @@ import pytest
 from local_stack import iam
 from local_stack.segment_sink import SegmentSink
 
-pytest_plugins = ["tests.leak_check"]  # fails any test whose output holds a registered write key
+pytest_plugins = ["tests.support.leak_check"]  # fails any test whose output holds a registered write key
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 from local_stack.segment_sink import LISTEN_BACKLOG, SegmentSink
 from local_stack.stack import LocalStack
 from soak.netstat import listen_overflows
-from tests.stack_client import TOKEN
+from tests.support.stack_client import TOKEN
 
 pytestmark = pytest.mark.integration
 
