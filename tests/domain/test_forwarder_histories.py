@@ -41,6 +41,7 @@ from segment_forwarder.forwarding import Forwarder
 from segment_forwarder.segment import SegmentClient
 from tests.support.fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore
 from tests.support.model import Received, Recorded, event_bodies, violations
+from tests.support.profiles import examples
 
 HISTORIES = 400
 LEASE_S = 90
@@ -180,7 +181,7 @@ def check(history: History) -> None:
 
 
 @pytest.mark.concurrency
-@settings(max_examples=HISTORIES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(HISTORIES), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=events(), history_steps=steps)
 def test_every_fact_once_under_one_message_id_with_its_recorded_content(stream, history_steps):
     note("\n".join(f"event {i}: {e.kind} {e.body}" for i, e in enumerate(stream)))
@@ -277,7 +278,7 @@ def run_tenants(
     return seen, received
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     stream=tenant_streams(),
     cuts=st.lists(st.integers(0, 16), max_size=5),
