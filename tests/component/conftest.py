@@ -42,13 +42,14 @@ from local_stack.http_api import (
     MAX_INVOKE_RESPONSE_BYTES,
     payload_bytes,
 )
-from local_stack.invoke import FunctionTimedOut, Invocation, LambdaContext, enforced, invoke, load_module, sqs_record
+from local_stack.invoke import FunctionTimedOut, Invocation, LambdaContext, enforced, invoke, sqs_record
 from local_stack.moto_dynamodb import stale_reads
 from local_stack.segment_sink import SegmentSink
 from local_stack.sqs_poller import failed_ids, lambda_record
 from local_stack.template import Resource, Template
 from tests.support.dynalite import DynaliteServer, wait_for_table
 from tests.support.fakes import Crash
+from tests.support.functions import load_app
 
 ROOT = Path(__file__).resolve().parents[2]
 moto_dynamodb.make_strict()  # conditional writes atomic and batch limits AWS's; stale reads and faults when asked
@@ -70,11 +71,6 @@ __all__ = [
 ]
 on_both_engines = pytest.mark.parametrize("engine", ENGINES)
 """Run a test (or, as ``pytestmark``, a module) with the dedup table on each DynamoDB engine."""
-
-
-def load_app(name: str) -> Any:
-    """Import ``functions/<name>/app.py`` as a fresh module: a new execution environment (cold start)."""
-    return load_module(ROOT / "functions" / name / "app.py", f"app_{name}")
 
 
 def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = False) -> dict:
