@@ -80,12 +80,15 @@ lint: venv
 
 # Test layers: unit = the pure domain (seconds); component = handlers + moto + sink; integration = the product
 # over the local stack; local-stack = the local stack's and the sink's own tests; client = the producer client's
-# tests (tests/client on its own, tests/integration/test_client*.py against the local stack). `make test` runs them all.
+# tests (tests/client on its own, tests/integration/test_client*.py against the local stack); the tooling's own tests
+# are tests/bench, tests/soak and tests/ops; shared helpers (no tests) are in tests/support. `make test` runs them all.
 unit: venv
 	$(PY) -m pytest tests/domain -q
 
-# The fast loop before a commit: lint, types and the domain tests (well under a minute).
-check: lint unit
+# The fast loop before a commit: lint, types and the domain tests (well under a minute), their generated histories
+# cut to a fifth (hypothesis profile `check`, tests/support/profiles.py); `make unit` and `make test` run them all.
+check: lint
+	$(PY) -m pytest tests/domain -q --hypothesis-profile=check
 
 component: venv node-tools
 	$(PY) -m pytest tests/component -q

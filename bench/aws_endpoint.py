@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from bench.dynamodb_units import item_size, read_units, write_units
+from local_stack.port_child import PortChild
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,47 +41,21 @@ class AwsEndpoint:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.url = ""
-        self._process: subprocess.Popen[str] | None = None
+        self._child = PortChild([sys.executable, "-m", "bench.aws_endpoint", host], name="the moto server", cwd=ROOT)
 
     def start(self) -> Self:
         """Start the child and wait until it listens."""
-        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "bench.aws_endpoint", self.host],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline().strip()
-        if not line.isdigit():
-            self.stop()
-            raise RuntimeError(f"the moto server did not start (said {line!r})")
-        self.url = f"http://{self.host}:{line}"
+        self.url = f"http://{self.host}:{self._child.start()}"
         return self
 
     def ledger(self) -> dict[str, dict[str, float]]:
         """The DynamoDB capacity consumed since the last call, per operation (see ``DynamoDBLedger.take``)."""
-        process = self._process
-        if process is None or process.stdin is None or process.stdout is None:
-            raise RuntimeError("the endpoint is not running")
-        process.stdin.write("ledger\n")
-        process.stdin.flush()
-        ledger: dict[str, dict[str, float]] = json.loads(process.stdout.readline())
+        ledger: dict[str, dict[str, float]] = json.loads(self._child.exchange("ledger"))
         return ledger
 
     def stop(self) -> None:
         """Close the child's stdin (it exits) and wait for it."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self._child.stop()
 
     def __enter__(self) -> Self:
         return self.start()

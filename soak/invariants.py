@@ -1,4 +1,5 @@
-"""The product's invariants (SPEC §2, §5, §6), checked from the outside: what was asked, what Segment received.
+"""The product's invariants (its flows, what goes to Segment, dedup and delivery), checked from the outside: what was
+asked, what Segment received.
 
 A pure module (no I/O, no clock, nothing of ``segment_forwarder``): the expected facts are derived from the
 product contract alone, so the check holds whatever the implementation does. The soak (``python -m soak``) and

@@ -4,6 +4,9 @@ Layers: ``tests/domain`` (pure, no AWS, no HTTP), ``tests/component`` (handlers 
 ``tests/integration`` (the product over the local stack's HTTP API and queues), ``tests/local_stack`` (the local
 stack's and the sink's own behaviour).
 
+Hypothesis runs every example a test asks for, unless ``--hypothesis-profile=check`` (``make check``) asks for a
+fifth of them (tests/support/profiles.py).
+
 At the end of a session that started local stacks, the summary tells how many of the functions' AWS calls the IAM
 check decided, which it denied, and which grants of template.yaml no call used ("IAM: granted but never used: ...").
 """
@@ -17,8 +20,11 @@ import pytest
 
 from local_stack import iam
 from local_stack.segment_sink import SegmentSink
+from tests.support.profiles import register_check_profile
 
-pytest_plugins = ["tests.leak_check"]  # fails any test whose output holds a registered write key
+register_check_profile()  # before the hypothesis plugin loads the profile a --hypothesis-profile option names
+
+pytest_plugins = ["tests.support.leak_check"]  # fails any test whose output holds a registered write key
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ timeout on AWS: the HTTP API answers, the event source fails the whole batch::
     batch = stack.invoke_sqs("assignment", records, timeout_s=1)     # batch.retried: every record's messageId
 
 The dedup table runs on moto unless a test asks for another engine: ``@on_both_engines`` runs it on moto and on
-dynalite (``tests/dynalite.py``), the table created there from the template and the functions pointed at it with
+dynalite (``tests/support/dynalite.py``), the table created there from the template and the functions pointed at it with
 ``AWS_ENDPOINT_URL_DYNAMODB``; everything else stays on moto.
 """
 
@@ -42,13 +42,14 @@ from local_stack.http_api import (
     MAX_INVOKE_RESPONSE_BYTES,
     payload_bytes,
 )
-from local_stack.invoke import FunctionTimedOut, Invocation, LambdaContext, enforced, invoke, load_module, sqs_record
+from local_stack.invoke import FunctionTimedOut, Invocation, LambdaContext, enforced, invoke, sqs_record
 from local_stack.moto_dynamodb import stale_reads
 from local_stack.segment_sink import SegmentSink
 from local_stack.sqs_poller import failed_ids, lambda_record
 from local_stack.template import Resource, Template
-from tests.domain.fakes import Crash
-from tests.dynalite import DynaliteServer, wait_for_table
+from tests.support.dynalite import DynaliteServer, wait_for_table
+from tests.support.fakes import Crash
+from tests.support.functions import load_app
 
 ROOT = Path(__file__).resolve().parents[2]
 moto_dynamodb.make_strict()  # conditional writes atomic and batch limits AWS's; stale reads and faults when asked
@@ -70,11 +71,6 @@ __all__ = [
 ]
 on_both_engines = pytest.mark.parametrize("engine", ENGINES)
 """Run a test (or, as ``pytestmark``, a module) with the dedup table on each DynamoDB engine."""
-
-
-def load_app(name: str) -> Any:
-    """Import ``functions/<name>/app.py`` as a fresh module: a new execution environment (cold start)."""
-    return load_module(ROOT / "functions" / name / "app.py", f"app_{name}")
 
 
 def http_event(kind: str, body: Any, *, raw: bool = False, base64_body: bool = False) -> dict:
@@ -162,7 +158,7 @@ class Stack:
     def connect(self, workspace: str, write_key: str, region: str = "us", settings: Any = None) -> None:
         """Store the workspace's secret as the connection function does; ``settings`` (a JSON object) only when
         given, as for a connection made without any."""
-        from tests.leak_check import register_write_key  # here: imported by pytest_plugins first (assert rewrite)
+        from tests.support.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
 
         register_write_key(write_key)
         value: dict[str, Any] = {"write_key": write_key, "region": region}
@@ -220,7 +216,7 @@ class Stack:
         if payload_bytes(answer) > MAX_INVOKE_RESPONSE_BYTES:
             status, message = FUNCTION_FAILED
             return status, {"message": message}
-        from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
+        from tests.support.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
 
         scan(answer["body"], where=f"the answer of POST {ROUTES[kind]}")
         return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
@@ -481,7 +477,7 @@ def function_logs() -> Iterator[io.StringIO]:
     """
     from aws_lambda_powertools import Logger
 
-    from tests.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
+    from tests.support.leak_check import scan  # here: imported by pytest_plugins first (assert rewrite)
 
     if not hasattr(logging.getLogger("segment-forwarder"), "powertools_handler"):
         Logger(service="segment-forwarder")  # no function imported yet: the logger their first import sets up

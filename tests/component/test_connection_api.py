@@ -24,7 +24,7 @@ from moto import mock_aws
 from local_stack.invoke import LambdaContext, load_module
 from local_stack.segment_sink import SegmentSink
 from local_stack.template import Template
-from tests.stack_client import DEFAULT_SETTINGS
+from tests.support.stack_client import DEFAULT_SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = Template.load()

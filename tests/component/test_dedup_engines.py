@@ -18,7 +18,7 @@ from local_stack.template import Template
 from segment_forwarder.dedup import DedupStore, VisitorFacts
 from segment_forwarder.facts import ClaimRequest, ClaimState, Fact, FactKind, Slot
 from tests.component.conftest import FUNCTIONS, LambdaContext, on_both_engines, sqs_record
-from tests.component.test_erase_visitor import connection_handler, erase
+from tests.support.visitors import connection_handler, erase
 
 NOW = 1_796_000_000
 LEASE_S = 90

@@ -93,7 +93,7 @@ def test_occasional_throttling_is_absorbed_by_retries(stack):
 
 
 def test_after_an_erase_the_next_queued_event_is_a_first_sighting_even_when_reads_lag(stack):
-    from tests.component.test_erase_visitor import connection_handler, erase
+    from tests.support.visitors import connection_handler, erase
 
     with stale_reads(lag_ms=2_000, probability=1.0, seed=5):  # reads look back up to 2 s, every time
         assert stack.handler("assignment")({"Records": _records(1)}, LambdaContext()) == {"batchItemFailures": []}

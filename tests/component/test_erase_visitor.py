@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 import time
 from typing import Any
@@ -14,48 +13,13 @@ import pytest
 
 from local_stack.template import Template
 from segment_forwarder.dedup import HASHED_MARKER
-from tests.component.conftest import LambdaContext, load_app, on_both_engines
+from tests.component.conftest import LambdaContext, on_both_engines
+from tests.support.bodies import ASSIGNMENT
+from tests.support.visitors import connection_handler, erase, facts_of
 
 pytestmark = on_both_engines
 
-ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
 LEASE_S = int(Template.load().document["Globals"]["Function"]["Environment"]["Variables"]["LEASE_SECONDS"])
-ERASE_ROUTE = "/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
-
-
-def connection_handler(stack: Any) -> Any:
-    """A cold-started connection function with its template environment."""
-    environment = stack.template.function_environment("ConnectionFunction", stack.resources)
-    environment.update(SEGMENT_US_ENDPOINT=stack.sink.region_url("us"), SEGMENT_EU_ENDPOINT=stack.sink.region_url("eu"))
-    for name, value in environment.items():
-        stack.monkeypatch.setenv(name, value)
-    sys.modules.pop("segment_forwarder.connection_api", None)  # its runtime (clients) lives in the module
-    return load_app("connection").handler
-
-
-def erase(handler: Any, workspace_id: str, visitor_id: str) -> tuple[int, dict[str, Any]]:
-    path = f"/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
-    event = {
-        "version": "2.0",
-        "routeKey": f"DELETE {ERASE_ROUTE}",
-        "rawPath": path,
-        "pathParameters": {"workspace_id": workspace_id, "visitor_id": visitor_id},
-        "requestContext": {"http": {"method": "DELETE", "path": path}, "requestId": "r-1", "stage": "$default"},
-    }
-    answer = handler(event, LambdaContext())
-    return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
-
-
-def facts_of(stack: Any, workspace_id: str, visitor_id: str) -> dict[str, str]:
-    """The visitor's facts in the table: sort key -> status (an erasure's tombstone is no fact)."""
-    client = stack.session.client("dynamodb")
-    items = client.query(
-        TableName=stack.resources["DedupTable"].ref,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"WS#{workspace_id}#V#{visitor_id}"}},
-        ConsistentRead=True,
-    )["Items"]
-    return {item["sk"]["S"]: item["status"]["S"] for item in items if "status" in item}
 
 
 DONE = {"complete": True, "retry_after_s": 0}
@@ -160,20 +124,7 @@ class ShortContext(LambdaContext):
         return max(int((self._ends - time.monotonic()) * 1000), 0)
 
 
-def erase_with(handler: Any, workspace_id: str, visitor_id: str, context: Any) -> tuple[int, dict[str, Any]]:
-    path = f"/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
-    event = {
-        "version": "2.0",
-        "routeKey": f"DELETE {ERASE_ROUTE}",
-        "rawPath": path,
-        "pathParameters": {"workspace_id": workspace_id, "visitor_id": visitor_id},
-        "requestContext": {"http": {"method": "DELETE", "path": path}, "requestId": "r-1", "stage": "$default"},
-    }
-    answer = handler(event, context)
-    return answer["statusCode"], json.loads(answer["body"]) if answer["body"] else {}
-
-
-# -- 10: an erase takes effect at once in a warm function -----------------------------------------------------
+# -- an erase takes effect at once in a warm function ---------------------------------------------------------
 
 
 def test_after_an_erase_a_warm_function_sends_the_visitors_next_event_as_a_first_sighting_under_new_ids(stack):
@@ -207,7 +158,7 @@ def test_a_visitor_erased_twice_gets_new_ids_each_time_and_a_workspace_without_i
     assert stack.identifies() == []
 
 
-# -- 11: a retry of an event received before the erase is dropped --------------------------------------------
+# -- a retry of an event received before the erase is dropped ------------------------------------------------
 
 
 def test_a_retry_on_the_queue_of_an_event_received_before_the_erase_is_dropped_and_records_nothing(stack):
@@ -254,16 +205,16 @@ def test_an_event_received_after_the_erase_in_a_batch_with_a_dropped_retry_comes
     assert facts_of(stack, "ws-us", "v-1") == {"ASSIGN#t-3": "SENT", "IDENTIFY": "SENT"}
 
 
-# -- 12: a visitor with very many facts is erased page by page -----------------------------------------------
+# -- a visitor with very many facts is erased page by page ---------------------------------------------------
 
 
 def test_a_visitor_with_many_facts_is_erased_page_by_page_within_the_time_left_and_told_to_call_again(stack):
     connection = connection_handler(stack)
     put_sent_facts(stack, "ws-us", "v-many", count=450, content_bytes=10)
 
-    answers = [erase_with(connection, "ws-us", "v-many", ShortContext(2.3))]
+    answers = [erase(connection, "ws-us", "v-many", ShortContext(2.3))]
     while answers[-1][1].get("complete") is False and len(answers) < 50:
-        answers.append(erase_with(connection, "ws-us", "v-many", ShortContext(2.3)))
+        answers.append(erase(connection, "ws-us", "v-many", ShortContext(2.3)))
 
     assert all(status == 200 for status, _ in answers), answers
     assert answers[0][1]["complete"] is False and answers[0][1]["erased"] < 450  # one page, then time was up

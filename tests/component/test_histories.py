@@ -6,8 +6,8 @@ after Segment accepted, after the marks; the queue refusing the HTTP path's copy
 a stall longer than the HTTP budget, so Segment accepts what the caller never hears of). DynamoDB's eventually
 consistent reads may be stale throughout (``stale_dynamodb``): the SQS path's pre-read may find a fact absent or
 PENDING that is SENT by now. What the HTTP path queues goes through the function's real queue. Then the faults stop,
-leases expire, and the queues are redelivered until every event is consumed; ``tests/model.py`` checks what Segment
-received and what the table recorded, and no record may have reached a dead-letter queue.
+leases expire, and the queues are redelivered until every event is consumed; ``tests/support/model.py`` checks what
+Segment received and what the table recorded, and no record may have reached a dead-letter queue.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from segment_forwarder.connections import Connection
 from segment_forwarder.events import Event
 from segment_forwarder.facts import Fact, FactKind, Slot
 from tests.component.conftest import LambdaContext, sqs_record
-from tests.domain.fakes import Crash
-from tests.model import KINDS, Received, Recorded, event_bodies, violations
+from tests.support.fakes import Crash
+from tests.support.model import KINDS, Received, Recorded, event_bodies, violations
 
 HISTORIES = 20
 DYNALITE_HISTORIES = 8  # the same histories with the dedup table on dynalite (its faults include the reads)

@@ -8,15 +8,7 @@ import uuid
 import pytest
 
 from segment_forwarder import LIBRARY
-
-ASSIGNMENT = {"workspace_id": "ws-us", "visitor_id": "v-1", "test_id": "t-1", "variant_id": "b"}
-CONVERSION = {
-    "workspace_id": "ws-us",
-    "visitor_id": "v-1",
-    "conversion_id": "c-1",
-    "conversion_type": "CLICK",
-    "origin_url": "https://shop.example.com/pricing",
-}
+from tests.support.bodies import ASSIGNMENT, CONVERSION
 
 
 def test_new_visitor_assignment_is_delivered_with_identify_first(stack):

@@ -18,7 +18,7 @@ import urllib3
 
 from local_stack.segment_sink import SegmentSink
 from segment_forwarder.segment import SegmentClient
-from tests.leak_check import register_write_key, scan
+from tests.support.leak_check import register_write_key, scan
 
 WRITE_KEY = "tls-test-write-key-9f2c"
 MESSAGE = {"type": "track", "event": "TLS Test", "anonymousId": "v-tls", "messageId": "tls-test-message-0001"}

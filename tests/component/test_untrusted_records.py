@@ -86,7 +86,7 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# -- 5. attributes a producer wrote --------------------------------------------------------------------------
+# -- attributes a producer wrote -----------------------------------------------------------------------------
 
 
 GARBLED_TIMES = {
@@ -134,7 +134,7 @@ def test_a_copied_delivery_id_never_becomes_two_conversions_message_id(stack):
     assert tracks["c-2"] != ours["delivery_id"]  # the copy is sent under an id of its own
 
 
-# -- 6. parking always parks ---------------------------------------------------------------------------------
+# -- parking always parks ------------------------------------------------------------------------------------
 
 
 def test_large_refused_records_and_their_small_neighbour_are_all_parked(stack, strict_sqs):
@@ -185,7 +185,7 @@ def test_parked_messages_are_grouped_by_bytes_ten_small_ones_in_one_request(stac
     assert [len(r["Entries"]) for r in strict_sqs.params["sqs:SendMessageBatch"]] == [10]
 
 
-# -- 7. the HTTP path queues what the SQS path takes ---------------------------------------------------------
+# -- the HTTP path queues what the SQS path takes ------------------------------------------------------------
 
 
 def test_the_http_path_queues_compact_utf8_that_the_sqs_path_delivers(stack):
@@ -232,7 +232,7 @@ def test_what_the_http_path_accepts_near_the_limit_the_sqs_path_accepts(stack):
     assert [attributes_of(m)["error_code"] for m in parked] == []
 
 
-# -- 8. a redriven event is dated by its first receipt -------------------------------------------------------
+# -- a redriven event is dated by its first receipt ----------------------------------------------------------
 
 
 def test_a_redriven_event_without_a_timestamp_is_dated_by_its_first_receipt(stack):
@@ -271,7 +271,7 @@ def test_a_garbled_first_receipt_does_not_date_an_event(stack, garbled):
     assert track["timestamp"] == iso(int(record["attributes"]["SentTimestamp"]))
 
 
-# -- 9. hashed dedup keys ------------------------------------------------------------------------------------
+# -- hashed dedup keys ---------------------------------------------------------------------------------------
 
 
 def test_a_literal_sha256_id_and_the_long_id_hashed_to_it_are_two_facts(stack):

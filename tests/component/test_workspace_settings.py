@@ -2,7 +2,7 @@
 paths, judged field by field on what the sink received.
 
 Messages with a bridged ``anonymousId`` are judged on their own terms here (the soak's evaluator and
-``tests/model.py`` find a visitor's messages by ``anonymousId`` = visitor id, which a bridged workspace does not
+``tests/support/model.py`` find a visitor's messages by ``anonymousId`` = visitor id, which a bridged workspace does not
 send).
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from segment_forwarder import LIBRARY
 from tests.component.conftest import LambdaContext, sqs_record
-from tests.stack_client import DEFAULT_SETTINGS
+from tests.support.stack_client import DEFAULT_SETTINGS
 
 PATHS = ("http", "sqs")
 WS = "ws-set"

@@ -21,8 +21,8 @@ from segment_forwarder.facts import (
 )
 from segment_forwarder.messages import message_id
 from segment_forwarder.workspace_settings import WorkspaceSettings
+from tests.support.fakes import Clock, Faults, MemoryConnections, MemorySegment, MemoryStore
 
-from .fakes import Clock, Faults, MemoryConnections, MemorySegment, MemoryStore
 from .test_facts import ASSIGN, NOW, answers_for, event, ids, link, slot
 
 ASSIGN_2 = replace(ASSIGN, name="t-2")

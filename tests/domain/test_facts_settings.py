@@ -22,8 +22,8 @@ from segment_forwarder.facts import (
 from segment_forwarder.forwarding import Forwarder
 from segment_forwarder.messages import message_id, message_size, with_delivery
 from segment_forwarder.workspace_settings import DEFAULT_SETTINGS, WorkspaceSettings
+from tests.support.fakes import Clock, Faults, MemoryConnections, MemorySegment, MemoryStore
 
-from .fakes import Clock, Faults, MemoryConnections, MemorySegment, MemoryStore
 from .test_facts import ASSIGN, answers_for, event, link, slot
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ The multi-tenant histories add a third workspace, the neighbour, whose source Se
 per-source backoff): the other workspaces' outcomes and what Segment received from them are identical, pass by pass,
 to the same history without the neighbour.
 
-The model (``tests/model.py``) checks, from what Segment received and from the product's rules alone, that
+The model (``tests/support/model.py``) checks, from what Segment received and from the product's rules alone, that
 every fact reached Segment under exactly one messageId with one content (repeats of a messageId are allowed:
 Segment drops them), with its workspace's key and region; that every fact of a consumed event is recorded SENT,
 and only under a messageId Segment accepted with that content (else a later resend, beyond Segment's dedup
@@ -39,9 +39,9 @@ from segment_forwarder.events import Event
 from segment_forwarder.facts import needs_of
 from segment_forwarder.forwarding import Forwarder
 from segment_forwarder.segment import SegmentClient
-from tests.model import Received, Recorded, event_bodies, violations
-
-from .fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore
+from tests.support.fakes import Clock, Crash, Faults, MemoryConnections, MemorySegment, MemoryStore
+from tests.support.model import Received, Recorded, event_bodies, violations
+from tests.support.profiles import examples
 
 HISTORIES = 400
 LEASE_S = 90
@@ -181,7 +181,7 @@ def check(history: History) -> None:
 
 
 @pytest.mark.concurrency
-@settings(max_examples=HISTORIES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(HISTORIES), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=events(), history_steps=steps)
 def test_every_fact_once_under_one_message_id_with_its_recorded_content(stream, history_steps):
     note("\n".join(f"event {i}: {e.kind} {e.body}" for i, e in enumerate(stream)))
@@ -278,7 +278,7 @@ def run_tenants(
     return seen, received
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     stream=tenant_streams(),
     cuts=st.lists(st.integers(0, 16), max_size=5),

@@ -27,7 +27,7 @@ from segment_forwarder_client import (
     assignment_body,
     conversion_body,
 )
-from tests.stack_client import (
+from tests.support.stack_client import (
     TOKEN,
     events_of,
     new_id,
@@ -97,7 +97,7 @@ def test_a_one_per_visitor_conversion_with_its_generated_event_id_is_still_forwa
 
 
 def test_the_connection_calls_over_the_client(stack, client):
-    from tests.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
+    from tests.support.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
 
     workspace, key = new_id("ws"), new_id("key")
     register_write_key(key)

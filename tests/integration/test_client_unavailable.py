@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from segment_forwarder_client import RetryPolicy, Status, UnavailableError
-from tests.stack_client import events_of, new_id, signed_client
+from tests.support.stack_client import events_of, new_id, signed_client
 
 pytestmark = pytest.mark.integration
 

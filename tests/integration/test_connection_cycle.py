@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack_client import DEFAULT_SETTINGS, events_of, new_id, wait_for
+from tests.support.stack_client import DEFAULT_SETTINGS, events_of, new_id, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def assign(api: Any, workspace: str) -> tuple[str, dict]:
 
 
 def test_connect_disconnect_and_reconnect_in_another_region(stack, api):
-    from tests.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
+    from tests.support.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
 
     workspace = new_id("ws")
     us_key, eu_key = new_id("key-us"), new_id("key-eu")

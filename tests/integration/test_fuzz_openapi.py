@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
 
 from local_stack.stack import LocalStack
-from tests.stack_client import TOKEN
+from tests.support.stack_client import TOKEN
 
 pytestmark = pytest.mark.integration
 

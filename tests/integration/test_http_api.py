@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from local_stack.stack import LocalStack
-from tests.stack_client import events_of, new_id, wait_for
+from tests.support.stack_client import events_of, new_id, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -289,7 +289,7 @@ def test_a_workspace_connected_over_the_api_is_forwarded_to_its_region(stack, ap
     assert "ConnectionFunction" not in stack.unavailable_functions()
     workspace, visitor = new_id("ws"), new_id("v")
     write_key = new_id("key-eu")
-    from tests.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
+    from tests.support.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
 
     register_write_key(write_key)  # never in any output or answer from here on
 

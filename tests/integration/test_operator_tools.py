@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from local_stack.stack import LocalStack
-from tests.stack_client import Api, drain, events_of, new_id, queue_depth, run_tool, wait_for
+from tests.support.stack_client import Api, drain, events_of, new_id, queue_depth, run_tool, wait_for
 
 pytestmark = pytest.mark.integration
 

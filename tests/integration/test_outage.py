@@ -13,7 +13,7 @@ import pytest
 
 from local_stack.stack import LocalStack
 from segment_forwarder.events import sqs_delivery_id
-from tests.stack_client import drain, events_of, new_id, queue_depth, wait_for
+from tests.support.stack_client import drain, events_of, new_id, queue_depth, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from local_stack.stack import LocalStack
-from tests.stack_client import Api, drain, events_of, new_id, queue_depth, wait_for
+from tests.support.stack_client import Api, drain, events_of, new_id, queue_depth, wait_for
 
 pytestmark = pytest.mark.integration
 

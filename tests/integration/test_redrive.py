@@ -13,7 +13,7 @@ from botocore.exceptions import EndpointConnectionError
 from ops.redrive import QueuePair, render
 from ops.redrive import redrive as redrive_in_process
 from segment_forwarder.events import sqs_delivery_id
-from tests.stack_client import drain, events_of, new_id, queue_depth, run_tool, wait_for
+from tests.support.stack_client import drain, events_of, new_id, queue_depth, run_tool, wait_for
 
 # A short life for a failing record: 2 receives, then parked (by the function on its last receive, or by the
 # queue's redrive policy: either way with its SQS message id, which is what the redrive derives from). Shortened

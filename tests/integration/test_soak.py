@@ -16,7 +16,7 @@ import random
 import pytest
 
 from soak.run import PHASES, quick_config, run_soak
-from tests.leak_check import register_write_key
+from tests.support.leak_check import register_write_key
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ import pytest
 from local_stack.stack import LocalStack
 from soak.clients import ROUTES
 from soak.invariants import Connection, Outcome, Request, evaluate
-from tests.stack_client import Api, events_of, new_id, queue_depth, wait_for
+from tests.support.stack_client import Api, events_of, new_id, queue_depth, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from local_stack.stack import LocalStack
-from tests.stack_client import DEFAULT_SETTINGS, Api, new_id, queue_producer, wait_for
+from tests.support.stack_client import DEFAULT_SETTINGS, Api, new_id, queue_producer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ SETTINGS = {
 
 def connect(api: Api, settings: dict[str, Any] | None) -> tuple[str, str]:
     """A new workspace connected to the sink with ``settings``; its id and write key."""
-    from tests.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
+    from tests.support.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
 
     workspace, key = new_id("ws"), new_id("key")
     register_write_key(key)

@@ -1,5 +1,5 @@
 """Tests of the local stack itself (Lambda emulation, CLI) and of the Segment sink."""
 
-from tests.stack_client import _no_iam_denials, api, stack
+from tests.support.stack_client import _no_iam_denials, api, stack
 
 __all__ = ["_no_iam_denials", "api", "stack"]

@@ -24,7 +24,7 @@ import urllib3
 
 from local_stack.http_api import port_is_free
 from segment_forwarder_client import ForwarderClient, Status
-from tests.stack_client import DEFAULT_SETTINGS, new_id
+from tests.support.stack_client import DEFAULT_SETTINGS, new_id
 
 pytestmark = pytest.mark.integration
 

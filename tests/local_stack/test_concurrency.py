@@ -24,11 +24,11 @@ import pytest
 from local_stack.segment_sink import LISTEN_BACKLOG, SegmentSink
 from local_stack.stack import LocalStack
 from soak.netstat import listen_overflows
-from tests.stack_client import TOKEN
+from tests.support.stack_client import TOKEN
 
 pytestmark = pytest.mark.integration
 
-CLIENTS = 64  # the floor; the README documents what was measured beyond it
+CLIENTS = 64  # the floor the local stack must hold; the README documents what was measured beyond it
 ROUNDS = 3  # requests per client
 SINK_KEY = "wk_concurrency_test_key"
 

@@ -34,7 +34,7 @@ from local_stack.iam import (
 )
 from local_stack.stack import LocalStack
 from local_stack.template import ACCOUNT_ID, Resource, Template
-from tests.stack_client import TOKEN, Api, events_of, new_id, register_connected_keys, wait_for
+from tests.support.stack_client import TOKEN, Api, events_of, new_id, register_connected_keys, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IDENTIFY = "IdentifyFunction"

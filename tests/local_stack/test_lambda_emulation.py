@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from local_stack.http_api import HttpApi, Route
 from local_stack.lambda_pool import FunctionPool, FunctionSpec
 from local_stack.stack import LocalStack
-from tests.stack_client import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
+from tests.support.stack_client import TOKEN, Api, drain, queue_depth, register_connected_keys, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from local_stack.stack import LocalStack
-from tests.stack_client import TOKEN, events_of, new_id
+from tests.support.stack_client import TOKEN, events_of, new_id
 
 pytestmark = pytest.mark.integration
 

@@ -19,13 +19,14 @@ failed condition comes back without the item even when ``ReturnValuesOnCondition
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from local_stack.port_child import PortChild, PortChildError
+
+ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "node_tools" / "node_modules" / "dynalite"
 INSTALL_HINT = "run `make node-tools` (node >= 20 and npm) to install dynalite into node_tools/node_modules"
 
@@ -46,46 +47,30 @@ class DynaliteServer:
     """A dynalite process on a free loopback port, in memory; it ends with the context (or when its stdin closes,
     should this process die first)."""
 
-    def __init__(self, start_timeout_s: float = 15.0) -> None:
-        self._timeout = start_timeout_s
-        self._process: subprocess.Popen[str] | None = None
+    def __init__(self) -> None:
+        self._child: PortChild | None = None
         self.endpoint = ""
 
     def __enter__(self) -> DynaliteServer:
         node = shutil.which("node")
         if node is None or not (MODULE / "package.json").is_file():
             raise DynaliteError(f"dynalite is not installed: {INSTALL_HINT}")
-        self._process = subprocess.Popen(
-            [node, "-e", _LAUNCHER, str(MODULE)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        self._child = PortChild(
+            [node, "-e", _LAUNCHER, str(MODULE)], name="dynalite", capture_stderr=True, stop_timeout_s=5
         )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline().strip()
-        if not line.isdigit():
-            self.__exit__(None, None, None)
-            raise DynaliteError(f"dynalite did not start ({line!r}); {INSTALL_HINT}")
-        self.endpoint = f"http://127.0.0.1:{line}"
+        try:
+            port = self._child.start()
+        except PortChildError as error:
+            raise DynaliteError(f"{error}; {INSTALL_HINT}") from error
+        self.endpoint = f"http://127.0.0.1:{port}"
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
 
 
 def wait_for_table(client: Any, name: str, *, present: bool, timeout_s: float = 10.0) -> None:

@@ -2,7 +2,7 @@
 local-stack tests (their conftests import the fixtures from here).
 
 HTTP goes to the API with urllib3, queues are used with boto3 on the stack's AWS endpoint, and what Segment
-received is read from the sink. The demo write keys are registered with ``tests/leak_check.py`` and every answer
+received is read from the sink. The demo write keys are registered with ``tests/support/leak_check.py`` and every answer
 is scanned, so no test's output or answer may hold one. Each module gets its own stack (started once), configured
 by an optional module-level ``STACK_OVERRIDES`` dict of ``LocalStack`` keyword arguments (which override the
 template)::
@@ -36,7 +36,7 @@ import urllib3
 from local_stack.stack import DUMMY_CREDENTIALS, REGION, LocalStack
 from segment_forwarder_client import ForwarderClient, QueueProducer, RetryPolicy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "integration-token"
 LOCAL_CREDENTIALS = (DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 FAST_RETRY = RetryPolicy(max_attempts=6, base_s=0.05, cap_s=0.5, budget_s=20)
@@ -115,7 +115,7 @@ class Api:
             all_headers["Authorization"] = f"Bearer {token or self.token}"
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         response = self.http.request(method, self.base_url + path, body=data, headers=all_headers)
-        from tests.leak_check import scan  # imported by pytest_plugins first (assert rewrite)
+        from tests.support.leak_check import scan  # imported by pytest_plugins first (assert rewrite)
 
         scan(response.data.decode("utf-8", "replace"), f"the answer to {method} {path}")
         return response.status, (json.loads(response.data) if response.data else None)
@@ -211,8 +211,9 @@ def _no_iam_denials(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def register_connected_keys(stack: LocalStack) -> None:
-    """Have tests/leak_check.py fail any test whose output (the stack's log lines included) holds a write key."""
-    from tests.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
+    """Have tests/support/leak_check.py fail any test whose output (the stack's log lines included) holds a write
+    key."""
+    from tests.support.leak_check import register_write_key  # imported by pytest_plugins first (assert rewrite)
 
     for workspace in stack.connected_workspaces():
         register_write_key(stack.write_key(workspace))

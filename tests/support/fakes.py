@@ -22,7 +22,7 @@ from segment_forwarder.connections import Connection
 from segment_forwarder.dedup import DedupUnavailableError
 from segment_forwarder.facts import IDENTIFY, ClaimAnswer, ClaimRequest, ClaimState, Slot
 from segment_forwarder.segment import SendOutcome
-from tests.model import Received
+from tests.support.model import Received
 
 
 class Crash(BaseException):

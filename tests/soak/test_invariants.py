@@ -1,7 +1,8 @@
 """The soak's invariant evaluator (soak/invariants.py) on crafted inputs: every rule is shown to fire (positive
 controls) and to stay quiet on what the contract allows (repeats, concurrency, parked records, disconnections).
 
-Messages are written here from the contract (SPEC §1, §5), not built with the product's code.
+Messages are written here by hand, as Segment receives them from the product (an identify, then Experiment Viewed
+or Conversion Triggered, each under its messageId), not built with the product's code.
 """
 
 from __future__ import annotations
