@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from local_stack.template import Template
-from segment_forwarder.dedup import HASHED_MARKER
+from segment_forwarder.table import HASHED_MARKER
 from tests.component.conftest import LambdaContext, load_app, on_both_engines
 
 pytestmark = on_both_engines

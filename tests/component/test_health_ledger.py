@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from segment_forwarder.dedup import HealthLedger
 from segment_forwarder.health import Tally, hour_of, summary
+from segment_forwarder.health_ledger import HealthLedger
 from tests.component.conftest import on_both_engines
 
 pytestmark = on_both_engines

@@ -44,12 +44,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .api_gateway import json_response, request_body
 from .config import AWS_CLIENT_CONFIG, Settings
 from .connections import Connection, ConnectionStore, ConnectionUnavailableError
-from .dedup import DedupUnavailableError, HealthLedger, VisitorFacts
 from .errors import ConnectionConfigError, RequestError
 from .health import WINDOW_MS, hour_of, summary
+from .health_ledger import HealthLedger
 from .messages import connection_test_content, iso_ms, usable_id, with_delivery
 from .segment import SegmentClient
+from .table import DedupUnavailableError
 from .validation import is_valid, parse_body
+from .visitor_facts import VisitorFacts
 from .workspace_settings import SettingsError, WorkspaceSettings
 
 logger = Logger()

@@ -29,7 +29,6 @@ from typing import Protocol
 from aws_lambda_powertools import Logger
 
 from .connections import Connection, ConnectionUnavailableError
-from .dedup import DedupUnavailableError
 from .errors import ConnectionConfigError
 from .events import Event
 from .facts import (
@@ -56,6 +55,7 @@ from .facts import (
 )
 from .messages import Message
 from .segment import MIN_ATTEMPT_S, SendOutcome, split_batches
+from .table import DedupUnavailableError
 
 logger = Logger(child=True)
 

@@ -27,14 +27,15 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .api_gateway import json_response, request_body
+from .claims import Claim, DedupStore
 from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
-from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
 from .errors import RequestError
 from .events import SCHEMAS, Event, Kind, new_nonce, record_delivery_id
 from .facts import REFUSED_ALL, Outcome, largest_message
 from .forwarding import Forwarder
 from .health import HealthRecorder, hour_of
+from .health_ledger import HealthLedger
 from .messages import MAX_MESSAGE_BYTES
 from .queues import (
     DELIVERY_ID_ATTRIBUTE,
@@ -48,6 +49,7 @@ from .queues import (
 )
 from .retries import FIRST_RECEIVED_AT, RetryPolicy, attribute_ms, horizon_start
 from .segment import SegmentClient
+from .table import DedupUnavailableError
 from .validation import MAX_BODY_BYTES, Batch, parse_body, parse_request, validate_item
 
 logger = Logger()
