@@ -28,8 +28,9 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local_stack.template import Template
-from segment_forwarder.dedup import DedupUnavailableError, FactRecord, VisitorFacts
 from segment_forwarder.facts import FactKind
+from segment_forwarder.table import DedupUnavailableError
+from segment_forwarder.visitor_facts import FactRecord, VisitorFacts
 
 from .stacks import (
     CLIENT_CONFIG,

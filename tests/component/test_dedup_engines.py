@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from local_stack.template import Template
-from segment_forwarder.dedup import DedupStore, VisitorFacts
+from segment_forwarder.claims import DedupStore
 from segment_forwarder.facts import ClaimRequest, ClaimState, Fact, FactKind, Slot
+from segment_forwarder.visitor_facts import VisitorFacts
 from tests.component.conftest import FUNCTIONS, LambdaContext, on_both_engines, sqs_record
 from tests.support.visitors import connection_handler, erase
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from local_stack.template import Template
-from segment_forwarder.dedup import HASHED_MARKER
+from segment_forwarder.table import HASHED_MARKER
 from tests.component.conftest import LambdaContext, on_both_engines
 from tests.support.bodies import ASSIGNMENT
 from tests.support.visitors import connection_handler, erase, facts_of

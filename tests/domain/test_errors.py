@@ -7,7 +7,6 @@ import pytest
 from segment_forwarder.api_gateway import status_of
 from segment_forwarder.config import ConfigurationError
 from segment_forwarder.connections import ConnectionUnavailableError
-from segment_forwarder.dedup import DedupUnavailableError
 from segment_forwarder.errors import (
     ConnectionConfigError,
     ForwarderError,
@@ -16,6 +15,7 @@ from segment_forwarder.errors import (
     UnavailableError,
 )
 from segment_forwarder.queues import QueueUnavailableError
+from segment_forwarder.table import DedupUnavailableError
 from segment_forwarder.workspace_settings import SettingsError, WorkspaceSettings
 
 
@@ -73,7 +73,8 @@ def test_the_forwarding_core_imports_no_adapter():
 
     code = (
         "import sys, segment_forwarder.forwarding\n"
-        "adapters = {'segment_forwarder.dedup', 'segment_forwarder.connections', 'segment_forwarder.segment',"
+        "adapters = {'segment_forwarder.claims', 'segment_forwarder.table', 'segment_forwarder.connections',"
+        " 'segment_forwarder.segment', 'segment_forwarder.health_ledger', 'segment_forwarder.visitor_facts',"
         " 'segment_forwarder.queues', 'boto3', 'urllib3'}\n"
         "print(sorted(adapters & set(sys.modules)))\n"
     )

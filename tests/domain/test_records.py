@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from segment_forwarder.dedup import HASHED_MARKER, MAX_KEY_NAME_BYTES, _fact_key, sort_key
 from segment_forwarder.errors import RequestError
 from segment_forwarder.events import (
     Event,
@@ -18,6 +17,7 @@ from segment_forwarder.events import (
     sqs_delivery_id,
 )
 from segment_forwarder.facts import Fact, FactKind
+from segment_forwarder.table import HASHED_MARKER, MAX_KEY_NAME_BYTES, fact_key, sort_key
 from segment_forwarder.validation import parse_body
 
 NOW = datetime(2030, 3, 1, 12, tzinfo=UTC)
@@ -132,4 +132,4 @@ def test_no_valid_id_can_hold_the_hashed_marker(schema, body, field):
 def test_the_fact_key_of_a_hashed_item_names_its_id_under_either_marker():
     for marker in (HASHED_MARKER, "sha256:"):  # the old marker: items stored before the change
         item = {"sk": {"S": f"IDENTIFY#U#{marker}{'a' * 64}"}, "fact_name": {"S": "u" * 300}}
-        assert _fact_key(item) == f"IDENTIFY#U#{'u' * 300}"
+        assert fact_key(item) == f"IDENTIFY#U#{'u' * 300}"

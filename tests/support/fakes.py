@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segment_forwarder.connections import Connection
-from segment_forwarder.dedup import DedupUnavailableError
 from segment_forwarder.facts import IDENTIFY, ClaimAnswer, ClaimRequest, ClaimState, Slot
 from segment_forwarder.segment import SendOutcome
+from segment_forwarder.table import DedupUnavailableError
 from tests.support.model import Received
 
 

@@ -8,7 +8,9 @@ The package is shipped as a Lambda layer and holds the whole domain; the functio
     handler = make_handler("assignment")
 
 Modules: ``validation`` (requests against the OpenAPI document), ``events`` (requests → Segment messages and
-dedup keys), ``dedup`` (DynamoDB claims), ``segment`` (the ``/v1/batch`` client), ``connections`` (workspace
+dedup keys), ``table`` (the DynamoDB table's keys and errors), ``claims`` (deliveries' claims of facts),
+``visitor_facts`` (a visitor's facts: list, erase), ``health_ledger`` (the hourly health buckets),
+``segment`` (the ``/v1/batch`` client), ``connections`` (workspace
 secrets), ``workspace_settings`` (a workspace's identity and privacy settings), ``forwarding`` (claim → send →
 mark sent), ``handler`` (Lambda entry points for HTTP and SQS).
 """

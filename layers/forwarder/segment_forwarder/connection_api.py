@@ -47,13 +47,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .api_gateway import request_body, status_of
 from .config import AWS_CLIENT_CONFIG, Settings
 from .connections import ConnectionStore, ConnectionUnavailableError
-from .dedup import DedupUnavailableError, HealthLedger, VisitorFacts
 from .errors import ConnectionConfigError, RequestError, error_body, printable
-from .health import WINDOW_MS, hour_of, summary
+from .health_ledger import HealthLedger
 from .messages import connection_test_content, iso_ms, usable_id, with_delivery
 from .ports import Connection
 from .segment import SegmentClient
+from .table import DedupUnavailableError
 from .validation import is_valid, parse_body
+from .visitor_facts import VisitorFacts
 from .workspace_settings import WorkspaceSettings
 
 logger = Logger()
@@ -303,13 +304,11 @@ def _refusal(status: int, code: str, message: str) -> Response[str]:
 
 
 def _health(ledger: HealthLedger, workspace_id: str) -> dict[str, Any] | None:
-    now_ms = int(time.time() * 1000)
     try:
-        buckets = ledger.buckets(workspace_id, since_hour=hour_of(now_ms - WINDOW_MS))
+        return ledger.health(workspace_id, now_ms=int(time.time() * 1000))
     except DedupUnavailableError as exc:
         logger.warning("could not read delivery health", extra={"error": str(exc)})
         return None
-    return summary(buckets, now_ms=now_ms)
 
 
 def _connected(connection: Connection) -> dict[str, Any]:

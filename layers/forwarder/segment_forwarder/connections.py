@@ -41,6 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConnectionConfigError, UnavailableError
 from .ports import Connection
+from .table import error_code
 from .workspace_settings import DEFAULT_SETTINGS, SettingsError, WorkspaceSettings
 
 if TYPE_CHECKING:
@@ -207,17 +208,11 @@ def _secret_value(client: SecretsManagerClient, prefix: str, workspace_id: str) 
     try:
         return client.get_secret_value(SecretId=secret_name(prefix, workspace_id))
     except ClientError as exc:
-        if _error_code(exc) in _GONE_CODES:
+        if error_code(exc) in _GONE_CODES:
             return None
-        raise ConnectionUnavailableError(_error_code(exc)) from None
+        raise ConnectionUnavailableError(error_code(exc)) from None
     except BotoCoreError as exc:
-        raise ConnectionUnavailableError(_error_code(exc)) from None
-
-
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code") or "ClientError")
-    return type(exc).__name__
+        raise ConnectionUnavailableError(error_code(exc)) from None
 
 
 class ConnectionStore:
@@ -254,7 +249,7 @@ class ConnectionStore:
                 )
                 return "connected"
             except ClientError as exc:
-                if _error_code(exc) not in (_EXISTS, _INVALID_STATE):
+                if error_code(exc) not in (_EXISTS, _INVALID_STATE):
                     raise
             outcome = "reconnected"
             if "DeletedDate" in self._client.describe_secret(SecretId=name):
@@ -262,7 +257,7 @@ class ConnectionStore:
                 outcome = "restored"
             self._client.put_secret_value(SecretId=name, SecretString=value)
         except (ClientError, BotoCoreError) as exc:
-            raise ConnectionUnavailableError(_error_code(exc)) from None
+            raise ConnectionUnavailableError(error_code(exc)) from None
         return outcome
 
     def remove(self, workspace_id: str) -> bool:
@@ -272,12 +267,12 @@ class ConnectionStore:
             try:
                 self._client.delete_secret(SecretId=name, RecoveryWindowInDays=RECOVERY_WINDOW_DAYS)
             except ClientError as exc:
-                code = _error_code(exc)
+                code = error_code(exc)
                 if code == _NOT_FOUND:
                     return False
                 if code == _INVALID_STATE and "DeletedDate" in self._client.describe_secret(SecretId=name):
                     return False  # already disconnected
                 raise
         except (ClientError, BotoCoreError) as exc:
-            raise ConnectionUnavailableError(_error_code(exc)) from None
+            raise ConnectionUnavailableError(error_code(exc)) from None
         return True

@@ -5,7 +5,7 @@ by the pure core in ``facts``::
     outcomes = forwarder.forward(events, deadline=time.monotonic() + 3)   # one Outcome per event, in order
 
 The forwarder talks to its three dependencies through small protocols (``FactStore``, ``ConnectionSource``,
-``SegmentSender``), implemented by ``dedup.DedupStore``, ``connections.Connections`` and
+``SegmentSender``), implemented by ``claims.DedupStore``, ``connections.Connections`` and
 ``segment.SegmentClient`` in Lambda, and by in-memory fakes in the domain tests.
 
 Steps: resolve each workspace's connection and settings (once per call); skip the events the settings screen

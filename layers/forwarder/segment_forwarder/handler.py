@@ -28,14 +28,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from .answers import Answered, Handoff, http_answer
 from .api_gateway import json_response, request_body, status_of
+from .claims import Claim, DedupStore
 from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
 from .connections import Connections
-from .dedup import Claim, DedupStore, DedupUnavailableError, HealthLedger
 from .errors import PayloadTooLargeError, RequestError, error_body
 from .events import SCHEMAS, Event, Kind, new_nonce
 from .facts import REFUSED_ALL, Outcome, largest_message
 from .forwarding import Forwarder
-from .health import HealthRecorder, evidence, hour_of
+from .health import HealthRecorder, evidence
+from .health_ledger import HealthLedger
 from .messages import MAX_MESSAGE_BYTES
 from .queues import Parked, Queued, Queues, QueueUnavailableError
 from .records import SqsRecord, read_record
@@ -394,12 +395,8 @@ def _write_health(runtime: Runtime | None) -> None:
     not state; a lost tally is logged)."""
     if runtime is None:
         return
-    now_ms = int(time.time() * 1000)
-    for workspace, tally in runtime.health.due(now_ms=now_ms).items():
-        try:
-            runtime.ledger.add(workspace, tally, hour=hour_of(now_ms), now_s=now_ms // 1000)
-        except DedupUnavailableError as exc:
-            logger.warning("could not write delivery health", extra={"workspace_id": workspace, "error": str(exc)})
+    for workspace, exc in runtime.ledger.write_due(runtime.health, now_ms=int(time.time() * 1000)).items():
+        logger.warning("could not write delivery health", extra={"workspace_id": workspace, "error": str(exc)})
 
 
 def _segment_latency(milliseconds: int) -> None:

@@ -6,7 +6,7 @@ values that cross them. The core imports these, never an adapter (boto3, urllib3
 =====================  ==========================================  ===========================================
 port                   adapter in Lambda                           in the domain tests
 =====================  ==========================================  ===========================================
-``FactStore``          ``dedup.DedupStore`` (DynamoDB)             ``tests/domain/fakes.py``
+``FactStore``          ``claims.DedupStore`` (DynamoDB)            ``tests/support/fakes.py``
 ``ConnectionSource``   ``connections.Connections`` (Secrets Mgr)   a dict of ``Connection``
 ``SegmentSender``      ``segment.SegmentClient`` (urllib3)         the fakes' Segment
 =====================  ==========================================  ===========================================
@@ -66,7 +66,7 @@ class ClaimHandle(Protocol):
 
 
 class FactStore[C: ClaimHandle](Protocol):
-    """Where facts are claimed, marked SENT and released (``dedup.DedupStore``)."""
+    """Where facts are claimed, marked SENT and released (``claims.DedupStore``)."""
 
     def claim_all(self, requests: Sequence[ClaimRequest], *, precheck: bool = False) -> Mapping[Slot, C]:
         """A claim handle per requested slot; failures are UNAVAILABLE / INVALID answers, never exceptions.
