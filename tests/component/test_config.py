@@ -1,14 +1,14 @@
-"""Settings read from the function environment, with defaults for every optional variable."""
+"""FunctionConfig read from the function environment, with defaults for every optional variable."""
 
 from __future__ import annotations
 
-from segment_forwarder.config import Settings
+from segment_forwarder.config import FunctionConfig
 
 
 def test_defaults_when_only_the_resources_are_given():
-    settings = Settings.from_env({"DEDUP_TABLE": "t", "QUEUE_URL": "q", "DLQ_URL": "d"})
+    settings = FunctionConfig.from_env({"DEDUP_TABLE": "t", "QUEUE_URL": "q", "DLQ_URL": "d"})
 
-    assert settings == Settings(table_name="t", queue_url="q", dlq_url="d")
+    assert settings == FunctionConfig(table_name="t", queue_url="q", dlq_url="d")
     assert settings.secret_prefix == "segment-forwarder"
     assert (settings.lease_seconds, settings.connection_cache_seconds, settings.max_receive_count) == (90, 60, 1000)
     assert (settings.retry_horizon_seconds, settings.retry_backoff_cap_seconds) == (72 * 3600, 900)
@@ -16,7 +16,7 @@ def test_defaults_when_only_the_resources_are_given():
 
 
 def test_values_from_the_environment():
-    settings = Settings.from_env(
+    settings = FunctionConfig.from_env(
         {
             "SECRET_PREFIX": "p/q",
             "DEDUP_TTL_DAYS": "2",

@@ -15,7 +15,7 @@ import pytest
 
 from local_stack.lambda_logging import APPLICATION_LEVELS, SYSTEM_LEVELS, LambdaLogging
 from local_stack.template import Template
-from segment_forwarder.config import Settings
+from segment_forwarder.config import FunctionConfig
 from tests.component.conftest import FUNCTIONS, sqs_record
 from tests.component.test_security import of_type, sam_transform
 
@@ -68,7 +68,7 @@ def test_the_defaults_are_a_production_stacks():
     assert set(PARAMETERS["ApplicationLogLevel"]["AllowedValues"]) <= set(APPLICATION_LEVELS)
     assert set(PARAMETERS["SystemLogLevel"]["AllowedValues"]) <= set(SYSTEM_LEVELS)
     # the code's default is the template's: a function without the variable samples as a deployed one does
-    assert Settings().delivered_log_sample_rate == Settings.from_env({}).delivered_log_sample_rate == 0
+    assert FunctionConfig().delivered_log_sample_rate == FunctionConfig.from_env({}).delivered_log_sample_rate == 0
     for function in TEMPLATE.functions():
         assert TEMPLATE.logging_config(function).environment() == {
             "AWS_LAMBDA_LOG_FORMAT": "JSON",

@@ -1,8 +1,8 @@
-"""Settings of an ingest or connection function, read once per execution environment from its environment.
+"""The configuration of an ingest or connection function, read once per execution environment from its environment.
 
 Every name is set by template.yaml (and, locally, by the local stack from the same template)::
 
-    settings = Settings.from_env(required=INGEST_VARIABLES)   # ConfigurationError names what is missing or wrong
+    config = FunctionConfig.from_env(required=INGEST_VARIABLES)   # ConfigurationError names what is missing or wrong
 
 A missing required variable or an unreadable number fails the cold start with a clear error, instead of a
 first event failing later in an obscure way.
@@ -32,7 +32,7 @@ class ConfigurationError(ForwarderError):
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class FunctionConfig:
     """Configuration; see the README's configuration table for each variable."""
 
     table_name: str = ""
@@ -57,7 +57,7 @@ class Settings:
     eu_endpoint: str = DEFAULT_ENDPOINTS["eu"]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ, *, required: Collection[str] = ()) -> Settings:
+    def from_env(cls, env: Mapping[str, str] = os.environ, *, required: Collection[str] = ()) -> FunctionConfig:
         """Read the function's environment; optional variables that are absent keep the defaults above.
 
         Raises ConfigurationError naming every variable of ``required`` that is missing or empty, or the

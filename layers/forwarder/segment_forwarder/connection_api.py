@@ -45,7 +45,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .api_gateway import request_body, status_of
-from .config import AWS_CLIENT_CONFIG, Settings
+from .config import AWS_CLIENT_CONFIG, FunctionConfig
 from .connections import ConnectionStore, ConnectionUnavailableError
 from .errors import ConnectionConfigError, RequestError, error_body, printable
 from .health_ledger import HealthLedger
@@ -78,10 +78,10 @@ MIN_TEST_BUDGET_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Dependencies:
-    """What the routes use: settings, the connection store, the Segment client, and the table's health buckets and
-    visitor facts."""
+    """What the routes use: the configuration, the connection store, the Segment client, and the table's health
+    buckets and visitor facts."""
 
-    settings: Settings
+    config: FunctionConfig
     connections: ConnectionStore
     segment: SegmentClient
     ledger: HealthLedger
@@ -93,16 +93,16 @@ class Dependencies:
 
         Retries use botocore's standard mode (3 attempts unless ``AWS_MAX_ATTEMPTS`` says otherwise).
         """
-        settings = Settings.from_env(required=("DEDUP_TABLE",))
+        config = FunctionConfig.from_env(required=("DEDUP_TABLE",))
         session = boto3.session.Session()
         secrets = session.client("secretsmanager", config=AWS_CLIENT_CONFIG)
         dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
         return cls(
-            settings,
-            ConnectionStore(secrets, settings.secret_prefix),
-            SegmentClient(settings.endpoints),
-            HealthLedger(dynamodb, settings.table_name),
-            VisitorFacts(dynamodb, settings.table_name, tombstone_seconds=settings.erasure_tombstone_seconds),
+            config,
+            ConnectionStore(secrets, config.secret_prefix),
+            SegmentClient(config.endpoints),
+            HealthLedger(dynamodb, config.table_name),
+            VisitorFacts(dynamodb, config.table_name, tombstone_seconds=config.erasure_tombstone_seconds),
         )
 
 
@@ -189,7 +189,7 @@ def test(workspace_id: str | None = None) -> Response[str]:
     content = connection_test_content(workspace, timestamp=iso_ms(datetime.now(UTC)))
     message = with_delivery(content, message_id, {})
     remaining_s = app.lambda_context.get_remaining_time_in_millis() / 1000
-    budget = max(min(deps.settings.http_delivery_budget_seconds, remaining_s - TEST_SAFETY_S), MIN_TEST_BUDGET_S)
+    budget = max(min(deps.config.http_delivery_budget_seconds, remaining_s - TEST_SAFETY_S), MIN_TEST_BUDGET_S)
     result = deps.segment.send(connection.write_key, connection.region, [message], deadline=time.monotonic() + budget)
     if result.ok:
         endpoint = deps.segment.endpoint(connection.region)

@@ -7,7 +7,7 @@
 The HTTP route takes one body, or a batch of up to 100 (``{"batch": [...]}``), answered with one result per body in
 order (``_handle_batch``): a body refused alone is answered by its own error, and never fails the others.
 
-The first invocation builds the execution environment's runtime (settings, boto3 clients, the Segment
+The first invocation builds the execution environment's runtime (configuration, boto3 clients, the Segment
 connection pool, the connection cache); later invocations reuse it. The handler only parses, calls the
 forwarder and shapes the answer; one record's failure never touches another record of the batch.
 """
@@ -29,7 +29,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .answers import Answered, Handoff, http_answer
 from .api_gateway import json_response, request_body, status_of
 from .claims import Claim, DedupStore
-from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, Settings
+from .config import AWS_CLIENT_CONFIG, INGEST_VARIABLES, FunctionConfig
 from .connections import Connections
 from .errors import PayloadTooLargeError, RequestError, error_body
 from .events import SCHEMAS, Event, Kind, new_nonce
@@ -55,7 +55,7 @@ HTTP_SAFETY_S = 1.5
 class Runtime:
     """Everything an execution environment keeps warm between invocations."""
 
-    settings: Settings
+    config: FunctionConfig
     forwarder: Forwarder[Claim]
     queues: Queues
     health: HealthRecorder
@@ -64,28 +64,28 @@ class Runtime:
     @classmethod
     def from_env(cls) -> Runtime:
         """Build clients once; boto3 reads the region and (locally) AWS_ENDPOINT_URL from the environment."""
-        settings = Settings.from_env(required=INGEST_VARIABLES)
+        config = FunctionConfig.from_env(required=INGEST_VARIABLES)
         session = boto3.session.Session()
         dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
         store = DedupStore(
             dynamodb,
-            settings.table_name,
-            lease_seconds=settings.lease_seconds,
-            visitor_ttl_seconds=settings.dedup_ttl_seconds,
-            event_ttl_seconds=settings.event_id_ttl_seconds,
+            config.table_name,
+            lease_seconds=config.lease_seconds,
+            visitor_ttl_seconds=config.dedup_ttl_seconds,
+            event_ttl_seconds=config.event_id_ttl_seconds,
         )
         connections = Connections(
             session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
-            settings.secret_prefix,
-            settings.connection_cache_seconds,
-            miss_max_age=settings.connection_miss_cache_seconds,
-            max_entries=settings.connection_cache_entries,
+            config.secret_prefix,
+            config.connection_cache_seconds,
+            miss_max_age=config.connection_miss_cache_seconds,
+            max_entries=config.connection_cache_entries,
         )
-        segment = SegmentClient(settings.endpoints, breaker_threshold=settings.segment_breaker_threshold)
+        segment = SegmentClient(config.endpoints, breaker_threshold=config.segment_breaker_threshold)
         forwarder = Forwarder(store, connections, segment, _segment_latency)
-        queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.queue_url, settings.dlq_url)
-        health = HealthRecorder(flush_after_ms=settings.health_flush_seconds * 1000)
-        return cls(settings, forwarder, queues, health, HealthLedger(dynamodb, settings.table_name))
+        queues = Queues(session.client("sqs", config=AWS_CLIENT_CONFIG), config.queue_url, config.dlq_url)
+        health = HealthRecorder(flush_after_ms=config.health_flush_seconds * 1000)
+        return cls(config, forwarder, queues, health, HealthLedger(dynamodb, config.table_name))
 
 
 def make_handler(kind: Kind) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
@@ -152,7 +152,7 @@ _BATCH_UNAVAILABLE = error_body("unavailable", "not delivered and not queued; se
 
 def _http_budget(runtime: Runtime, remaining_s: float) -> float:
     """Seconds the HTTP path may spend forwarding: the configured budget, within what Lambda leaves."""
-    return min(runtime.settings.http_delivery_budget_seconds, max(remaining_s - HTTP_SAFETY_S, 0.5))
+    return min(runtime.config.http_delivery_budget_seconds, max(remaining_s - HTTP_SAFETY_S, 0.5))
 
 
 def _accepted(kind: Kind, body: dict[str, Any], received_at: datetime) -> Event:
@@ -281,9 +281,9 @@ def _handle_sqs(
             logger.exception("could not read the record", extra={"correlation_id": record.message_id})
             parked.append(Parked(record, "unexpected_error", type(exc).__name__, kind=kind))
     deadline = time.monotonic() + max(remaining_s - SQS_SAFETY_S, 1.0)
-    settings = runtime.settings
+    config = runtime.config
     policy = RetryPolicy(
-        settings.retry_horizon_seconds, settings.retry_backoff_cap_seconds, max_receives=settings.max_receive_count
+        config.retry_horizon_seconds, config.retry_backoff_cap_seconds, max_receives=config.max_receive_count
     )
     retries: dict[str, int] = {}  # message id -> seconds until its next receive
     outcomes = _forward_isolated(runtime, events, deadline, precheck=True)
@@ -420,7 +420,7 @@ def _record(runtime: Runtime, event: Event, outcome: Outcome, path: str, correla
     if correlation_id is not None:
         extra["correlation_id"] = correlation_id
     routine = outcome.status in ("delivered", "duplicate") and outcome.complete
-    if routine and not _sampled(event.delivery_id, runtime.settings.delivered_log_sample_rate):
+    if routine and not _sampled(event.delivery_id, runtime.config.delivered_log_sample_rate):
         logger.debug(outcome.status, extra=extra)
     else:
         logger.info(outcome.status, extra=extra)
