@@ -513,10 +513,11 @@ class HttpApi:
         headers.setdefault("x-forwarded-proto", "http")
         headers.setdefault("x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}")
         now = datetime.now(UTC)
+        path = unquote(raw_path)  # an HTTP API gives the path decoded (pathParameters too, each decoded once)
         event: dict[str, Any] = {
             "version": "2.0",
             "routeKey": route.key,
-            "rawPath": raw_path,
+            "rawPath": path,
             "rawQueryString": raw_query,
             "headers": headers,
             "requestContext": {
@@ -526,7 +527,7 @@ class HttpApi:
                 "domainPrefix": headers.get("host", self.host).split(".", 1)[0],
                 "http": {
                     "method": request.command,
-                    "path": raw_path,
+                    "path": path,
                     "protocol": request.request_version,
                     "sourceIp": source_ip,
                     "userAgent": headers.get("user-agent", ""),

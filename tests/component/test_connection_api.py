@@ -15,7 +15,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote
 
 import boto3
 import pytest
@@ -42,8 +41,8 @@ ANSWERS: list[str] = []  # every answer of this module, checked for write keys a
 
 
 def http_event(method, workspace_id, *, test=False, body=None, route_key=None, base64_body=False):
-    # the path as a client sends it (percent-encoded), pathParameters as API Gateway decodes them
-    raw_path = f"/v1/workspaces/{quote(workspace_id, safe='')}/segment" + ("/test" if test else "")
+    # the path and pathParameters as an HTTP API gives them: both decoded
+    raw_path = f"/v1/workspaces/{workspace_id}/segment" + ("/test" if test else "")
     if body is not None and not isinstance(body, str):
         body = json.dumps(body)
     if base64_body and body is not None:
@@ -624,3 +623,20 @@ def test_no_answer_of_this_module_contains_a_write_key():
     for answer in ANSWERS:
         for key in KEYS:
             assert key not in answer
+
+
+@pytest.mark.parametrize("stage", ["$default", "prod"])
+def test_the_ids_are_read_from_the_path_parameters_an_http_api_decoded_once(api, stage):
+    api.put("acme", {"write_key": KEY_EU, "region": "eu"})
+    prefix = "" if stage == "$default" else f"/{stage}"
+
+    def get(workspace_id):
+        event = http_event("GET", workspace_id)  # rawPath decoded, as an HTTP API gives it
+        event["rawPath"] = event["requestContext"]["http"]["path"] = prefix + event["rawPath"]
+        event["requestContext"]["stage"] = stage
+        return api.call(event)
+
+    assert get("acme")[1]["connected"] is True
+    for workspace_id in ("a/b", "acme?x", ""):  # a bad id is a bad id (400 naming it), never an unknown route
+        status, body = get(workspace_id)
+        assert (status, body["error"]["field"]) == (400, "workspace_id"), (workspace_id, body)

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -235,3 +236,18 @@ def test_erase_uses_deletes_and_one_tombstone_put_never_a_batch_write(stack, aws
     assert writes == {"dynamodb:PutItem": 1, "dynamodb:DeleteItem": 2}
     [tombstone] = aws_faults.params["dynamodb:PutItem"]
     assert set(tombstone["Item"]) == {"pk", "sk", "erased_at", "generation", "expires_at"}  # no status, no content
+
+
+@pytest.mark.parametrize("visitor_id", ["a%41", "a/b", 'q"?#', "\U0001f600 x"])
+def test_an_id_an_http_api_gives_decoded_erases_that_visitor_and_no_look_alike(stack, visitor_id):
+    ingest, connection = stack.handler("assignment"), connection_handler(stack)
+    look_alike = unquote(visitor_id) if "%" in visitor_id else visitor_id + "x"  # "a%41" decoded twice is "aA"
+    for visitor in (visitor_id, look_alike):
+        assert stack.post("assignment", {**ASSIGNMENT, "visitor_id": visitor}, ingest)[0] == 200
+    kept = facts_of(stack, "ws-us", look_alike)
+
+    # erase() sends rawPath and pathParameters as an HTTP API does: the path decoded, each parameter decoded once
+    assert erase(connection, "ws-us", visitor_id) == (200, {"erased": 2, **DONE})
+
+    assert facts_of(stack, "ws-us", visitor_id) == {}
+    assert facts_of(stack, "ws-us", look_alike) == kept != {}

@@ -29,6 +29,7 @@ logged, never put in a metric or an exception message.
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 import uuid
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -67,6 +68,7 @@ VISITOR_ROUTE = "/v1/workspaces/{workspace_id}/visitors/{visitor_id}"
 # The resolver's rules for those routes, matched against the raw path. The workspace segment may be empty, so that
 # an empty workspace_id is answered as a bad one (400), like any other, rather than as an unknown route.
 _WORKSPACE = "/v1/workspaces/(?:<workspace_id>)?"
+_PARAMETER = re.compile(r"\{(\w+)\}")  # a path parameter in a route template
 TEST_NOTE = (
     "Segment accepted the request. That does not prove the write key or the region are right: Segment's tracking "
     "API answers 200 to any key and to the other region's data. Confirm the 'Segment Connection Test' event "
@@ -137,7 +139,31 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         event = {"rawPath": "/v1/workspaces/demo/segment", "requestContext": {"http": {"method": "GET"}}, ...}
         handler(event, context)["body"]   # '{"connected": false, "health": {...}}'
     """
-    return app.resolve(event, context)
+    return app.resolve(routed(event), context)
+
+
+def routed(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with its path rebuilt from the route API Gateway matched and the path parameters it decoded.
+
+    An HTTP API gives Lambda the path already decoded: a visitor id holding ``/``, ``?`` or ``%41`` cannot be told
+    apart in ``rawPath`` (and would be decoded twice), while ``pathParameters`` holds each id decoded once. So the
+    path the resolver matches is the route's template with each parameter percent-encoded, and the routes decode
+    each segment once::
+
+        routed({"routeKey": "DELETE /v1/workspaces/{workspace_id}/visitors/{visitor_id}",
+                "pathParameters": {"workspace_id": "acme", "visitor_id": "a/b"}, "rawPath": "/v1/.../a/b", ...})
+        # rawPath "/v1/workspaces/acme/visitors/a%2Fb"
+
+    A ``$default`` route (no template, no parameters) is resolved on the path as given.
+    """
+    method, _, template = str(event.get("routeKey") or "").partition(" ")
+    parameters = event.get("pathParameters") or {}
+    if not method or not template.startswith("/"):
+        return event
+    path = _PARAMETER.sub(lambda match: quote(str(parameters.get(match.group(1), "")), safe=""), template)
+    stage = (event.get("requestContext") or {}).get("stage")
+    prefix = f"/{stage}" if stage and stage != "$default" else ""  # the resolver strips a named stage's prefix
+    return {**event, "rawPath": prefix + path}
 
 
 # -- routes --------------------------------------------------------------------------------------------------
@@ -272,7 +298,8 @@ def _no_route(error: NotFoundError) -> Response[str]:
     metrics.add_dimension("route", "unknown")
     logger.append_keys(route="unknown", workspace_id=None)
     event = app.current_event
-    return _refusal(404, "not_found", f"no route {event.http_method} {event.raw_path or '(unknown path)'}")
+    _, _, template = str(event.get("routeKey") or "").partition(" ")  # never the path: it holds the ids
+    return _refusal(404, "not_found", f"no route {event.http_method} {template or '(unknown path)'}")
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
