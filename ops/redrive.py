@@ -77,7 +77,14 @@ from segment_forwarder.facts import largest_message
 from segment_forwarder.messages import MAX_MESSAGE_BYTES
 from segment_forwarder.records import DELIVERY_ID as DELIVERY_ID_ATTRIBUTE
 from segment_forwarder.records import DELIVERY_NONCE as DELIVERY_NONCE_ATTRIBUTE
-from segment_forwarder.records import FIRST_RECEIVED_AT, RETRY_SINCE
+from segment_forwarder.records import (
+    ERROR_CODE,
+    ERROR_FIELD,
+    ERROR_MESSAGE,
+    FIRST_RECEIVED_AT,
+    RECEIVE_COUNT,
+    RETRY_SINCE,
+)
 from segment_forwarder.records import SOURCE_KIND as SOURCE_KIND_ATTRIBUTE
 from segment_forwarder.records import SOURCE_MESSAGE_ID as SOURCE_MESSAGE_ID_ATTRIBUTE
 from segment_forwarder.validation import parse_body
@@ -99,7 +106,7 @@ DEFAULT_WAIT_S = 75.0  # how long a run waits for messages another reader holds 
 POLL_S = 5.0  # how often a waiting run looks again
 MAX_RESCANS = 3  # scans in a row for messages that became visible just after a scan
 DELETE_ATTEMPTS = 3  # a copied message's delete from the DLQ is tried this often before the run reports it
-REASON_ATTRIBUTES = ("error_code", "error_message", "error_field", "receive_count")
+REASON_ATTRIBUTES = (ERROR_CODE, ERROR_MESSAGE, ERROR_FIELD, RECEIVE_COUNT)
 OWN_ATTRIBUTES = (
     DELIVERY_ID_ATTRIBUTE,
     DELIVERY_NONCE_ATTRIBUTE,
@@ -227,7 +234,7 @@ def why_permanent(message: Message, kind: str) -> str | None:
     """Why a parked message cannot succeed once moved back (a line of the report), or None when it can: parked
     for a reason a later attempt may not have (``RETRYABLE_CODES``, or by SQS without a reason) and its body still
     valid."""
-    code = _string(message, "error_code")
+    code = _string(message, ERROR_CODE)
     problem = body_problem(kind, str(message.get("Body", "")))
     if code == "rejected":
         return "rejected (Segment refused the message itself)"
@@ -370,7 +377,7 @@ def _max_message_bytes(sqs: Any, url: str) -> int | None:
 
 
 def _note(report: Report, message: Message) -> None:
-    reason = _string(message, "error_code") or NO_ERROR_CODE
+    reason = _string(message, ERROR_CODE) or NO_ERROR_CODE
     report.by_reason[reason] += 1
     examples = report.examples.setdefault(reason, [])
     if len(examples) < EXAMPLES_PER_REASON:
@@ -606,8 +613,8 @@ def render(report: Report, queues: QueuePair, dlq_depth: int | None = None) -> l
     for reason, count in report.by_reason.most_common():
         lines.append(f"  {reason:<24} {count:>7}")
         for example in report.examples.get(reason, []) if report.dry_run else []:
-            message = " ".join((_string(example, "error_message") or "").split())[:160]
-            field_name = _string(example, "error_field")
+            message = " ".join((_string(example, ERROR_MESSAGE) or "").split())[:160]
+            field_name = _string(example, ERROR_FIELD)
             lines.append(
                 f"      e.g. {message!r}{f' (field {field_name})' if field_name else ''}; source message "
                 f"{_string(example, 'source_message_id') or example['MessageId']}, first received "

@@ -1,4 +1,5 @@
-"""Lambda entry point of the connection function: connect, show, disconnect and test a workspace's Segment source.
+"""Lambda entry point of the connection function: connect, show, disconnect and test a workspace's Segment source;
+erase a visitor.
 
 HTTP API (payload format 2.0) routes, served by Powertools' ``APIGatewayHttpResolver`` (``app``) and bound in
 ``functions/connection/app.py``::

@@ -8,7 +8,7 @@ connection function's exception handlers for its routes)::
     │   └── SettingsError               ... because its workspace settings cannot be used (workspace_settings)
     ├── UnavailableError                a dependency failed; the same call may succeed later
     │   ├── ConnectionUnavailableError  Secrets Manager (connections)
-    │   ├── DedupUnavailableError       the DynamoDB table (dedup)
+    │   ├── DedupUnavailableError       the DynamoDB table (table)
     │   └── QueueUnavailableError       SQS (queues)
     ├── ConnectionConfigError           a stored workspace connection cannot be used
     └── ConfigurationError              the function's environment is incomplete (config)
