@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from .errors import error_code
 from .facts import IDENTIFY, ClaimAnswer, ClaimRequest, ClaimState, Slot
 from .table import (
     ERASURE_TOMBSTONE_SECONDS,
@@ -59,7 +60,6 @@ from .table import (
     RequestPool,
     condition_failed,
     content,
-    error_code,
     failed_on,
     key,
     number,

@@ -39,9 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConnectionConfigError, UnavailableError
+from .errors import ConnectionConfigError, UnavailableError, error_code
 from .ports import Connection
-from .table import error_code
 from .workspace_settings import DEFAULT_SETTINGS, SettingsError, WorkspaceSettings
 
 if TYPE_CHECKING:

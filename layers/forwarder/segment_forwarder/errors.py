@@ -84,3 +84,13 @@ class UnavailableError(ForwarderError):
 
 class ConnectionConfigError(ForwarderError):
     """A workspace secret exists but cannot be used (malformed). Retried from the queue, then parked in the DLQ."""
+
+
+def error_code(exc: BaseException) -> str:
+    """The code an AWS service answered (botocore's ``ClientError`` carries it in ``response``), else the exception's
+    type: ``ThrottlingException``, ``ConnectTimeoutError``. Every AWS adapter names its failures so (never with a
+    message, which may quote a value)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__

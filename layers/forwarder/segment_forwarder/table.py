@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import UnavailableError
+from .errors import UnavailableError, error_code
 from .facts import Fact, Slot
 
 if TYPE_CHECKING:
@@ -113,14 +113,6 @@ def content(item: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 # -- errors -------------------------------------------------------------------------------------------------
-
-
-def error_code(exc: Exception) -> str:
-    """The code an AWS service answered (``ClientError``), else the exception's type: ``ThrottlingException``,
-    ``ConnectTimeoutError``. Every AWS adapter of the package names its failures so."""
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code") or "ClientError")
-    return type(exc).__name__
 
 
 def condition_failed(exc: Exception) -> TypeGuard[ClientError]:
