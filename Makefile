@@ -17,7 +17,7 @@ TRANSFORMED := .aws-sam/security/template.transformed.json
 EXPANDED := .aws-sam/security/template.expanded.json
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help python-check node-check node-tools iam-evaluator venv lint unit component integration local-stack-tests client-tests security test check repeat validate build run send-sqs redrive lookup erase bench soak clean
+.PHONY: help python-check node-check node-tools iam-evaluator venv lint unit component integration local-stack-tests client-tests security test check deep repeat validate build run send-sqs redrive lookup erase bench soak clean
 
 help:
 	@echo "make run    start the whole system locally (API :3000, Segment sink :3001)"
@@ -125,6 +125,11 @@ test: lint security validate build node-tools
 	$(PY) -m pytest -q
 
 # make repeat [N=100] [MARK=concurrency]: every test with that marker N times over, to catch failures by chance
+# The generated tests (domain and component) with four times the examples make test runs (hypothesis profile
+# `deep`, tests/support/profiles.py): about 15 minutes; before a release or after touching the dedup core.
+deep: venv node-tools
+	$(PY) -m pytest tests/domain tests/component -q --hypothesis-profile=deep -k "histor or hostile"
+
 repeat: venv
 	$(PY) -m pytest -q -m "$(or $(MARK),concurrency)" --count=$(or $(N),100)
 

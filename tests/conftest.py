@@ -5,7 +5,7 @@ Layers: ``tests/domain`` (pure, no AWS, no HTTP), ``tests/component`` (handlers 
 stack's and the sink's own behaviour).
 
 Hypothesis runs every example a test asks for, unless ``--hypothesis-profile=check`` (``make check``) asks for a
-fifth of them (tests/support/profiles.py).
+fifth of them or ``--hypothesis-profile=deep`` (``make deep``) four times as many (tests/support/profiles.py).
 
 At the end of a session that started local stacks, the summary tells how many of the functions' AWS calls the IAM
 check decided, which it denied, and which grants of template.yaml no call used ("IAM: granted but never used: ...").
@@ -20,9 +20,9 @@ import pytest
 
 from local_stack import iam
 from local_stack.segment_sink import SegmentSink
-from tests.support.profiles import register_check_profile
+from tests.support.profiles import register_profiles
 
-register_check_profile()  # before the hypothesis plugin loads the profile a --hypothesis-profile option names
+register_profiles()  # before the hypothesis plugin loads the profile a --hypothesis-profile option names
 
 pytest_plugins = ["tests.support.leak_check"]  # fails any test whose output holds a registered write key
 

@@ -29,9 +29,10 @@ from segment_forwarder.facts import Fact, FactKind, Slot
 from tests.component.conftest import LambdaContext, sqs_record
 from tests.support.fakes import Crash
 from tests.support.model import KINDS, Received, Recorded, event_bodies, violations
+from tests.support.profiles import examples
 
-HISTORIES = 20
-DYNALITE_HISTORIES = 8  # the same histories with the dedup table on dynalite (its faults include the reads)
+HISTORIES = examples(14)  # make deep runs four times as many
+DYNALITE_HISTORIES = examples(6)  # the same histories with the dedup table on dynalite (its faults include the reads)
 LEASE_S = 1
 CONNECTIONS = {"ws-us": Connection("key-us-0001", "us"), "ws-eu": Connection("key-eu-0002", "eu")}
 
@@ -343,7 +344,7 @@ def run_tenant_history(stack: Any, stream: list[Any], mode: str | None) -> tuple
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 @pytest.mark.parametrize("mode", sorted(NEIGHBOUR_FAULTS))
 @settings(
-    max_examples=3,
+    max_examples=examples(2),
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each example runs two histories
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

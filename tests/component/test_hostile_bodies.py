@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.component.conftest import LambdaContext, sqs_record
+from tests.support.profiles import examples
 
-BODIES_PER_PATH = 150
+BODIES_PER_PATH = examples(100)  # per path; make deep runs four times as many
 ANY_CHARACTER = st.characters(codec=None, categories=None)  # every category, unpaired surrogates included
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
