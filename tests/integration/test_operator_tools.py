@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -93,6 +94,19 @@ def test_erase_forgets_the_visitor_of_one_workspace_only(stack, api: Api):
     after = [e for e in events_of(stack, visitor, region="us") if e["message"]["type"] == "identify"]
     assert len(after) == len(before) + 1
     assert after[-1]["message"]["messageId"] not in {e["message"]["messageId"] for e in before}
+
+
+def test_a_visitor_id_holding_a_slash_or_an_escape_is_erased_over_the_http_api_and_no_look_alike(stack, api: Api):
+    visitor = new_id("v/a%41")  # an HTTP API decodes the path: the function must read the id once decoded
+    look_alike = visitor.replace("%41", "A")
+    for one in (visitor, look_alike):
+        assert api.post("/v1/assignments", assignment(one))[0] == 200
+
+    status, body = api.request("DELETE", f"/v1/workspaces/demo/visitors/{quote(visitor, safe='')}")
+
+    assert (status, body) == (200, {"erased": 2, "complete": True, "retry_after_s": 0})
+    assert lookup(stack, "demo", visitor) == {}
+    assert len(lookup(stack, "demo", look_alike)) == 2
 
 
 def test_make_erase_calls_the_route_signed(stack, api: Api):

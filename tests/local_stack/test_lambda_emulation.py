@@ -249,7 +249,8 @@ def test_the_function_is_picked_up_once_its_code_imports(stack, api: Api, code):
 
     event = json.loads(response.data)["event"]
     assert event["routeKey"] == "PUT /v1/workspaces/{workspace_id}/segment"
-    assert event["rawPath"] == "/v1/workspaces/ws%2D1/segment"
+    # an HTTP API gives the path decoded, and each path parameter decoded once
+    assert event["rawPath"] == event["requestContext"]["http"]["path"] == "/v1/workspaces/ws-1/segment"
     assert event["pathParameters"] == {"workspace_id": "ws-1"}
     assert event["isBase64Encoded"] is True
     assert base64.b64decode(event["body"]) == b"\xff\x00binary"
