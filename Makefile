@@ -124,12 +124,12 @@ security: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed venv
 test: lint security validate build node-tools
 	$(PY) -m pytest -q
 
-# make repeat [N=100] [MARK=concurrency]: every test with that marker N times over, to catch failures by chance
 # The generated tests (domain and component) with four times the examples make test runs (hypothesis profile
-# `deep`, tests/support/profiles.py): about 15 minutes; before a release or after touching the dedup core.
+# `deep`, tests/support/profiles.py), before a release or after touching the dedup core.
 deep: venv node-tools
 	$(PY) -m pytest tests/domain tests/component -q --hypothesis-profile=deep -k "histor or hostile"
 
+# make repeat [N=100] [MARK=concurrency]: every test with that marker N times over, to catch failures by chance
 repeat: venv
 	$(PY) -m pytest -q -m "$(or $(MARK),concurrency)" --count=$(or $(N),100)
 
