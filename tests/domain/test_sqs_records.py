@@ -16,15 +16,9 @@ from segment_forwarder.records import (
     attribute_ms,
     read_record,
 )
+from tests.support.bodies import CONVERSION
 
 NOW_MS = 1_900_000_000_000
-CONVERSION = {
-    "workspace_id": "ws-us",
-    "visitor_id": "v-1",
-    "conversion_id": "c-1",
-    "conversion_type": "CLICK",
-    "origin_url": "https://shop.example/",
-}
 
 
 def raw(body: str = "{}", *, system: dict[str, str] | None = None, **carried: Any) -> dict[str, Any]:
